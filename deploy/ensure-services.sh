@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Start the local PostgreSQL and Redis the integration tests need, if they are not running already.
+# Under CI=true a server that cannot be started is a failure (the tests then fail, never skip).
+set -uo pipefail
+pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+
+if ! pg_up; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+fi
+if ! redis_up; then
+  if command -v redis-server >/dev/null; then
+    mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+  fi
+fi
+for _ in $(seq 1 30); do
+  pg_up && redis_up && break
+  sleep 1
+done
+status=0
+pg_up || { echo "ensure-services: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; status=1; }
+redis_up || { echo "ensure-services: Redis is not reachable on 127.0.0.1:6379" >&2; status=1; }
+if [ "$status" -ne 0 ] && [ "${CI:-}" = "true" ]; then exit 1; fi
+exit 0
