@@ -1,0 +1,1 @@
+"""One-off scripts that derive the project's shipped data (run by hand, never at run time)."""
