@@ -1,0 +1,1 @@
+"""Database layer: models, engine/session factory, repositories (the only place with queries)."""

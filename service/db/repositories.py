@@ -1,0 +1,314 @@
+"""Repositories: the only place with queries. They take a session and plain values and return rows,
+values or None; they never raise HTTP errors and never commit (the caller owns the transaction),
+except where a function says it commits because its writes must be durable one query at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import and_, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
+
+from .models import AttackRow, CertificateRow, ChunkRow, JobRow, NetworkRow, QueryRow, SignatureRow
+
+ACTIVE = ("queued", "running")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _insert(session: Session, table):
+    """A dialect insert that supports ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+# -- networks ---------------------------------------------------------------------------------------
+def get_network(session: Session, network_id: int) -> NetworkRow | None:
+    return session.get(NetworkRow, network_id)
+
+
+def get_network_by_digest(session: Session, digest: str) -> NetworkRow | None:
+    return session.scalar(select(NetworkRow).where(NetworkRow.digest == digest))
+
+
+def get_network_by_name(session: Session, name: str) -> NetworkRow | None:
+    return session.scalar(select(NetworkRow).where(NetworkRow.name == name).order_by(NetworkRow.id.desc()).limit(1))
+
+
+def list_networks(session: Session) -> Sequence[NetworkRow]:
+    return session.scalars(select(NetworkRow).order_by(NetworkRow.id)).all()
+
+
+def add_network(session: Session, **values: Any) -> tuple[NetworkRow, bool]:
+    """Register a network by content digest; returns (row, created). The same weights are stored once."""
+    stmt = _insert(session, NetworkRow).values(**values).on_conflict_do_nothing(index_elements=["digest"])
+    created = session.execute(stmt).rowcount == 1
+    row = get_network_by_digest(session, values["digest"])
+    assert row is not None
+    return row, created
+
+
+# -- jobs, chunks, queries --------------------------------------------------------------------------
+def create_job(
+    session: Session,
+    *,
+    network_id: int,
+    kind: str,
+    parameters: dict[str, Any],
+    created_by: str,
+    queries: Sequence[dict[str, Any]],
+    chunk_size: int,
+) -> tuple[JobRow, list[int]]:
+    """A job with its queries split into chunks of ``chunk_size``; returns (job, chunk ids in order)."""
+    job = JobRow(
+        network_id=network_id, kind=kind, parameters=parameters, created_by=created_by, total=len(queries),
+        status="queued", done=0, errors=0,
+    )
+    session.add(job)
+    session.flush()
+    chunk_ids = []
+    for position, start in enumerate(range(0, len(queries), chunk_size)):
+        chunk = ChunkRow(job_id=job.id, position=position, status="queued", attempts=0, worker="")
+        session.add(chunk)
+        session.flush()
+        chunk_ids.append(chunk.id)
+        session.add_all(QueryRow(job_id=job.id, chunk_id=chunk.id, **q) for q in queries[start : start + chunk_size])
+    session.flush()
+    return job, chunk_ids
+
+
+def get_job(session: Session, job_id: int) -> JobRow | None:
+    return session.get(JobRow, job_id)
+
+
+def list_jobs(session: Session, *, offset: int = 0, limit: int = 50) -> tuple[int, Sequence[JobRow]]:
+    total = session.scalar(select(func.count()).select_from(JobRow)) or 0
+    rows = session.scalars(select(JobRow).order_by(JobRow.id.desc()).offset(offset).limit(limit)).all()
+    return total, rows
+
+
+def chunk_ids(session: Session, job_id: int, *, statuses: Iterable[str] | None = None) -> list[int]:
+    stmt = select(ChunkRow.id).where(ChunkRow.job_id == job_id).order_by(ChunkRow.position)
+    if statuses is not None:
+        stmt = stmt.where(ChunkRow.status.in_(list(statuses)))
+    return list(session.scalars(stmt))
+
+
+def cancel_job(session: Session, job_id: int) -> bool:
+    """Mark a queued or running job cancelled; workers skip its remaining queries. False if not active."""
+    result = session.execute(
+        update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(ACTIVE)).values(status="cancelled", finished_at=_now())
+    )
+    session.execute(update(ChunkRow).where(ChunkRow.job_id == job_id, ChunkRow.status == "queued").values(status="cancelled"))
+    return result.rowcount == 1
+
+
+def job_status(session: Session, job_id: int) -> str | None:
+    return session.scalar(select(JobRow.status).where(JobRow.id == job_id))
+
+
+def claim_chunk(session: Session, chunk_id: int, worker: str) -> ChunkRow | None:
+    """Record that ``worker`` starts (or restarts) a chunk; moves its job from queued to running."""
+    chunk = session.get(ChunkRow, chunk_id)
+    if chunk is None:
+        return None
+    session.execute(
+        update(ChunkRow).where(ChunkRow.id == chunk_id)
+        .values(attempts=ChunkRow.attempts + 1, worker=worker[:200], started_at=_now(),
+                status=case((ChunkRow.status == "cancelled", "cancelled"), else_="running"))
+    )
+    session.execute(
+        update(JobRow).where(JobRow.id == chunk.job_id, JobRow.status == "queued").values(status="running", started_at=_now())
+    )
+    session.refresh(chunk)
+    return chunk
+
+
+def finish_chunk(session: Session, chunk_id: int, status: str = "done") -> None:
+    session.execute(update(ChunkRow).where(ChunkRow.id == chunk_id).values(status=status, finished_at=_now()))
+
+
+def pending_queries(session: Session, chunk_id: int) -> Sequence[QueryRow]:
+    """Queries of a chunk that have no certificate yet (a redelivered chunk resumes where it stopped)."""
+    answered = select(CertificateRow.id).where(CertificateRow.query_id == QueryRow.id).exists()
+    return session.scalars(select(QueryRow).where(QueryRow.chunk_id == chunk_id, ~answered).order_by(QueryRow.id)).all()
+
+
+def store_certificate(
+    session: Session,
+    query: QueryRow,
+    certificate: dict[str, Any],
+    signatures: Sequence[dict[str, Any]] = (),
+    attack: dict[str, Any] | None = None,
+) -> bool:
+    """Store the certificate of ``query`` once: a second store of the same (query, method) is a no-op.
+
+    Signatures, the attack row and the job's progress counters are written only by the store that
+    inserted the certificate, in the same transaction, so counts stay exact when a task runs twice.
+    Returns True if this call inserted it.
+    """
+    values = dict(certificate, query_id=query.id, job_id=query.job_id, method=query.method)
+    stmt = (
+        _insert(session, CertificateRow).values(**values)
+        .on_conflict_do_nothing(index_elements=["query_id", "method"])
+        .returning(CertificateRow.id)
+    )
+    certificate_id = session.execute(stmt).scalar()
+    if certificate_id is None:
+        return False
+    if signatures:
+        session.execute(_insert(session, SignatureRow), [dict(s, certificate_id=certificate_id) for s in signatures])
+    if attack is not None:
+        session.add(AttackRow(certificate_id=certificate_id, query_id=query.id, **attack))
+    failed = 1 if certificate.get("error") else 0
+    session.execute(update(JobRow).where(JobRow.id == query.job_id).values(done=JobRow.done + 1, errors=JobRow.errors + failed))
+    session.execute(
+        update(JobRow).where(JobRow.id == query.job_id, JobRow.done >= JobRow.total, JobRow.status.in_(ACTIVE))
+        .values(status="done", finished_at=_now())
+    )
+    session.flush()
+    return True
+
+
+# -- results ----------------------------------------------------------------------------------------
+def verdict_counts(session: Session, job_id: int) -> dict[tuple[str, str], int]:
+    """(method, verdict) -> number of certificates of a job."""
+    rows = session.execute(
+        select(CertificateRow.method, CertificateRow.verdict, func.count())
+        .where(CertificateRow.job_id == job_id).group_by(CertificateRow.method, CertificateRow.verdict)
+    )
+    return {(m, v): n for m, v, n in rows}
+
+
+def chunk_counts(session: Session, job_id: int) -> dict[str, int]:
+    rows = session.execute(select(ChunkRow.status, func.count()).where(ChunkRow.job_id == job_id).group_by(ChunkRow.status))
+    return {s: n for s, n in rows}
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    verdict: str | None = None
+    method: str | None = None
+    eps: float | None = None
+    label: int | None = None
+
+
+def list_results(
+    session: Session, job_id: int, filters: ResultFilter = ResultFilter(), *, offset: int = 0, limit: int = 100
+) -> tuple[int, list[tuple[QueryRow, CertificateRow]]]:
+    """Answered queries of a job with their certificates, in query order, filtered and paged."""
+    conditions = [QueryRow.job_id == job_id]
+    if filters.verdict is not None:
+        conditions.append(CertificateRow.verdict == filters.verdict)
+    if filters.method is not None:
+        conditions.append(QueryRow.method == filters.method)
+    if filters.eps is not None:  # eps travels as text in URLs: match to a relative 1e-9
+        conditions.append(func.abs(QueryRow.eps - filters.eps) <= 1e-9 * max(1.0, abs(filters.eps)))
+    if filters.label is not None:
+        conditions.append(QueryRow.label == filters.label)
+    base = select(QueryRow, CertificateRow).join(CertificateRow, CertificateRow.query_id == QueryRow.id).where(*conditions)
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    rows = session.execute(base.order_by(QueryRow.id).offset(offset).limit(limit)).all()
+    return total, [(q, c) for q, c in rows]
+
+
+def get_certificate(session: Session, certificate_id: int) -> tuple[QueryRow, CertificateRow] | None:
+    row = session.execute(
+        select(QueryRow, CertificateRow).join(CertificateRow, CertificateRow.query_id == QueryRow.id)
+        .where(CertificateRow.id == certificate_id)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def signatures_of(session: Session, certificate_ids: Sequence[int]) -> dict[int, list[SignatureRow]]:
+    out: dict[int, list[SignatureRow]] = {i: [] for i in certificate_ids}
+    if certificate_ids:
+        for row in session.scalars(
+            select(SignatureRow).where(SignatureRow.certificate_id.in_(list(certificate_ids))).order_by(SignatureRow.id)
+        ):
+            out[row.certificate_id].append(row)
+    return out
+
+
+def attacks_of(session: Session, certificate_ids: Sequence[int]) -> dict[int, AttackRow]:
+    if not certificate_ids:
+        return {}
+    rows = session.scalars(select(AttackRow).where(AttackRow.certificate_id.in_(list(certificate_ids))))
+    return {r.certificate_id: r for r in rows}
+
+
+def comparison_pairs(session: Session, job_id: int) -> list[tuple[QueryRow, CertificateRow | None, CertificateRow | None]]:
+    """Per (item, eps) of a job: the LP query and the LP and MIP certificates (None while unanswered)."""
+    lp_q, mip_q = aliased(QueryRow), aliased(QueryRow)
+    lp_c, mip_c = aliased(CertificateRow), aliased(CertificateRow)
+    rows = session.execute(
+        select(lp_q, lp_c, mip_c)
+        .join(mip_q, and_(mip_q.job_id == lp_q.job_id, mip_q.item == lp_q.item, mip_q.eps == lp_q.eps,
+                          mip_q.method == "mip", func.coalesce(mip_q.target, -1) == func.coalesce(lp_q.target, -1)))
+        .outerjoin(lp_c, lp_c.query_id == lp_q.id)
+        .outerjoin(mip_c, mip_c.query_id == mip_q.id)
+        .where(lp_q.job_id == job_id, lp_q.method == "lp")
+        .order_by(lp_q.item, lp_q.eps)
+    ).all()
+    return [(q, a, b) for q, a, b in rows]
+
+
+def _signature_scope(digit: int, job_id: int | None, method: str | None, eps: float | None, verdict: str | None):
+    conditions = [QueryRow.label == digit]
+    if job_id is not None:
+        conditions.append(QueryRow.job_id == job_id)
+    if method is not None:
+        conditions.append(QueryRow.method == method)
+    if eps is not None:
+        conditions.append(func.abs(QueryRow.eps - eps) <= 1e-9 * max(1.0, abs(eps)))
+    if verdict is not None:
+        conditions.append(CertificateRow.verdict == verdict)
+    return conditions
+
+
+def count_certificates_for_digit(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None) -> int:
+    stmt = (select(func.count()).select_from(CertificateRow).join(QueryRow, QueryRow.id == CertificateRow.query_id)
+            .where(*_signature_scope(digit, job_id, method, eps, verdict)))
+    return session.scalar(stmt) or 0
+
+
+def pixel_frequencies(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None) -> list[tuple[str, int, int]]:
+    """(kind, pixel, number of certificates where that pixel sits at that bound) for one digit: GROUP BY."""
+    stmt = (
+        select(SignatureRow.kind, SignatureRow.pixel, func.count(func.distinct(SignatureRow.certificate_id)))
+        .join(CertificateRow, CertificateRow.id == SignatureRow.certificate_id)
+        .join(QueryRow, QueryRow.id == CertificateRow.query_id)
+        .where(SignatureRow.pixel.is_not(None), *_signature_scope(digit, job_id, method, eps, verdict))
+        .group_by(SignatureRow.kind, SignatureRow.pixel)
+        .order_by(SignatureRow.kind, SignatureRow.pixel)
+    )
+    return [(k, p, n) for k, p, n in session.execute(stmt)]
+
+
+def envelope_activity(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None) -> list[tuple[str, int | None, int | None, int | None, int]]:
+    """(kind, layer, neuron, index, count) of the non-input tight constraints for one digit: GROUP BY."""
+    stmt = (
+        select(SignatureRow.kind, SignatureRow.layer, SignatureRow.neuron, SignatureRow.index,
+               func.count(func.distinct(SignatureRow.certificate_id)))
+        .join(CertificateRow, CertificateRow.id == SignatureRow.certificate_id)
+        .join(QueryRow, QueryRow.id == CertificateRow.query_id)
+        .where(SignatureRow.pixel.is_(None), *_signature_scope(digit, job_id, method, eps, verdict))
+        .group_by(SignatureRow.kind, SignatureRow.layer, SignatureRow.neuron, SignatureRow.index)
+        .order_by(SignatureRow.layer, SignatureRow.neuron, SignatureRow.kind, SignatureRow.index)
+    )
+    return [tuple(r) for r in session.execute(stmt)]
+
+
+def certificates_for_digit(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None,
+                           offset: int = 0, limit: int = 50) -> list[tuple[QueryRow, CertificateRow]]:
+    stmt = (
+        select(QueryRow, CertificateRow).join(CertificateRow, CertificateRow.query_id == QueryRow.id)
+        .where(*_signature_scope(digit, job_id, method, eps, verdict)).order_by(CertificateRow.id).offset(offset).limit(limit)
+    )
+    return [(q, c) for q, c in session.execute(stmt)]

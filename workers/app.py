@@ -1,0 +1,59 @@
+"""The Celery app, configured from :mod:`service.settings`.
+
+Reliability settings (as in well-kept Celery projects): ``acks_late`` + ``task_reject_on_worker_lost``
+so a task whose worker dies is delivered again; prefetch 1 so a worker holds one chunk at a time;
+Redis' ``visibility_timeout`` decides how soon an unacknowledged task is redelivered; soft and hard
+time limits per chunk from the per-query limit. Results are not kept in the broker: progress and
+answers live in the database.
+
+Start a worker with ``polycert worker`` or ``celery -A workers.app worker``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery
+from celery.signals import worker_init
+
+from service.settings import get_settings
+
+CHUNK_TASK = "polycert.run_chunk"
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    soft, hard = settings.chunk_time_limits()
+    app = Celery("polycert", broker=settings.broker_url or "memory://", include=["workers.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=settings.queue_name,
+        task_soft_time_limit=soft,
+        task_time_limit=hard,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+app = make_celery()
+
+
+@worker_init.connect
+def _refuse_unmigrated_database(**_kwargs) -> None:
+    """A worker on a database without the schema would fail every task: refuse to start instead."""
+    from service.db.migrate import DatabaseNotMigratedError, ensure_migrated
+    from service.db.session import get_engine
+
+    try:
+        ensure_migrated(get_engine(get_settings().resolved_database_url))
+    except DatabaseNotMigratedError as exc:
+        print(f"polycert worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

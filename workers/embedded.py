@@ -1,0 +1,53 @@
+"""The embedded worker: an in-process pool that runs the same :func:`run_chunk` as the Celery task.
+
+Used when no broker is configured (one machine, SQLite, no server). Chunks run on background threads
+(the solvers release the GIL while they work); transient database errors are retried like the task's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from sqlalchemy.exc import OperationalError
+
+from service.db.session import get_engine, session_factory
+
+from .execution import ChunkOutcome, Certify, run_chunk
+
+RETRIES = 5
+
+
+class EmbeddedPool:
+    def __init__(self, database_url: str, workers: int = 1, *, certify: Certify | None = None) -> None:
+        self.database_url = database_url
+        self.certify = certify
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="polycert-worker")
+        self._futures: list[Future] = []
+        self._lock = threading.Lock()
+
+    def enqueue(self, chunk_ids: list[int]) -> None:
+        with self._lock:
+            self._futures.extend(self._executor.submit(self._run, cid) for cid in chunk_ids)
+
+    def _run(self, chunk_id: int) -> ChunkOutcome:
+        engine = get_engine(self.database_url)
+        for attempt in range(RETRIES + 1):
+            try:
+                with session_factory(engine)() as session:
+                    return run_chunk(session, chunk_id, certify=self.certify, worker="embedded")
+            except OperationalError:
+                if attempt == RETRIES:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def wait(self, timeout: float | None = None) -> list[ChunkOutcome]:
+        """Block until every enqueued chunk has run; re-raises the first failure."""
+        with self._lock:
+            futures, self._futures = self._futures, []
+        return [f.result(timeout=timeout) for f in futures]
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

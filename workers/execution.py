@@ -1,0 +1,179 @@
+"""The one function a worker runs per chunk: load the queries, call the engine, store certificates.
+
+Celery tasks (:mod:`workers.tasks`) and the embedded in-process pool (:mod:`workers.embedded`) both call
+:func:`run_chunk`, so there is one code path. The engine call is :func:`certify_query`; issue 7 swaps
+it for a batched ``formulations.cascade.certify_chunk`` in this one place.
+
+Exactly-once: every query is committed on its own, and the store is an idempotent upsert keyed on
+``(query_id, method)``; a redelivered chunk (worker killed, ``acks_late``) resumes with the queries that
+have no certificate yet.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from formulations.certificate import Certificate, UnknownReason, Verdict
+from formulations.errors import PolyCertError
+from service.db import repositories as repo
+from service.db.models import QueryRow
+from service.settings import get_settings
+from sqlalchemy.orm import Session
+
+from .networks import cached_network
+
+try:  # Celery's soft time limit, raised inside the task when the chunk runs out of time
+    from billiard.exceptions import SoftTimeLimitExceeded as _SoftTimeLimit
+except ImportError:  # pragma: no cover - billiard ships with Celery
+    class _SoftTimeLimit(Exception):
+        pass
+
+Certify = Callable[..., Certificate]
+INPUT_KINDS = ("input_lower", "input_upper")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def default_certify() -> Certify:
+    from formulations.robustness import certify  # imported late: the engine is heavy and optional at import
+
+    return certify
+
+
+def certify_query(certify: Certify, network, query: QueryRow, parameters: dict[str, Any]) -> Certificate:
+    """One engine call for one stored query."""
+    kwargs: dict[str, Any] = dict(
+        method=query.method, solver=parameters.get("solver"), norm=query.norm,
+        time_limit=parameters.get("time_limit"),
+    )
+    if query.target is not None:
+        kwargs["targets"] = (query.target,)
+    return certify(network, np.asarray(query.input, dtype=np.float64), query.label, query.eps, **kwargs)
+
+
+def _finite_or(value: float | None, default: float) -> float:
+    return default if value is None else float(value)
+
+
+def certificate_record(cert: Certificate, wall_time: float) -> dict[str, Any]:
+    """A certificate as column values of ``certificates`` (arrays to lists, enums to their values)."""
+    d = cert.to_dict()
+    return dict(
+        verdict=d["verdict"], reason=d["reason"], stage=d.get("stage") or "",
+        lower=float(cert.lower), upper=float(cert.upper), gap=float(cert.gap),
+        counterexample=d["counterexample"], counterexample_value=d["counterexample_value"],
+        targets=_json_safe(d["targets"]), solver=d["solver"] or "", times=_json_safe(d["times"]),
+        size=_json_safe(d["size"]), error=None, wall_time=wall_time,
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON columns cannot hold NaN or infinities: those become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def unknown_record(reason: UnknownReason, message: str, wall_time: float) -> dict[str, Any]:
+    """The certificate of a query the engine could not answer: unknown, bounds (-inf, +inf)."""
+    return dict(
+        verdict=Verdict.UNKNOWN.value, reason=reason.value, stage="", lower=-math.inf, upper=math.inf, gap=math.inf,
+        counterexample=None, counterexample_value=None, targets=[], solver="", times={}, size={},
+        error=message[:2000], wall_time=wall_time,
+    )
+
+
+def signature_rows(cert: Certificate) -> list[dict[str, Any]]:
+    """Tight constraints as rows; a pixel at its bound carries its coordinate in ``pixel``."""
+    rows = []
+    for tag in cert.tight:
+        pixel = None
+        if tag.kind in INPUT_KINDS:
+            pixel = tag.neuron if tag.neuron is not None else tag.index
+        rows.append(dict(kind=tag.kind, layer=tag.layer, neuron=tag.neuron, index=tag.index, pixel=pixel))
+    return rows
+
+
+def attack_row(cert: Certificate) -> dict[str, Any] | None:
+    if cert.counterexample is not None:
+        return dict(found=True, margin=cert.counterexample_value, point=np.asarray(cert.counterexample).tolist(),
+                    seconds=float(cert.times.get("attack", 0.0)))
+    if "attack" in cert.times:
+        return dict(found=False, margin=None, point=None, seconds=float(cert.times["attack"]))
+    return None
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    chunk_id: int
+    stored: int  # certificates this run inserted
+    skipped: int  # queries already answered (redelivery) or skipped (cancelled job)
+    status: str  # done / cancelled / missing
+
+
+def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None, worker: str | None = None) -> ChunkOutcome:
+    """Answer every unanswered query of a chunk, committing one certificate at a time."""
+    chunk = repo.claim_chunk(session, chunk_id, worker or worker_name())
+    session.commit()
+    if chunk is None:
+        return ChunkOutcome(chunk_id, 0, 0, "missing")
+    job = repo.get_job(session, chunk.job_id)
+    assert job is not None
+    network_row = repo.get_network(session, job.network_id)
+    assert network_row is not None
+    network = cached_network(network_row.digest, network_row.weights)
+    parameters = dict(job.parameters or {})
+    parameters.setdefault("time_limit", get_settings().query_time_limit)
+    engine = certify or default_certify()
+
+    queries = repo.pending_queries(session, chunk_id)
+    stored = 0
+    for i, query in enumerate(queries):
+        if repo.job_status(session, job.id) == "cancelled":
+            repo.finish_chunk(session, chunk_id, "cancelled")
+            session.commit()
+            return ChunkOutcome(chunk_id, stored, len(queries) - i, "cancelled")
+        start = time.perf_counter()
+        try:
+            cert = certify_query(engine, network, query, parameters)
+            record = certificate_record(cert, time.perf_counter() - start)
+            inserted = repo.store_certificate(session, query, record, signature_rows(cert), attack_row(cert))
+        except _SoftTimeLimit:
+            session.rollback()
+            stored += _give_up(session, queries[i:], "the chunk reached its time limit", start)
+            repo.finish_chunk(session, chunk_id, "done")
+            session.commit()
+            return ChunkOutcome(chunk_id, stored, 0, "done")
+        except PolyCertError as exc:  # the engine refused this query: an answer, not a crash
+            session.rollback()
+            reason = UnknownReason.SOLVER_ERROR
+            record = unknown_record(reason, f"{type(exc).__name__}: {exc}", time.perf_counter() - start)
+            inserted = repo.store_certificate(session, query, record)
+        session.commit()
+        stored += int(inserted)
+    repo.finish_chunk(session, chunk_id, "done")
+    session.commit()
+    return ChunkOutcome(chunk_id, stored, len(queries) - stored, "done")
+
+
+def _give_up(session: Session, queries: Sequence[QueryRow], message: str, start: float) -> int:
+    """Store ``unknown (time limit)`` for queries the chunk has no time left for."""
+    n = 0
+    for query in queries:
+        record = unknown_record(UnknownReason.TIME_LIMIT, message, time.perf_counter() - start)
+        n += int(repo.store_certificate(session, query, record))
+        session.commit()
+    return n
