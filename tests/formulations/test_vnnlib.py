@@ -275,7 +275,7 @@ def test_malformed_text_is_refused_naming_the_problem(text, problem):
     assert problem in str(err.value)
 
 
-def test_declared_counts_must_match_the_network(tmp_path):
+def test_declared_counts_must_match_the_network():
     with pytest.raises(InvalidInputError, match="declares 784 inputs X_i, expected 49"):
         read_vnnlib(VNNLIB / "prop_0_0.03.vnnlib.gz", n_inputs=49)
     with pytest.raises(InvalidInputError, match="declares 10 outputs Y_j, expected 3"):
