@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 
 import migrations
 
-MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
+# the package may be a namespace package in some installs: take its directory, not its __init__
+MIGRATIONS_DIR = Path(list(migrations.__path__)[0]).resolve()
 
 
 class DatabaseNotMigratedError(RuntimeError):

@@ -1,0 +1,91 @@
+"""Jobs: submit a batch, status and progress, cancel, results (paged, filtered), LP-versus-MIP comparison."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from service import batches, reports
+from service.api.deps import DispatcherDep, SessionDep, SettingsDep, TokenDep
+from service.api.schemas import (
+    AttackPublic, CertificatePublic, ComparisonPublic, JobCreate, JobList, JobPublic, Message, Progress, ResultPage, Tight,
+)
+from service.db import repositories as repo
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def job_public(session, job) -> JobPublic:
+    out = JobPublic.model_validate(job)
+    out.progress = Progress(**reports.progress(session, job))
+    return out
+
+
+def certificate_public(query, cert, tight=None, attack=None) -> CertificatePublic:
+    return CertificatePublic(
+        id=cert.id, query_id=query.id, job_id=query.job_id, item=query.item, source_index=query.source_index,
+        label=query.label, target=query.target, eps=query.eps, norm=query.norm, method=query.method,
+        verdict=cert.verdict, reason=cert.reason, stage=cert.stage, lower=cert.lower, upper=cert.upper, gap=cert.gap,
+        counterexample=cert.counterexample, counterexample_value=cert.counterexample_value, solver=cert.solver,
+        times=cert.times, size=cert.size, targets=cert.targets, error=cert.error, wall_time=cert.wall_time,
+        tight=None if tight is None else [Tight(kind=s.kind, layer=s.layer, neuron=s.neuron, index=s.index, pixel=s.pixel) for s in tight],
+        attack=None if attack is None else AttackPublic(found=attack.found, margin=attack.margin, seconds=attack.seconds),
+    )
+
+
+@router.post("", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED)
+def submit(body: JobCreate, session: SessionDep, settings: SettingsDep, dispatcher: DispatcherDep, user: TokenDep) -> JobPublic:
+    """Submit a batch: the job is stored, split into chunks and enqueued; poll ``GET /jobs/{id}``."""
+    job = batches.submit_batch(session, dispatcher, body, created_by=user, chunk_size=settings.chunk_size)
+    return job_public(session, job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobList:
+    count, rows = repo.list_jobs(session, offset=offset, limit=limit)
+    return JobList(count=count, data=[job_public(session, j) for j in rows])
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: int, session: SessionDep) -> JobPublic:
+    return job_public(session, batches.get_job_or_raise(session, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=Message)
+def cancel(job_id: int, session: SessionDep, _user: TokenDep) -> Message:
+    if not batches.cancel(session, job_id):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is not queued or running")
+    return Message(message=f"job {job_id} cancelled; queries already answered are kept")
+
+
+@router.get("/{job_id}/results", response_model=ResultPage)
+def results(
+    job_id: int,
+    session: SessionDep,
+    verdict: Literal["verified", "falsified", "unknown"] | None = None,
+    method: Literal["lp", "mip"] | None = None,
+    eps: Annotated[float | None, Query(ge=0)] = None,
+    label: Annotated[int | None, Query(ge=0)] = None,
+    signatures: bool = False,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ResultPage:
+    batches.get_job_or_raise(session, job_id)
+    count, rows = repo.list_results(session, job_id, repo.ResultFilter(verdict, method, eps, label), offset=offset, limit=limit)
+    ids = [c.id for _, c in rows]
+    tight = repo.signatures_of(session, ids) if signatures else {}
+    attacks = repo.attacks_of(session, ids)
+    data = [certificate_public(q, c, tight.get(c.id) if signatures else None, attacks.get(c.id)) for q, c in rows]
+    return ResultPage(count=count, offset=offset, limit=limit, data=data)
+
+
+@router.get("/{job_id}/comparison", response_model=ComparisonPublic)
+def comparison(job_id: int, session: SessionDep) -> ComparisonPublic:
+    """Per (input, eps): LP bound, MIP bracket, gap and agreement; summary of verified counts each way."""
+    job = batches.get_job_or_raise(session, job_id)
+    if job.parameters.get("methods") != "both":
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} did not run both LP and MIP (methods={job.parameters.get('methods')!r})")
+    result = reports.compare(session, job_id)
+    return ComparisonPublic(job_id=job_id, summary=result.summary, rows=[r.__dict__ for r in result.rows])

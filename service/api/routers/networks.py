@@ -1,0 +1,63 @@
+"""Networks: register a built-in one, upload a file, list, look up."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+
+from service import batches
+from service.api.deps import SessionDep, TokenDep
+from service.api.schemas import NetworkBuiltin, NetworkList, NetworkPublic, NetworkRegistered
+from service.db import repositories as repo
+
+router = APIRouter(prefix="/networks", tags=["networks"])
+MAX_UPLOAD = 64 * 1024 * 1024
+
+
+def _registered(row, created: bool) -> NetworkRegistered:
+    return NetworkRegistered(**NetworkPublic.model_validate(row).model_dump(), created=created)
+
+
+@router.post("", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
+def register_builtin(body: NetworkBuiltin, session: SessionDep, _user: TokenDep) -> NetworkRegistered:
+    """Register a shipped network (``polycert-tiny``, ``verianet``) by name."""
+    row, created = batches.register_builtin(session, body.builtin)
+    session.commit()
+    return _registered(row, created)
+
+
+@router.post("/upload", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
+async def upload(
+    session: SessionDep,
+    _user: TokenDep,
+    file: Annotated[UploadFile, File(description=".npz, .pt (state dict) or .onnx")],
+    name: Annotated[str | None, Form()] = None,
+    activations: Annotated[str | None, Form(description="comma-separated, for .npz/.pt (e.g. gelu,gelu,identity)")] = None,
+    orientation: Annotated[str | None, Form(description="out_in (W @ x) or in_out (x @ W), for .npz")] = None,
+) -> NetworkRegistered:
+    data = await file.read(MAX_UPLOAD + 1)
+    if len(data) > MAX_UPLOAD:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"uploads are limited to {MAX_UPLOAD} bytes")
+    options = {"name": name}
+    if activations:
+        options["activations"] = [a.strip() for a in activations.split(",")]
+    if orientation:
+        options["orientation"] = orientation
+    row, created = batches.register_upload(session, file.filename or "upload", data, **options)
+    session.commit()
+    return _registered(row, created)
+
+
+@router.get("", response_model=NetworkList)
+def list_networks(session: SessionDep) -> NetworkList:
+    rows = repo.list_networks(session)
+    return NetworkList(count=len(rows), data=[NetworkPublic.model_validate(r) for r in rows])
+
+
+@router.get("/{network_id}", response_model=NetworkPublic)
+def get_network(network_id: int, session: SessionDep) -> NetworkPublic:
+    row = repo.get_network(session, network_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no network with id {network_id}")
+    return NetworkPublic.model_validate(row)

@@ -1,0 +1,216 @@
+"""Batches: a request (network, inputs, radii, methods) becomes a job of queries split into chunks.
+
+A query is one (input, label, eps, method); ``methods="both"`` makes an LP and a MIP query for the same
+(item, eps), which the LP-versus-MIP comparison pairs up.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Literal, Protocol, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.orm import Session
+
+from formulations.errors import InvalidInputError
+from formulations.network import Network
+from service.db import repositories as repo
+from service.db.models import JobRow, NetworkRow
+from workers.networks import network_from_bytes, network_to_bytes
+
+from .errors import NotFoundError, QueueUnavailableError
+
+Method = Literal["lp", "mip", "both"]
+UPLOAD_FORMATS = {".npz": "npz", ".pt": "pt", ".pth": "pt", ".onnx": "onnx"}
+
+
+class DatasetSlice(BaseModel):
+    """Images ``start:stop`` of a shipped data set (``service.datasets.load_preprocessed`` names)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["mnist7-area", "mnist7-bilinear", "mnist28"] = "mnist7-area"
+    split: Literal["train", "test"] = "test"
+    start: int = Field(0, ge=0)
+    stop: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DatasetSlice":
+        if self.stop <= self.start:
+            raise ValueError(f"dataset slice {self.start}:{self.stop} is empty")
+        if self.stop - self.start > 10_000:
+            raise ValueError("a dataset slice holds at most 10,000 images")
+        return self
+
+
+class BatchRequest(BaseModel):
+    """What to certify. Give the network by id or by name (a registered or built-in name), and either a
+    dataset slice or explicit inputs with their labels."""
+
+    model_config = ConfigDict(extra="forbid")
+    network_id: int | None = None
+    network: str | None = None
+    dataset: DatasetSlice | None = None
+    inputs: list[list[float]] | None = None
+    labels: list[int] | None = None
+    eps: list[float] = Field(..., min_length=1, max_length=50)
+    methods: Method = "both"
+    kind: Literal["robustness"] = "robustness"
+    norm: Literal["linf", "l1", "l2"] = "linf"
+    target: int | None = Field(None, ge=0)
+    solver: str | None = None  # MIP back-end (engine default: SCIP)
+    lp_solver: str | None = None
+    time_limit: float | None = Field(None, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "BatchRequest":
+        if (self.network_id is None) == (self.network is None):
+            raise ValueError("give exactly one of network_id and network (a name)")
+        if (self.dataset is None) == (self.inputs is None):
+            raise ValueError("give exactly one of dataset and inputs")
+        if self.inputs is not None:
+            if not self.inputs:
+                raise ValueError("inputs is empty")
+            if self.labels is None or len(self.labels) != len(self.inputs):
+                raise ValueError("explicit inputs need one label each (labels of the same length)")
+        elif self.labels is not None:
+            raise ValueError("labels go with explicit inputs; a dataset brings its own")
+        bad = [e for e in self.eps if not (0.0 <= e <= 1.0) or e != e]
+        if bad:
+            raise ValueError(f"eps must lie in [0, 1]; got {bad}")
+        return self
+
+    @property
+    def method_list(self) -> tuple[str, ...]:
+        return ("lp", "mip") if self.methods == "both" else (self.methods,)
+
+
+class Dispatcher(Protocol):
+    def enqueue(self, chunk_ids: list[int]) -> None: ...
+
+
+# -- networks -----------------------------------------------------------------------------------------
+def register_network(session: Session, network: Network, source_format: str) -> tuple[NetworkRow, bool]:
+    return repo.add_network(
+        session, digest=network.digest(), name=network.name, architecture=network.architecture,
+        source_format=source_format, input_size=network.input_size, output_size=network.output_size,
+        weights=network_to_bytes(network),
+    )
+
+
+def register_builtin(session: Session, name: str) -> tuple[NetworkRow, bool]:
+    from service import zoo  # the shipped networks (trained or loaded on first use)
+
+    known = list(zoo.builtin_networks())
+    if name not in known:
+        raise NotFoundError(f"no built-in network {name!r}; known: {', '.join(known)}")
+    return register_network(session, zoo.load_builtin(name), "builtin")
+
+
+def register_upload(session: Session, filename: str, data: bytes, **options: Any) -> tuple[NetworkRow, bool]:
+    """Register an uploaded .npz / .pt / .onnx file (loaded without unpickling: weights_only)."""
+    suffix = os.path.splitext(filename)[1].lower()
+    if suffix not in UPLOAD_FORMATS:
+        raise InvalidInputError(f"cannot load {filename!r}: the file must end in one of {', '.join(UPLOAD_FORMATS)}")
+    from formulations.loaders import load_network
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "upload" + suffix)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        name = options.pop("name", None) or os.path.splitext(os.path.basename(filename))[0]
+        network = load_network(path, name=name, **options)
+    return register_network(session, network, UPLOAD_FORMATS[suffix])
+
+
+def resolve_network(session: Session, *, network_id: int | None, name: str | None) -> NetworkRow:
+    if network_id is not None:
+        row = repo.get_network(session, network_id)
+        if row is None:
+            raise NotFoundError(f"no network with id {network_id}")
+        return row
+    assert name is not None
+    row = repo.get_network_by_name(session, name)
+    return row if row is not None else register_builtin(session, name)[0]
+
+
+def load_stored(row: NetworkRow) -> Network:
+    return network_from_bytes(row.weights)
+
+
+# -- jobs ---------------------------------------------------------------------------------------------
+def batch_inputs(request: BatchRequest) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
+    """(x (n, d), labels (n,), dataset indices) of a request."""
+    if request.dataset is not None:
+        from service.datasets import load_preprocessed
+
+        ds = request.dataset
+        x, y = load_preprocessed(ds.name, ds.split)
+        if ds.start >= len(x):
+            raise InvalidInputError(f"dataset {ds.name} ({ds.split}) has {len(x)} images; slice starts at {ds.start}")
+        stop = min(ds.stop, len(x))
+        return x[ds.start : stop], y[ds.start : stop], list(range(ds.start, stop))
+    x = np.asarray(request.inputs, dtype=np.float64)
+    if x.ndim != 2:
+        raise InvalidInputError("inputs must all have the same length")
+    return x, np.asarray(request.labels, dtype=np.int64), [None] * len(x)
+
+
+def plan_queries(request: BatchRequest, x: np.ndarray, labels: np.ndarray, sources: Sequence[int | None],
+                 network: NetworkRow) -> list[dict[str, Any]]:
+    """One query per (item, eps, method), in that order."""
+    if x.shape[1] != network.input_size:
+        raise InvalidInputError(f"inputs have {x.shape[1]} values; network {network.name!r} expects {network.input_size}")
+    if not np.isfinite(x).all():
+        raise InvalidInputError("inputs hold NaN or infinite values")
+    bad = sorted({int(k) for k in labels if not 0 <= k < network.output_size})
+    if bad:
+        raise InvalidInputError(f"labels {bad} are outside 0..{network.output_size - 1}")
+    if request.target is not None and request.target >= network.output_size:
+        raise InvalidInputError(f"target {request.target} is outside 0..{network.output_size - 1}")
+    return [
+        dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(labels[i]), target=request.target,
+             eps=float(eps), norm=request.norm, method=method)
+        for i in range(len(x))
+        for eps in request.eps
+        for method in request.method_list
+    ]
+
+
+def create_batch(session: Session, request: BatchRequest, *, created_by: str, chunk_size: int) -> tuple[JobRow, list[int]]:
+    """Store a job, its chunks and queries (not yet enqueued); the caller commits."""
+    network = resolve_network(session, network_id=request.network_id, name=request.network)
+    x, labels, sources = batch_inputs(request)
+    queries = plan_queries(request, x, labels, sources, network)
+    parameters = request.model_dump(exclude={"inputs", "labels"}, mode="json")
+    return repo.create_job(session, network_id=network.id, kind=request.kind, parameters=parameters,
+                           created_by=created_by, queries=queries, chunk_size=chunk_size)
+
+
+def submit_batch(session: Session, dispatcher: Dispatcher, request: BatchRequest, *, created_by: str,
+                 chunk_size: int) -> JobRow:
+    """Create the job, commit it, then enqueue its chunks (so a worker never sees an uncommitted chunk)."""
+    job, chunks = create_batch(session, request, created_by=created_by, chunk_size=chunk_size)
+    session.commit()
+    try:
+        dispatcher.enqueue(chunks)
+    except Exception as exc:
+        job.status = "failed"
+        session.commit()
+        raise QueueUnavailableError(f"job {job.id} was stored but could not be enqueued: {exc}") from None
+    return job
+
+
+def get_job_or_raise(session: Session, job_id: int) -> JobRow:
+    job = repo.get_job(session, job_id)
+    if job is None:
+        raise NotFoundError(f"no job with id {job_id}")
+    return job
+
+
+def cancel(session: Session, job_id: int) -> bool:
+    get_job_or_raise(session, job_id)
+    cancelled = repo.cancel_job(session, job_id)
+    session.commit()
+    return cancelled

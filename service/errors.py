@@ -1,0 +1,15 @@
+"""Errors of the service layer; routes and the command line turn them into 4xx / exit codes."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class of the service's own errors."""
+
+
+class NotFoundError(ServiceError):
+    """A network, job or certificate id that does not exist."""
+
+
+class QueueUnavailableError(ServiceError):
+    """The broker cannot be reached; the job was stored but not enqueued."""
