@@ -1,0 +1,361 @@
+"""``polycert``: the command line (typer).
+
+Exit codes: 0 success; 1 a job ended with engine errors or was cancelled; 2 configuration or database
+not ready (e.g. not migrated); 3 not found; 4 bad input; 5 the queue is unreachable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from formulations.errors import PolyCertError
+from service.db.migrate import DatabaseNotMigratedError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="PolyCert: exact verification of feed-forward networks.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+EXIT_JOB_FAILED, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_QUEUE = 1, 2, 3, 4, 5
+
+
+def fail(message: str, code: int) -> "typer.Exit":
+    err.print(f"[bold red]polycert: error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _settings():
+    from service.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise fail("invalid settings: " + "; ".join(e["msg"] for e in exc.errors()), EXIT_CONFIG) from None
+
+
+def _engine(*, migrate: bool = False):
+    """The configured database; checked to be migrated (or migrated, for the embedded default)."""
+    from service.db.migrate import ensure_migrated, upgrade
+    from service.db.session import get_engine
+
+    settings = _settings()
+    if migrate:
+        upgrade(settings.resolved_database_url)
+    engine = get_engine(settings.resolved_database_url)
+    try:
+        ensure_migrated(engine)
+    except DatabaseNotMigratedError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    return engine
+
+
+def _session(engine):
+    from service.db.session import session_factory
+
+    return session_factory(engine)()
+
+
+# -- db -------------------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations to the configured database (POLYCERT_DATABASE_URL, default SQLite)."""
+    from service.db.migrate import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings.resolved_database_url, revision)
+    except Exception as exc:  # unreachable server, permissions: say so, no traceback
+        raise fail(f"cannot upgrade {settings.resolved_database_url.split('@')[-1]}: {exc}", EXIT_CONFIG) from None
+    console.print(f"database at revision {revision}: {settings.resolved_database_url.split('@')[-1]}")
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Exit 0 if the database is at the latest migration, 2 (with the reason) otherwise."""
+    _engine()
+    console.print("database is up to date")
+
+
+# -- servers --------------------------------------------------------------------------------------------
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the HTTP API (uvicorn). Refuses to start on an unmigrated database."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    _settings()
+    try:
+        api = create_app()
+    except DatabaseNotMigratedError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    uvicorn.run(api, host=host, port=port)
+
+
+@app.command()
+def worker(concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 1, loglevel: str = "info") -> None:
+    """Run a Celery worker on POLYCERT_BROKER_URL (prefork, one chunk per process at a time)."""
+    settings = _settings()
+    if settings.embedded:
+        raise fail("POLYCERT_BROKER_URL is not set: with no broker, jobs run in the embedded worker of the"
+                   " process that submits them (polycert submit / serve)", EXIT_CONFIG)
+    _engine()
+    from workers.app import app as celery_app
+
+    celery_app.worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
+                            "-Q", settings.queue_name, "--without-gossip", "--without-mingle"])
+
+
+# -- jobs -----------------------------------------------------------------------------------------------
+def _submit(request, engine):
+    from service import batches
+    from service.dispatch import get_dispatcher
+    from service.errors import NotFoundError, QueueUnavailableError
+
+    settings = _settings()
+    with _session(engine) as session:
+        try:
+            job = batches.submit_batch(session, get_dispatcher(settings), request, created_by="cli",
+                                       chunk_size=settings.chunk_size)
+        except NotFoundError as exc:
+            raise fail(str(exc), EXIT_NOT_FOUND) from None
+        except PolyCertError as exc:
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
+        except QueueUnavailableError as exc:
+            raise fail(str(exc), EXIT_QUEUE) from None
+        return job.id, job.total
+
+
+def _follow(engine, job_id: int, total: int) -> str:
+    """A progress bar until the job is done or cancelled; returns its final status."""
+    from service.db import repositories as repo
+
+    columns = (TextColumn("job {task.fields[job]}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("certify", total=total, job=job_id, status="queued")
+        while True:
+            with _session(engine) as session:
+                job = repo.get_job(session, job_id)
+                done, status = job.done, job.status
+            bar.update(task, completed=done, status=status)
+            if status in ("done", "cancelled", "failed"):
+                return status
+            time.sleep(0.3)
+
+
+def _wait_embedded(job_id: int, engine, total: int) -> str:
+    """Embedded mode: the pool lives in this process, so follow the job until the pool is drained."""
+    import threading
+
+    from service.dispatch import get_dispatcher
+
+    pool = get_dispatcher(_settings())
+    failure: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            pool.wait()
+        except BaseException as exc:  # surfaced below, after the bar stops
+            failure.append(exc)
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    status = _follow(engine, job_id, total)
+    thread.join()
+    if failure:
+        raise fail(f"the embedded worker failed: {failure[0]}", EXIT_JOB_FAILED)
+    return status
+
+
+def _run(request, engine, wait: bool) -> int:
+    job_id, total = _submit(request, engine)
+    console.print(f"job {job_id}: {total} queries submitted")
+    if _settings().embedded:
+        status = _wait_embedded(job_id, engine, total)
+    elif wait:
+        status = _follow(engine, job_id, total)
+    else:
+        return job_id
+    console.print(f"job {job_id}: {status}")
+    return job_id
+
+
+def _request(**fields):
+    from service.batches import BatchRequest
+
+    try:
+        return BatchRequest(**fields)
+    except ValidationError as exc:
+        raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors()), EXIT_BAD_INPUT) from None
+
+
+@app.command()
+def submit(
+    network: Annotated[str, typer.Option(help="a registered or built-in network name")] = "polycert-tiny",
+    dataset: Annotated[str, typer.Option(help="mnist7-area, mnist7-bilinear or mnist28")] = "mnist7-area",
+    start: int = 0,
+    stop: int = 100,
+    eps: Annotated[list[float], typer.Option(help="radius; repeat for several")] = [0.01],
+    methods: Annotated[str, typer.Option(help="lp, mip or both")] = "both",
+    solver: Optional[str] = None,
+    time_limit: Optional[float] = None,
+    wait: Annotated[bool, typer.Option(help="follow the job with a progress bar (always, when embedded)")] = True,
+) -> None:
+    """Submit a batch of robustness queries over a dataset slice."""
+    request = _request(network=network, dataset=dict(name=dataset, start=start, stop=stop), eps=eps,
+                       methods=methods, solver=solver, time_limit=time_limit)
+    engine = _engine(migrate=_settings().database_url is None)
+    job_id = _run(request, engine, wait)
+    console.print(f"job id: {job_id}")
+
+
+@app.command()
+def status(job: int) -> None:
+    """A job's status and progress."""
+    from service import reports
+    from service.db import repositories as repo
+
+    engine = _engine()
+    with _session(engine) as session:
+        row = repo.get_job(session, job)
+        if row is None:
+            raise fail(f"no job with id {job}", EXIT_NOT_FOUND)
+        p = reports.progress(session, row)
+    console.print(f"job {job}: {row.status}, {p['done']}/{p['total']} answered, {p['errors']} engine errors")
+    for method, verdicts in sorted(p["verdicts"].items()):
+        console.print(f"  {method}: " + ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items())))
+
+
+@app.command()
+def cancel(job: int) -> None:
+    """Cancel a queued or running job (answers already stored are kept)."""
+    from service import batches
+    from service.errors import NotFoundError
+
+    with _session(_engine()) as session:
+        try:
+            ok = batches.cancel(session, job)
+        except NotFoundError as exc:
+            raise fail(str(exc), EXIT_NOT_FOUND) from None
+    if not ok:
+        raise fail(f"job {job} is not queued or running", EXIT_BAD_INPUT)
+    console.print(f"job {job} cancelled")
+
+
+def print_comparison(summary: dict) -> None:
+    table = Table(title="LP versus MIP (robustness certificates)")
+    for col in ("eps", "pairs", "LP verified", "MIP verified", "MIP only", "LP only", "MIP falsified", "MIP unknown", "conflicts"):
+        table.add_column(col, justify="right")
+    rows = [*summary["by_eps"], dict(eps="all", **summary["total"])]
+    for r in rows:
+        table.add_row(str(r["eps"]), str(r["pairs"]), str(r["lp_verified"]), str(r["mip_verified"]),
+                      str(r["mip_only_verified"]), str(r["lp_only_verified"]), str(r["mip_falsified"]),
+                      str(r["mip_unknown"]), str(r["conflicts"]))
+    console.print(table)
+    if summary["total"]["conflicts"]:
+        err.print("[bold red]LP and MIP contradict each other on some queries: a soundness problem, please report it[/]")
+
+
+@app.command()
+def compare(job: int) -> None:
+    """The LP-versus-MIP summary of a job run with methods=both."""
+    from service import reports
+    from service.db import repositories as repo
+
+    with _session(_engine()) as session:
+        row = repo.get_job(session, job)
+        if row is None:
+            raise fail(f"no job with id {job}", EXIT_NOT_FOUND)
+        if row.parameters.get("methods") != "both":
+            raise fail(f"job {job} did not run both LP and MIP", EXIT_BAD_INPUT)
+        print_comparison(reports.compare(session, job).summary)
+
+
+SHADES = " .:-=+*#%@"
+
+
+@app.command()
+def signatures(
+    digit: Annotated[int, typer.Option(help="the true class of the queries")],
+    job: Optional[int] = None,
+    method: Optional[str] = None,
+    eps: Optional[float] = None,
+) -> None:
+    """Per-digit signatures: how often each pixel sits at its lower/upper bound, envelope activity."""
+    from service import reports
+
+    with _session(_engine()) as session:
+        scope = dict(job_id=job, method=method, eps=eps, verdict=None)
+        maps = reports.pixel_maps(session, digit, None, **scope)
+        activity = reports.envelope_activity(session, digit, **scope)
+    console.print(f"digit {digit}: {maps['certificates']} certificates")
+    if maps["certificates"] == 0:
+        return
+    side = int(round(maps["input_size"] ** 0.5))
+    for kind, freq in maps["frequency"].items():
+        console.print(f"{kind} (share of certificates with the pixel at that bound):")
+        if side * side == len(freq):
+            for r in range(side):
+                console.print("  " + "".join(SHADES[min(9, int(f * 9.999))] * 2 for f in freq[r * side:(r + 1) * side]),
+                              highlight=False)
+    table = Table(title="envelope activity")
+    for col in ("layer", "neuron", "kind", "index", "count", "share"):
+        table.add_column(col, justify="right")
+    for a in activity["activity"][:60]:
+        table.add_row(*(str(a[k]) for k in ("layer", "neuron", "kind", "index", "count")), f"{a['frequency']:.2f}")
+    console.print(table)
+
+
+@app.command()
+def demo(
+    network: str = "polycert-tiny",
+    count: Annotated[int, typer.Option(help="how many test images")] = 100,
+    eps: Annotated[list[float], typer.Option(help="radius; repeat for several")] = [0.01, 0.02],
+    methods: str = "both",
+    time_limit: float = 30.0,
+) -> None:
+    """The README's main job: certify the first test images of the shipped network with LP and MIP, on
+    the embedded default (SQLite + in-process worker) unless POLYCERT_* settings say otherwise."""
+    from service import reports, zoo
+    from service.batches import register_network
+
+    settings = _settings()
+    engine = _engine(migrate=settings.database_url is None)
+    console.print(f"network {network}: loading (trained on first use)")
+    net = zoo.load_builtin(network)
+    with _session(engine) as session:
+        register_network(session, net, "builtin")
+        session.commit()
+    preprocessing = net.metadata.get("preprocessing", "mnist7-area" if net.input_size == 49 else "mnist28")
+    request = _request(network=net.name, dataset=dict(name=preprocessing, start=0, stop=count), eps=eps,
+                       methods=methods, time_limit=time_limit)
+    console.print(f"{net.architecture}; {count} test images ({preprocessing}), eps {eps}, methods {methods},"
+                  f" {'embedded worker, ' + settings.resolved_database_url if settings.embedded else 'Celery workers'}")
+    job_id = _run(request, engine, wait=True)
+    if methods == "both":
+        with _session(engine) as session:
+            print_comparison(reports.compare(session, job_id).summary)
+    console.print(f"details: polycert compare {job_id} | polycert signatures --digit 0 --job {job_id}")
+
+
+def main() -> None:
+    try:
+        app()
+    finally:
+        from service.dispatch import reset_dispatchers
+
+        reset_dispatchers()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
