@@ -1,0 +1,125 @@
+"""run_chunk: one certificate per query however often a chunk runs; engine errors and time limits are
+answers (unknown), not crashes; cancellation stops a chunk; progress counts stay exact."""
+
+from __future__ import annotations
+
+import numpy as np
+from billiard.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import func, select
+
+from formulations.errors import SolverNotAvailableError
+from service import batches
+from service.db import repositories as repo
+from service.db.models import CertificateRow, SignatureRow
+from tests.service.factories import interval_certify, small_network
+from workers.execution import run_chunk
+
+
+def make_job(session, n_inputs=3, eps=(0.01, 0.5), methods="both", chunk_size=4):
+    network = small_network()
+    row, _ = batches.register_network(session, network, "npz")
+    x = np.random.default_rng(1).uniform(size=(n_inputs, 4))
+    request = batches.BatchRequest(network_id=row.id, inputs=x.tolist(), labels=network.predict(x).tolist(),
+                                   eps=list(eps), methods=methods)
+    job, chunks = batches.create_batch(session, request, created_by="test", chunk_size=chunk_size)
+    session.commit()
+    return job, chunks, network, x
+
+
+def count(session, model, **where):
+    stmt = select(func.count()).select_from(model)
+    for k, v in where.items():
+        stmt = stmt.where(getattr(model, k) == v)
+    return session.scalar(stmt)
+
+
+def test_every_query_gets_one_certificate_and_the_job_is_done(session):
+    job, chunks, _, _ = make_job(session)
+    assert job.total == 3 * 2 * 2 and len(chunks) == 3
+    for chunk in chunks:
+        run_chunk(session, chunk, certify=interval_certify)
+    session.refresh(job)
+    assert (job.status, job.done, job.errors) == ("done", 12, 0)
+    assert count(session, CertificateRow, job_id=job.id) == 12
+
+
+def test_a_chunk_run_twice_stores_each_certificate_once(session):
+    job, chunks, _, _ = make_job(session)
+    first = run_chunk(session, chunks[0], certify=interval_certify)
+    signatures_before = count(session, SignatureRow)
+    second = run_chunk(session, chunks[0], certify=interval_certify)
+    assert (first.stored, second.stored, second.skipped) == (4, 0, 0)
+    assert count(session, CertificateRow, job_id=job.id) == 4
+    assert count(session, SignatureRow) == signatures_before
+    session.refresh(job)
+    assert job.done == 4 and job.status == "running"
+
+
+def test_a_redelivered_chunk_answers_only_what_is_missing(session):
+    job, chunks, _, _ = make_job(session)
+    calls = []
+
+    def dies_after_two(network, x, label, eps, **kw):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("worker killed")  # not an engine error: propagates like a dying worker
+        calls.append(eps)
+        return interval_certify(network, x, label, eps, **kw)
+
+    try:
+        run_chunk(session, chunks[0], certify=dies_after_two)
+    except KeyboardInterrupt:
+        session.rollback()
+    assert count(session, CertificateRow, job_id=job.id) == 2
+    outcome = run_chunk(session, chunks[0], certify=interval_certify)
+    assert outcome.stored == 2
+    assert count(session, CertificateRow, job_id=job.id) == 4
+
+
+def test_certificates_match_the_engine_and_keep_pixel_signatures(session):
+    job, chunks, network, x = make_job(session, n_inputs=1, eps=(0.5,), methods="lp")
+    run_chunk(session, chunks[0], certify=interval_certify)
+    cert = session.scalars(select(CertificateRow)).one()
+    expected = interval_certify(network, x[0], int(network.predict(x[0])), 0.5)
+    assert cert.verdict == expected.verdict.value
+    assert np.isclose(cert.lower, expected.lower) and np.isclose(cert.upper, expected.upper)
+    pixels = sorted(s.pixel for s in session.scalars(select(SignatureRow).where(SignatureRow.kind == "input_lower")))
+    assert pixels == list(np.flatnonzero(x[0] - 0.5 <= 0))
+
+
+def test_an_engine_error_is_stored_as_unknown_with_its_message(session):
+    job, chunks, _, _ = make_job(session, n_inputs=1, eps=(0.1,), methods="mip")
+
+    def no_solver(*_a, **_k):
+        raise SolverNotAvailableError("gurobi has no licence here")
+
+    run_chunk(session, chunks[0], certify=no_solver)
+    cert = session.scalars(select(CertificateRow)).one()
+    assert (cert.verdict, cert.reason) == ("unknown", "solver error")
+    assert "gurobi has no licence here" in cert.error
+    session.refresh(job)
+    assert (job.done, job.errors, job.status) == (1, 1, "done")
+
+
+def test_a_chunk_out_of_time_answers_unknown_time_limit(session):
+    job, chunks, _, _ = make_job(session, n_inputs=2, eps=(0.1,), methods="lp")
+
+    def slow_second(network, x, label, eps, **kw):
+        if count(session, CertificateRow) == 1:
+            raise SoftTimeLimitExceeded()
+        return interval_certify(network, x, label, eps, **kw)
+
+    run_chunk(session, chunks[0], certify=slow_second)
+    reasons = [c.reason for c in session.scalars(select(CertificateRow).order_by(CertificateRow.query_id))]
+    assert reasons[1] == "time limit" and len(reasons) == 2
+    session.refresh(job)
+    assert job.status == "done"
+
+
+def test_a_cancelled_job_stops_its_chunks(session):
+    job, chunks, _, _ = make_job(session)
+    run_chunk(session, chunks[0], certify=interval_certify)
+    assert batches.cancel(session, job.id)
+    outcome = run_chunk(session, chunks[1], certify=interval_certify)
+    assert (outcome.status, outcome.stored) == ("cancelled", 0)
+    session.refresh(job)
+    assert job.status == "cancelled" and job.done == 4
