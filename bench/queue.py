@@ -1,0 +1,155 @@
+"""Queue overhead and scaling: the same batch in-process serially, and through Celery + Redis with 1 and
+2 worker processes (PostgreSQL store). Prints a table; asserts nothing.
+
+    .venv/bin/python bench/queue.py [--images 200] [--eps 0.005 0.01 0.02] [--method lp] [--chunk-size 20]
+
+Default: 200 test images x 3 radii x LP = 600 queries of the shipped ``verianet`` network.
+Figures: wall time, throughput, per-task overhead (wall x workers - solve time, per chunk), overhead
+as a share of solve time, speed-up of 2 workers over 1. Needs PostgreSQL and Redis on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS = "redis://127.0.0.1:6379/13"
+
+
+def serial(network, x, y, eps_list, method, time_limit) -> tuple[float, float]:
+    """Every query in this process, one after the other: (wall seconds, summed engine seconds)."""
+    from formulations.robustness import certify
+
+    solve = 0.0
+    start = time.perf_counter()
+    for xi, yi in zip(x, y):
+        for eps in eps_list:
+            t = time.perf_counter()
+            certify(network, xi, int(yi), eps, method=method, time_limit=time_limit)
+            solve += time.perf_counter() - t
+    return time.perf_counter() - start, solve
+
+
+def fresh_database() -> tuple[str, str]:
+    import psycopg
+
+    name = f"polycert_bench_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int, float]:
+    """Submit the batch, run ``n_workers`` worker processes, wait: (wall seconds, chunks, summed engine time)."""
+    import redis
+    from sqlalchemy import func, select
+
+    db_name, url = fresh_database()
+    queue = f"bench-{uuid.uuid4().hex[:6]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYCERT_")}
+    env.update(POLYCERT_DATABASE_URL=url, POLYCERT_BROKER_URL=REDIS, POLYCERT_QUEUE_NAME=queue,
+               POLYCERT_CHUNK_SIZE=str(args.chunk_size), POLYCERT_ENVIRONMENT="test", PYTHONPATH=str(ROOT))
+    os.environ.update({k: v for k, v in env.items() if k.startswith("POLYCERT_")})
+    from service import batches
+    from service.db.migrate import upgrade
+    from service.db.models import CertificateRow
+    from service.db.session import get_engine, session_factory
+    from service.dispatch import get_dispatcher, reset_dispatchers
+    from service.settings import get_settings
+
+    get_settings.cache_clear()
+    upgrade(url)
+    redis.Redis.from_url(REDIS).flushdb()
+    procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "prefork",
+                               "-c", "1", "-Q", queue, "-l", "warning", "--without-gossip", "--without-mingle",
+                               "--without-heartbeat", "-n", f"bench{i}@%h"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(n_workers)]
+    sessions = session_factory(get_engine(url))
+    try:
+        time.sleep(4.0)  # let the workers import the engine before the clock starts
+        request = batches.BatchRequest(network=network_name, dataset={"name": args.dataset, "start": 0, "stop": args.images},
+                                       eps=args.eps, methods=args.method, time_limit=args.time_limit)
+        with sessions() as session:
+            start = time.perf_counter()
+            job = batches.submit_batch(session, get_dispatcher(get_settings()), request, created_by="bench",
+                                       chunk_size=args.chunk_size)
+            job_id, chunks = job.id, -(-job.total // args.chunk_size)
+        while True:
+            with sessions() as session:
+                if batches.get_job_or_raise(session, job_id).status == "done":
+                    wall = time.perf_counter() - start
+                    solve = session.scalar(select(func.sum(CertificateRow.wall_time)).where(CertificateRow.job_id == job_id))
+                    break
+            time.sleep(0.05)
+        return wall, chunks, float(solve or 0.0)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+        reset_dispatchers()
+        get_engine.cache_clear()
+        drop_database(db_name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--network", default="verianet")
+    parser.add_argument("--dataset", default="mnist7-bilinear")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--eps", type=float, nargs="+", default=[0.005, 0.01, 0.02])
+    parser.add_argument("--method", default="lp", choices=["lp", "mip"])
+    parser.add_argument("--chunk-size", type=int, default=20)
+    parser.add_argument("--time-limit", type=float, default=60.0)
+    args = parser.parse_args()
+
+    from service.datasets import load_preprocessed
+    from service.zoo import load_builtin
+
+    network = load_builtin(args.network)
+    x, y = load_preprocessed(args.dataset)
+    x, y = x[: args.images], y[: args.images]
+    n = len(x) * len(args.eps)
+    print(f"# bench/queue.py  {time.strftime('%Y-%m-%d %H:%M')}  python {platform.python_version()}  cores {os.cpu_count()}")
+    print(f"# {n} queries: {args.network} {network.architecture}, {len(x)} images x eps {args.eps}, method {args.method},"
+          f" chunk size {args.chunk_size}")
+    serial(network, x[:2], y[:2], args.eps[:1], args.method, args.time_limit)  # warm caches and solvers
+    wall0, solve0 = serial(network, x, y, args.eps, args.method, args.time_limit)
+    rows = [("in-process serial", 0, wall0, 0, solve0)]
+    for workers in (1, 2):
+        wall, chunks, solve = through_celery(workers, args, args.network)
+        rows.append((f"celery+redis, {workers} worker{'s' * (workers > 1)}", workers, wall, chunks, solve))
+
+    print(f"{'mode':<26}{'wall s':>9}{'queries/s':>11}{'engine s':>10}{'overhead/task ms':>18}{'overhead %':>12}{'speed-up':>10}")
+    base = rows[1][2]
+    for name, workers, wall, chunks, solve in rows:
+        if workers:
+            overhead = wall * workers - solve  # worker-seconds not spent in the engine
+            per_task = f"{1000 * overhead / chunks:.1f}"
+            share = f"{100 * overhead / solve:.1f}"
+            speedup = f"{base / wall:.2f}x"
+        else:
+            per_task, share, speedup = "-", "-", "-"
+        print(f"{name:<26}{wall:>9.2f}{n / wall:>11.1f}{solve:>10.2f}{per_task:>18}{share:>12}{speedup:>10}")
+    print("# overhead = wall x workers - engine time inside the workers (queue, database writes, idle tail);"
+          " targets: overhead < 10 % of solve time, 2 workers >= 1.7x one worker")
+
+
+if __name__ == "__main__":
+    main()
