@@ -7,6 +7,12 @@ not valid across GELU's inflection points +-sqrt(2)); instead every line is *cer
 exact extremes are computed (:meth:`Activation.residual_extremes`: endpoints, kinks and the points where
 ``f'(a) = s``) and the intercept is moved outward so that the residual keeps a margin ``LINE_MARGIN``.
 A line whose extremes are not finite is dropped, never used.
+
+Which lines: :func:`envelope` / :func:`envelope_arrays` take slopes from the single-neuron convex hull of
+the graph (:func:`hull_slopes`: the hull's supporting line at the midpoint, its two end pieces, the
+tangent-from-endpoint lines or the secant, then tangents spread over its curved part) and certify the
+tightest line of each slope. The sequence is fixed per interval, so n lines are a prefix of n + 1 lines
+and more lines never loosen the relaxation; as n grows the envelope tends to the hull.
 """
 
 from __future__ import annotations

@@ -178,11 +178,16 @@ def refine_at(act: Activation | str, segments: Sequence[Segment], x: float, *, e
     When ``x`` lies within ``edge_fraction`` of a segment's width from its edge (no sliver segments) the
     segment(s) touching ``x`` are split at their midpoints instead: both neighbours when ``x`` is a shared
     breakpoint, since either may hold a point there. Degenerate (zero-width) segments are left alone.
+    A point outside the interval by no more than a solver's tolerance counts as the nearest end; farther
+    out is an :class:`InvalidInputError`.
     """
     segments = _check_segments(segments)
-    x = float(x)
-    if not segments[0].lower <= x <= segments[-1].upper:
-        raise InvalidInputError(f"point {x} is outside the segments' interval [{segments[0].lower}, {segments[-1].upper}]")
+    x, lo, hi = float(x), segments[0].lower, segments[-1].upper
+    # A solver's point may leave [lo, hi] by its feasibility tolerance (~1e-6): such a point is at the edge.
+    slack = 1e-5 * (1.0 + abs(lo) + abs(hi))
+    if not lo - slack <= x <= hi + slack:
+        raise InvalidInputError(f"point {x} is outside the segments' interval [{lo}, {hi}]")
+    x = min(max(x, lo), hi)
     holders = [i for i, s in enumerate(segments) if s.contains(x)]
     inside = [i for i in holders
               if segments[i].lower + edge_fraction * segments[i].width < x < segments[i].upper - edge_fraction * segments[i].width]

@@ -120,6 +120,7 @@ def test_refine_at_makes_the_point_a_breakpoint_or_halves_its_neighbours():
     assert [s.lower for s in at_edge] == [-2.0, -1.0, 0.0, 1.0]
     at_end = refine_at(act, segments, 2.0)
     assert [s.lower for s in at_end] == [-2.0, 0.0, 1.0]
+    assert refine_at(act, segments, 2.0 + 1e-7) == at_end  # a solver's tolerance past the end is the end
     with pytest.raises(InvalidInputError, match="outside"):
         refine_at(act, segments, 2.5)
     point = uniform_segments(act, 1.0, 1.0, 3)
