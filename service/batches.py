@@ -102,7 +102,7 @@ def register_network(session: Session, network: Network, source_format: str) -> 
 def register_builtin(session: Session, name: str) -> tuple[NetworkRow, bool]:
     from service import zoo  # the shipped networks (trained or loaded on first use)
 
-    known = list(zoo.builtin_networks())
+    known = [info.name for info in zoo.builtin_networks()]
     if name not in known:
         raise NotFoundError(f"no built-in network {name!r}; known: {', '.join(known)}")
     return register_network(session, zoo.load_builtin(name), "builtin")

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from service.db.session import get_engine, session_factory
 
-from .execution import ChunkOutcome, Certify, run_chunk
+from .execution import ChunkOutcome, Certify, record_failure, run_chunk
 
 RETRIES = 5
 
@@ -36,7 +36,13 @@ class EmbeddedPool:
         for attempt in range(RETRIES + 1):
             try:
                 with session_factory(engine)() as session:
-                    return run_chunk(session, chunk_id, certify=self.certify, worker="embedded")
+                    try:
+                        return run_chunk(session, chunk_id, certify=self.certify, worker="embedded")
+                    except OperationalError:
+                        raise
+                    except Exception as exc:
+                        record_failure(session, chunk_id, exc)
+                        raise
             except OperationalError:
                 if attempt == RETRIES:
                     raise

@@ -169,6 +169,13 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     return ChunkOutcome(chunk_id, stored, len(queries) - stored, "done")
 
 
+def record_failure(session: Session, chunk_id: int, exc: BaseException) -> None:
+    """Mark a chunk (and its job) failed after an error that is neither an answer nor transient."""
+    session.rollback()
+    repo.fail_chunk(session, chunk_id, f"{type(exc).__name__}: {exc}")
+    session.commit()
+
+
 def _give_up(session: Session, queries: Sequence[QueryRow], message: str, start: float) -> int:
     """Store ``unknown (time limit)`` for queries the chunk has no time left for."""
     n = 0

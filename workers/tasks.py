@@ -8,7 +8,7 @@ from service.db.session import get_engine, session_factory
 from service.settings import get_settings
 
 from .app import CHUNK_TASK, app
-from .execution import run_chunk
+from .execution import record_failure, run_chunk
 
 
 @app.task(
@@ -24,4 +24,10 @@ from .execution import run_chunk
 def run_chunk_task(self, chunk_id: int) -> str:
     engine = get_engine(get_settings().resolved_database_url)
     with session_factory(engine)() as session:
-        return run_chunk(session, int(chunk_id)).status
+        try:
+            return run_chunk(session, int(chunk_id)).status
+        except OperationalError:
+            raise  # transient: retried with back-off
+        except Exception as exc:  # a bug or a broken install: fail the job visibly instead of hanging it
+            record_failure(session, int(chunk_id), exc)
+            raise

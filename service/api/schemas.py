@@ -64,6 +64,7 @@ class JobPublic(BaseModel):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    error: str | None = None
     progress: Progress | None = None
 
 

@@ -61,6 +61,7 @@ class JobRow(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)  # queries with a stored certificate
     errors: Mapped[int] = mapped_column(Integer, default=0)  # of which the engine raised
+    error: Mapped[str | None] = mapped_column(Text)  # why the job failed (a chunk hit an unexpected error)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -79,6 +80,7 @@ class ChunkRow(Base):
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued/running/done/cancelled
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str] = mapped_column(String(200), default="")
+    error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -134,6 +134,16 @@ def finish_chunk(session: Session, chunk_id: int, status: str = "done") -> None:
     session.execute(update(ChunkRow).where(ChunkRow.id == chunk_id).values(status=status, finished_at=_now()))
 
 
+def fail_chunk(session: Session, chunk_id: int, message: str) -> None:
+    """A chunk hit an error that is not an answer (a bug, a missing engine): fail it and its job, loudly."""
+    chunk = session.get(ChunkRow, chunk_id)
+    if chunk is None:
+        return
+    session.execute(update(ChunkRow).where(ChunkRow.id == chunk_id).values(status="failed", error=message[:4000], finished_at=_now()))
+    session.execute(update(JobRow).where(JobRow.id == chunk.job_id, JobRow.status.in_(ACTIVE))
+                    .values(status="failed", error=f"chunk {chunk.position}: {message}"[:4000], finished_at=_now()))
+
+
 def pending_queries(session: Session, chunk_id: int) -> Sequence[QueryRow]:
     """Queries of a chunk that have no certificate yet (a redelivered chunk resumes where it stopped)."""
     answered = select(CertificateRow.id).where(CertificateRow.query_id == QueryRow.id).exists()

@@ -123,3 +123,24 @@ def test_a_cancelled_job_stops_its_chunks(session):
     assert (outcome.status, outcome.stored) == ("cancelled", 0)
     session.refresh(job)
     assert job.status == "cancelled" and job.done == 4
+
+
+def test_an_unexpected_error_fails_the_job_with_its_message_instead_of_hanging_it(settings, session):
+    from workers.embedded import EmbeddedPool
+
+    job, chunks, _, _ = make_job(session, n_inputs=1, eps=(0.1,), methods="lp")
+
+    def broken(*_a, **_k):
+        raise ImportError("cannot import name 'certify'")
+
+    pool = EmbeddedPool(settings.resolved_database_url, certify=broken)
+    pool.enqueue(chunks)
+    try:
+        pool.wait()
+        raised = False
+    except ImportError:
+        raised = True
+    pool.shutdown()
+    session.expire_all()
+    job = repo.get_job(session, job.id)
+    assert raised and job.status == "failed" and "cannot import name 'certify'" in job.error

@@ -1,0 +1,64 @@
+"""The command line on the embedded default (SQLite + in-process pool; stand-in engine)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import workers.execution
+from formulations.network import Network
+from service.batches import register_network
+from service.cli import app
+from service.dispatch import reset_dispatchers
+from tests.service.factories import interval_certify
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def toy49(session, monkeypatch):
+    monkeypatch.setattr(workers.execution, "default_certify", lambda: interval_certify)
+    rng = np.random.default_rng(5)
+    net = Network.from_arrays([rng.normal(size=(5, 49)) * 0.2, rng.normal(size=(10, 5))], [np.zeros(5), np.zeros(10)],
+                              "relu", name="toy49")
+    register_network(session, net, "npz")
+    session.commit()
+    yield net
+    reset_dispatchers()
+
+
+def test_submit_status_compare_and_signatures_on_the_embedded_default(toy49):
+    result = runner.invoke(app, ["submit", "--network", "toy49", "--stop", "3", "--eps", "0.01", "--eps", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "job 1: 12 queries submitted" in result.output and "job 1: done" in result.output
+    status = runner.invoke(app, ["status", "1"])
+    assert status.exit_code == 0 and "12/12 answered" in status.output
+    compare = runner.invoke(app, ["compare", "1"])
+    assert compare.exit_code == 0 and "LP versus MIP" in compare.output
+    signatures = runner.invoke(app, ["signatures", "--digit", "0", "--job", "1"])
+    assert signatures.exit_code == 0 and "certificates" in signatures.output
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["status", "999"], 3, "no job with id 999"),
+    (["compare", "999"], 3, "no job with id 999"),
+    (["submit", "--network", "toy49", "--eps", "3"], 4, "eps must lie in [0, 1]"),
+    (["submit", "--network", "no-such-net"], 3, "no built-in network 'no-such-net'"),
+    (["worker"], 2, "POLYCERT_BROKER_URL is not set"),
+])
+def test_errors_have_exit_codes_and_messages(toy49, argv, code, message):
+    result = runner.invoke(app, argv)
+    assert result.exit_code == code, result.output
+    assert message in " ".join(result.output.split())
+
+
+def test_an_unmigrated_database_is_refused_and_db_upgrade_fixes_it(tmp_path, monkeypatch, settings):
+    from service.settings import get_settings
+
+    monkeypatch.setenv("POLYCERT_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
+    get_settings.cache_clear()
+    refused = runner.invoke(app, ["db", "check"])
+    assert refused.exit_code == 2 and "polycert db upgrade" in " ".join(refused.output.split())
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(app, ["db", "check"]).exit_code == 0
