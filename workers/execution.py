@@ -51,12 +51,12 @@ def default_certify() -> Certify:
 
 def certify_query(certify: Certify, network, query: QueryRow, parameters: dict[str, Any]) -> Certificate:
     """One engine call for one stored query."""
-    kwargs: dict[str, Any] = dict(
-        method=query.method, solver=parameters.get("solver"), norm=query.norm,
-        time_limit=parameters.get("time_limit"),
-    )
+    kwargs: dict[str, Any] = dict(method=query.method, norm=query.norm, time_limit=parameters.get("time_limit"))
+    for option in ("solver", "lp_solver"):  # only what the job chose; the engine has its defaults
+        if parameters.get(option):
+            kwargs[option] = parameters[option]
     if query.target is not None:
-        kwargs["targets"] = (query.target,)
+        kwargs["targets"] = [query.target]
     return certify(network, np.asarray(query.input, dtype=np.float64), query.label, query.eps, **kwargs)
 
 
@@ -136,7 +136,8 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     assert network_row is not None
     network = cached_network(network_row.digest, network_row.weights)
     parameters = dict(job.parameters or {})
-    parameters.setdefault("time_limit", get_settings().query_time_limit)
+    if parameters.get("time_limit") is None:  # every query has a limit: the job's, or the service's
+        parameters["time_limit"] = get_settings().query_time_limit
     engine = certify or default_certify()
 
     queries = repo.pending_queries(session, chunk_id)

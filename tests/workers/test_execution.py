@@ -144,3 +144,16 @@ def test_an_unexpected_error_fails_the_job_with_its_message_instead_of_hanging_i
     session.expire_all()
     job = repo.get_job(session, job.id)
     assert raised and job.status == "failed" and "cannot import name 'certify'" in job.error
+
+
+def test_every_query_reaches_the_engine_with_a_time_limit(session, settings):
+    job, chunks, _, _ = make_job(session, n_inputs=1, eps=(0.1,), methods="lp")
+    seen = []
+
+    def recording(network, x, label, eps, **kw):
+        seen.append(kw)
+        return interval_certify(network, x, label, eps, **kw)
+
+    run_chunk(session, chunks[0], certify=recording)
+    assert seen[0]["time_limit"] == settings.query_time_limit and seen[0]["method"] == "lp"
+    assert "solver" not in seen[0]
