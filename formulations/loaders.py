@@ -41,6 +41,7 @@ network computes the function the file describes (up to float64 rounding).
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -228,7 +229,7 @@ def _to_numpy(value: object, key: str, source: str) -> Array:
     raise UnsupportedOperatorError(f"{source}: {key!r} is a {type(value).__name__}, not a tensor")
 
 
-def load_torch(path: str | Path, *, activations: str | Sequence[str], name: str | None = None) -> Network:
+def load_torch(path: str | Path, *, activations: str | Sequence[str] | None = None, name: str | None = None) -> Network:
     """Load a PyTorch ``state_dict`` file with ``torch.load(weights_only=True)`` (no pickled code runs).
 
     Args:
@@ -239,6 +240,8 @@ def load_torch(path: str | Path, *, activations: str | Sequence[str], name: str 
     import torch
 
     path = Path(path)
+    if activations is None:  # a state dict holds weights only
+        raise InvalidInputError(f"{path}: a PyTorch state dict does not record its activations; pass activations=")
     if not path.exists():
         raise InvalidInputError(f"network file not found: {path}")
     try:
@@ -729,4 +732,9 @@ def load_network(path: str | Path, **kwargs) -> Network:
         raise UnsupportedOperatorError(
             f"unsupported network file type {suffix!r} for {path}; known: {', '.join(sorted(_LOADERS))}"
         )
-    return _LOADERS[suffix](path, **kwargs)
+    loader = _LOADERS[suffix]
+    accepted = set(inspect.signature(loader).parameters) - {"path"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise InvalidInputError(f"option(s) {unknown} do not apply to {suffix} files; {loader.__name__} takes {sorted(accepted)}")
+    return loader(path, **kwargs)

@@ -288,6 +288,7 @@ def test_state_dict_round_trip_matches_torch(tmp_path, style):
     np.testing.assert_allclose(net.forward(x), ref, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_state_dict_with_batch_norm_is_unsupported_and_pickled_objects_are_refused(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2), torch.nn.Linear(2, 2))
     with pytest.raises(UnsupportedOperatorError, match="running_mean|shape"):
@@ -352,8 +353,14 @@ def test_malformed_npz_files_raise_naming_the_problem(tmp_path, arrays, error, m
         load_npz(tmp_path / "m.npz", activations="relu")
 
 
-def test_load_network_dispatches_on_suffix_and_rejects_unknown_types(tmp_path):
-    assert load_network(VNNCOMP_ONNX).sizes == (784, 256, 256, 10)
+def test_load_network_dispatches_on_suffix_and_rejects_unknown_types_and_options(tmp_path):
+    assert load_network(VNNCOMP_ONNX, name="fc").name == "fc"
+    with pytest.raises(InvalidInputError, match="orientation"):
+        load_network(VNNCOMP_ONNX, orientation="in_out")
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "m.pt")
+    with pytest.raises(InvalidInputError, match="activations"):
+        load_network(tmp_path / "m.pt")
+    assert load_network(tmp_path / "m.pt", activations=["identity"]).sizes == (3, 2)
     (tmp_path / "m.h5").write_bytes(b"")
     with pytest.raises(UnsupportedOperatorError, match="h5"):
         load_network(tmp_path / "m.h5")
