@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
-from formulations.errors import InvalidInputError
+from formulations.errors import InvalidInputError, PolyCertError
 from formulations.network import Network
 from service.db import repositories as repo
 from service.db.models import JobRow, NetworkRow
@@ -116,11 +116,17 @@ def register_upload(session: Session, filename: str, data: bytes, **options: Any
     from formulations.loaders import load_network
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "upload" + suffix)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(filename)) or "upload" + suffix
+        path = os.path.join(tmp, safe)  # the loader's messages then name the user's file
         with open(path, "wb") as fh:
             fh.write(data)
         name = options.pop("name", None) or os.path.splitext(os.path.basename(filename))[0]
-        network = load_network(path, name=name, **options)
+        try:
+            network = load_network(path, name=name, **options)
+        except PolyCertError:
+            raise
+        except Exception as exc:  # a corrupt or foreign file: the uploader's problem, said plainly
+            raise InvalidInputError(f"cannot read {filename!r} as a {suffix} network: {exc}") from None
     return register_network(session, network, UPLOAD_FORMATS[suffix])
 
 

@@ -115,3 +115,25 @@ def test_unknown_ids_are_404(client):
 def test_the_openapi_schema_lists_the_resources(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/jobs", "/jobs/{job_id}/results", "/jobs/{job_id}/comparison", "/signatures", "/networks/upload"} <= set(paths)
+
+
+def test_an_uploaded_npz_is_registered_once_by_content(client, tmp_path):
+    from formulations.loaders import save_npz
+
+    network = small_network(7, name="uploaded")
+    path = save_npz(network, tmp_path / "net.npz")
+    files = {"file": ("net.npz", path.read_bytes(), "application/octet-stream")}
+    first = client.post("/networks/upload", files=files, data={"activations": "relu,identity"})
+    assert first.status_code == 201, first.text
+    assert first.json()["digest"] == network.digest() and first.json()["created"]
+    again = client.post("/networks/upload", files=files, data={"activations": "relu,identity"})
+    assert again.json()["id"] == first.json()["id"] and not again.json()["created"]
+
+
+@pytest.mark.parametrize("filename, content, message", [
+    ("net.npz", b"not a zip file", "net.npz"),
+    ("net.txt", b"whatever", "must end in one of"),
+])
+def test_a_bad_upload_gets_a_4xx_naming_the_problem(client, filename, content, message):
+    response = client.post("/networks/upload", files={"file": (filename, content, "application/octet-stream")})
+    assert response.status_code == 422 and message in response.json()["detail"]
