@@ -1,0 +1,212 @@
+"""A persistent HiGHS LP: one model built once, re-solved with changed bounds, coefficients and objective.
+
+The batched cascade (:mod:`formulations.cascade`) asks thousands of LPs that share one structure — the rows
+of a network's affine layers and one block of envelope rows per neuron — and differ only in the input box,
+the per-neuron bounds, the envelope lines' coefficients and the objective. Building a model per query would
+cost more than solving it; here the model is passed to HiGHS once and each query changes it in place, so the
+dual simplex restarts from the previous basis (a warm start).
+
+Soundness (design.md, "Soundness rules"): the LP's optimum as reported by HiGHS is only its *claim*. The
+bound returned as ``dual_bound`` is recomputed here from the row duals (Neumaier & Shcherbina, "Safe bounds
+in linear and mixed-integer linear programming", Math. Prog. 2004): for ``min c.x`` subject to
+``rl <= A x <= ru`` and ``lb <= x <= ub``, *any* vector ``y`` gives
+
+    c.x = y.(A x) + r.x  with  r = c - A^T y,
+    c.x >= sum_i min(y_i rl_i, y_i ru_i) + sum_j min(r_j lb_j, r_j ub_j),
+
+so the bound holds whatever the quality of HiGHS's duals; ``y_i`` is set to 0 where its row bound on the
+needed side is infinite, and the float64 rounding of the sums is bounded a priori (Higham, §3.1) and
+subtracted. A bound that needs an infinite variable bound is ``-inf`` (no claim).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import SolverError, SolverNotAvailableError
+from ..model import Model, Sense
+from .base import SolveParameters, SolveResult, Termination
+
+Array = np.ndarray
+NAME = "highs-persistent"
+_U = np.finfo(np.float64).eps / 2.0
+
+
+def is_installed() -> bool:
+    try:
+        import highspy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _gamma(k: int) -> float:
+    """2 γ_k, the a-priori relative error bound of a k-term float64 sum, doubled for the error terms."""
+    return 2.0 * k * _U / (1.0 - k * _U)
+
+
+def safe_lower_bound(c: Array, matrix: sp.csr_matrix, row_lower: Array, row_upper: Array,
+                     lb: Array, ub: Array, y: Array) -> float:
+    """A rigorous lower bound on ``min c.x`` over the LP from any row multipliers ``y`` (module docstring)."""
+    y = np.where(np.isfinite(y), y, 0.0)
+    # y_i > 0 multiplies the row's lower side, y_i < 0 its upper side: drop a multiplier whose side is infinite
+    y = np.where(((y > 0) & ~np.isfinite(row_lower)) | ((y < 0) & ~np.isfinite(row_upper)), 0.0, y)
+    at_y = matrix.T @ y
+    r = c - at_y
+    row_side = np.where(y > 0, row_lower, np.where(y < 0, row_upper, 0.0))
+    col_side = np.where(r > 0, lb, np.where(r < 0, ub, 0.0))
+    if not (np.isfinite(row_side).all() and np.isfinite(col_side).all()):
+        return -np.inf
+    row_terms = y * row_side
+    col_terms = r * col_side
+    value = float(row_terms.sum() + col_terms.sum())
+    # rounding: the sum itself, and r_j computed with at most nnz_j + 1 terms
+    nnz_col = np.diff(matrix.tocsc().indptr)
+    k = int(nnz_col.max(initial=0)) + 2
+    err_r = _gamma(k) * (np.abs(c) + np.abs(matrix).T @ np.abs(y))
+    err = _gamma(row_terms.size + col_terms.size + 2) * (np.abs(row_terms).sum() + np.abs(col_terms).sum())
+    err += float(err_r @ np.maximum(np.abs(np.where(np.isfinite(lb), lb, 0.0)),
+                                    np.abs(np.where(np.isfinite(ub), ub, 0.0))))
+    return float(np.nextafter(value - err, -np.inf))
+
+
+class PersistentLP:
+    """A :class:`~formulations.model.Model` (continuous) held by HiGHS and modified in place between solves.
+
+    Indices are those of the model: variable ``j`` is HiGHS column ``j``, row ``i`` is HiGHS row ``i``.
+    """
+
+    def __init__(self, model: Model, *, threads: int = 1) -> None:
+        if model.is_mip:
+            raise SolverError(f"{NAME} solves LPs only; model {model.name!r} has integers or SOS2 sets")
+        try:
+            import highspy
+        except ImportError:
+            raise SolverNotAvailableError(f"{NAME} needs highspy, which is not installed") from None
+        self._highspy = highspy
+        t0 = time.monotonic()
+        self.n_cols, self.n_rows = model.num_variables, model.num_constraints
+        self._matrix = model.matrix().tocsr().astype(np.float64)
+        self._lb, self._ub = model.lb.copy(), model.ub.copy()
+        self._row_lower, self._row_upper = model.row_lower.copy(), model.row_upper.copy()
+        self._cost = np.zeros(self.n_cols)
+        self._sense = Sense.MINIMIZE
+        self._constant = 0.0
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("threads", int(threads))
+        h.setOptionValue("presolve", "off")  # presolve would discard the basis between re-solves
+        inf = h.getInfinity()
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = self.n_cols, self.n_rows
+        lp.col_cost_ = self._cost
+        lp.col_lower_ = np.where(np.isfinite(self._lb), self._lb, -inf)
+        lp.col_upper_ = np.where(np.isfinite(self._ub), self._ub, inf)
+        lp.row_lower_ = np.where(np.isfinite(self._row_lower), self._row_lower, -inf)
+        lp.row_upper_ = np.where(np.isfinite(self._row_upper), self._row_upper, inf)
+        csc = self._matrix.tocsc()
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = csc.indptr.astype(np.int32)
+        lp.a_matrix_.index_ = csc.indices.astype(np.int32)
+        lp.a_matrix_.value_ = csc.data
+        lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = self.n_cols, self.n_rows
+        status = h.passModel(lp)
+        if status == highspy.HighsStatus.kError:
+            raise SolverError(f"{NAME}: HiGHS rejected model {model.name!r}")
+        self._h, self._inf = h, inf
+        self.build_time = time.monotonic() - t0
+
+    # -- changes ------------------------------------------------------------------------------
+    def _finite(self, v: Array) -> Array:
+        return np.clip(v, -self._inf, self._inf)
+
+    def set_variable_bounds(self, idx: Array, lb: Array, ub: Array) -> None:
+        idx = np.asarray(idx, dtype=np.int32).reshape(-1)
+        lb = np.broadcast_to(np.asarray(lb, dtype=np.float64), idx.shape).copy()
+        ub = np.broadcast_to(np.asarray(ub, dtype=np.float64), idx.shape).copy()
+        if np.isnan(lb).any() or np.isnan(ub).any() or (lb > ub).any():
+            raise SolverError(f"{NAME}: variable bounds hold NaN or lb > ub")
+        self._lb[idx], self._ub[idx] = lb, ub
+        self._h.changeColsBounds(idx.size, idx, self._finite(lb), self._finite(ub))
+
+    def set_row_bounds(self, rows: Array, lo: Array, hi: Array) -> None:
+        rows = np.asarray(rows, dtype=np.int32).reshape(-1)
+        lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), rows.shape).copy()
+        hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), rows.shape).copy()
+        if np.isnan(lo).any() or np.isnan(hi).any():
+            raise SolverError(f"{NAME}: row bounds hold NaN")
+        self._row_lower[rows], self._row_upper[rows] = lo, hi
+        self._h.changeRowsBounds(rows.size, rows, self._finite(lo), self._finite(hi))
+
+    def set_coefficients(self, rows: Array, cols: Array, values: Array) -> None:
+        """Set ``A[rows[k], cols[k]] = values[k]`` (an entry absent from the structure is added)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        cols = np.asarray(cols, dtype=np.int64).reshape(-1)
+        values = np.broadcast_to(np.asarray(values, dtype=np.float64), rows.shape)
+        if not np.isfinite(values).all():
+            raise SolverError(f"{NAME}: coefficients must be finite")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sp.SparseEfficiencyWarning)
+            self._matrix[rows, cols] = values
+        for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()):
+            self._h.changeCoeff(r, c, v)
+
+    def set_objective(self, c: Array, *, sense: Sense = Sense.MINIMIZE, constant: float = 0.0) -> None:
+        c = np.asarray(c, dtype=np.float64)
+        if c.shape != (self.n_cols,) or not np.isfinite(c).all():
+            raise SolverError(f"{NAME}: objective must be {self.n_cols} finite coefficients")
+        # HiGHS always minimises here; a maximisation is min of -c, turned back in solve()
+        internal = c if sense == Sense.MINIMIZE else -c
+        changed = np.flatnonzero(internal != self._cost)
+        if changed.size:
+            self._h.changeColsCost(changed.size, changed.astype(np.int32), internal[changed])
+        self._cost = internal.copy()
+        self._sense, self._constant = sense, float(constant)
+
+    # -- solving ------------------------------------------------------------------------------
+    def solve(self, params: SolveParameters | None = None) -> SolveResult:
+        """Re-solve from the current basis. ``dual_bound`` is the safe bound of the module docstring."""
+        params = params or SolveParameters()
+        h, hs = self._h, self._highspy
+        h.setOptionValue("time_limit", float(params.time_limit) if params.time_limit is not None else self._inf)
+        t0 = time.monotonic()
+        h.run()
+        elapsed = time.monotonic() - t0
+        status = h.getModelStatus()
+        termination = {
+            hs.HighsModelStatus.kOptimal: Termination.OPTIMAL,
+            hs.HighsModelStatus.kInfeasible: Termination.INFEASIBLE,
+            hs.HighsModelStatus.kUnbounded: Termination.UNBOUNDED,
+            hs.HighsModelStatus.kTimeLimit: Termination.TIME_LIMIT,
+            hs.HighsModelStatus.kIterationLimit: Termination.NODE_LIMIT,
+        }.get(status, Termination.ERROR)
+        sign = 1.0 if self._sense == Sense.MINIMIZE else -1.0
+        primal, objective, bound, tight = None, None, None, np.zeros(0, dtype=np.int64)
+        if termination in (Termination.OPTIMAL, Termination.TIME_LIMIT, Termination.NODE_LIMIT):
+            sol = h.getSolution()
+            if sol.dual_valid:
+                y = np.asarray(sol.row_dual, dtype=np.float64)
+                lower = safe_lower_bound(self._cost, self._matrix, self._row_lower, self._row_upper,
+                                         self._lb, self._ub, y)
+                if np.isfinite(lower):
+                    bound = sign * lower + self._constant
+            if sol.value_valid:
+                primal = np.asarray(sol.col_value, dtype=np.float64)
+                objective = sign * float(self._cost @ primal) + self._constant
+                tight = _tight_rows(self._matrix @ primal, self._row_lower, self._row_upper)
+        if termination == Termination.OPTIMAL and bound is None:
+            termination = Termination.NUMERICAL  # HiGHS claims an optimum we cannot certify
+        return SolveResult(termination=termination, solver=NAME, primal=primal, objective_value=objective,
+                           dual_bound=bound, tight_rows=tight, solve_time=elapsed,
+                           message=h.modelStatusToString(status))
+
+
+def _tight_rows(activity: Array, lo: Array, hi: Array, tolerance: float = 1e-6) -> Array:
+    scale = 1.0 + np.abs(activity)
+    at_lo = np.isfinite(lo) & (np.abs(activity - lo) <= tolerance * scale)
+    at_hi = np.isfinite(hi) & (np.abs(activity - hi) <= tolerance * scale)
+    return np.flatnonzero(at_lo | at_hi)
