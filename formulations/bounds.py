@@ -403,7 +403,8 @@ def symbolic_bounds(network: Network, lo: Array, hi: Array, *, initial: Sequence
 # -- public: margins ---------------------------------------------------------------------------------------
 
 
-def _check_labels(labels, n: int, n_out: int) -> Array:
+def check_labels(labels, n: int, n_out: int) -> Array:
+    """Labels as int64 (n,), each in 0..n_out-1 (a scalar is repeated); :class:`InvalidInputError` otherwise."""
     arr = np.asarray(labels)
     if arr.ndim == 0:
         arr = np.full(n, arr)
@@ -468,7 +469,7 @@ def margin_bounds_batch(network: Network, lo: Array, hi: Array, labels, *,
     lo, hi = _check_boxes(network, lo, hi, batched=True)
     ball = _check_ball(ball, lo)
     n = lo.shape[0]
-    labels = _check_labels(labels, n, network.output_size)
+    labels = check_labels(labels, n, network.output_size)
     lowers, uppers = [], []
     for s in _chunks(network, n, 2 * max(network.sizes[1:])):
         ball_s = _slice_ball(ball, s)

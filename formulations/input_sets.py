@@ -173,7 +173,7 @@ def ball_boxes(centers: Array, eps: Array, norm: str, dlo: Array, dhi: Array) ->
     return np.clip(lo, dlo, dhi), np.clip(hi, dlo, dhi)
 
 
-def _inner_boxes(centers: Array, eps: Array, dlo: Array, dhi: Array) -> tuple[Array, Array]:
+def inner_boxes(centers: Array, eps: Array, dlo: Array, dhi: Array) -> tuple[Array, Array]:
     """The L-inf ball ∩ domain rounded *inward*: every float in it passes ``|x - c| <= eps`` in float."""
     e = eps[:, None]
     lo, hi = centers - e, centers + e
@@ -210,7 +210,7 @@ def project_points(x: Array, centers: Array, eps: Array, norm: str, dlo: Array, 
     """
     x = np.asarray(x, dtype=np.float64)
     if norm == "linf":
-        lo, hi = _inner_boxes(centers, eps, dlo, dhi)
+        lo, hi = inner_boxes(centers, eps, dlo, dhi)
         return np.clip(x, lo, hi)
     y0 = np.clip(x, dlo, dhi)
     inside = distance(y0, centers, norm) <= eps
@@ -244,6 +244,47 @@ def project_points(x: Array, centers: Array, eps: Array, norm: str, dlo: Array, 
     out = y0.copy()
     out[~inside] = y
     return out
+
+
+def l1_ball_projection(delta: Array, eps: Array) -> Array:
+    """Euclidean projection of each row of ``delta`` onto ``{||v||_1 <= eps}`` (Duchi et al., ICML 2008, Fig. 1).
+
+    Sort |v| descending, find the largest ρ with ``u_ρ > (Σ_{j<=ρ} u_j - eps)/ρ``, shrink by that threshold.
+    """
+    mag = np.abs(delta)
+    inside = mag.sum(axis=1) <= eps
+    u = -np.sort(-mag, axis=1)
+    css = np.cumsum(u, axis=1) - eps[:, None]
+    ranks = np.arange(1, delta.shape[1] + 1)
+    rho = np.maximum((u * ranks > css).sum(axis=1), 1)  # the condition holds exactly for j <= ρ
+    theta = np.maximum(css[np.arange(delta.shape[0]), rho - 1] / rho, 0.0)
+    out = np.sign(delta) * np.maximum(mag - theta[:, None], 0.0)
+    return np.where(inside[:, None], delta, out)
+
+
+def fast_project(x: Array, centers: Array, eps: Array, norm: str, dlo: Array, dhi: Array) -> Array:
+    """A cheap projection for iterative attacks: onto the ball, then clipped to the domain.
+
+    Exact for L-inf. For L1/L2 with the centre inside the domain the result is *in* the set (clipping
+    moves each coordinate towards the centre, so the norm can only shrink) but not always the nearest
+    point; rows whose centre lies outside the domain use :func:`project_points`. Not rounded inward:
+    callers that need ``contains(tol=0)`` finish with :func:`project_points`.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if norm == "linf":
+        e = eps[:, None]
+        return np.clip(np.clip(x, centers - e, centers + e), dlo, dhi)
+    delta = x - centers
+    if norm == "l2":
+        size = np.sqrt(np.einsum("ij,ij->i", delta, delta))
+        delta = delta * np.minimum(1.0, eps / np.where(size > 0, size, 1.0))[:, None]
+    else:
+        delta = l1_ball_projection(delta, eps)
+    y = np.clip(centers + delta, dlo, dhi)
+    outside = ((centers < dlo) | (centers > dhi)).any(axis=1)
+    if outside.any():
+        y[outside] = project_points(x[outside], centers[outside], eps[outside], norm, dlo, dhi)
+    return y
 
 
 def contains_points(x: Array, centers: Array, eps: Array, norm: str, dlo: Array, dhi: Array,
