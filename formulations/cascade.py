@@ -1,0 +1,575 @@
+"""The batched cascade: exact robustness verdicts for a batch of inputs, cheapest methods first (issue 7).
+
+A batch query asks, for each input ``c_i`` with label ``y_i``, whether ``m_ik = min_{x in S_i} f(x)[y_i] - f(x)[k]``
+is positive for every other class k (``S_i`` = the eps-ball around ``c_i`` clipped to the domain). Most
+queries are decided by cheap batched methods; only the few that remain pay for an LP, and fewer still for the
+exact MIP. Each (input, target) pair carries a bracket ``lower <= m_ik <= upper``; the stages narrow it:
+
+0. **center** — the margins at the centre itself: a misclassified input is falsified there.
+1. **symbolic** — CROWN/DeepPoly back-substitution of the margins over the whole chunk at once, in float64
+   matrix operations (:func:`formulations.bounds.margin_bounds_batch`; Zhang et al., NeurIPS 2018; Singh
+   et al., POPL 2019) with certified envelope lines and GELU's exact interval image: lower bounds.
+2. **attack** — batched PGD over every undecided input and every target (:func:`formulations.attack.pgd_attack`;
+   Madry et al., ICLR 2018): points re-evaluated on the real network in float64, upper bounds and
+   counterexamples. A cheap pass (few steps, the centre as start) then a stronger one for what is left.
+3. **lp** — the envelope LP relaxation (design.md §3) of the remaining targets, in *one* HiGHS model per
+   call, re-solved with each input's bounds, envelope lines and objective changed in place
+   (:class:`formulations.backends.highs_persistent.PersistentLP`). The envelope lines depend on each
+   neuron's [l, u], so they are recomputed (and certified) for every input and written into the rows'
+   coefficients and bounds; the verdict uses the safe bound from the LP's duals, never its primal.
+   Optionally the second hidden layer's bounds are first tightened by LP (min/max of each neuron).
+4. **mip** — the exact piecewise MIP with refinement (:func:`formulations.refinement.minimize_with_refinement`,
+   design.md §4) for the targets the LP could not decide, cheapest-looking first, stopping at the first
+   counterexample.
+
+Soundness: *verified* only from a symbolic bound or a solver's dual bound (less the slack of
+:func:`~formulations.refinement.sound_lower`); *falsified* only with a point inside ``S_i`` whose margin,
+re-evaluated with :meth:`Network.forward`, is <= 0 (re-checked once more before the certificate is made).
+A lower bound above a margin the real network attains is a contradiction: :class:`UnsoundAnswerError`.
+Each certificate's ``stage`` names the stage that decided it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .activations import Activation
+from .attack import pgd_attack
+from .backends.base import SolveParameters, Termination
+from .backends.highs_persistent import PersistentLP
+from .bounds import LayerBounds, check_labels, margin_bounds_batch, symbolic_bounds_batch
+from .certificate import Certificate, TargetBound, UnknownReason, Verdict
+from .encoding import LP, MIP, encode_affine, encode_envelope, margin_objective
+from .envelopes import envelope_arrays, linear_bounds
+from .errors import InvalidInputError, UnsoundAnswerError
+from .input_sets import InputSet, ball_boxes, contains_points, validate_balls
+from .model import Model, Sense, VariableTag
+from .network import Network
+
+Array = np.ndarray
+STAGES = ("center", "symbolic", "attack", "lp", "mip")
+_LOWER_STAGES = ("symbolic", "lp", "mip")  # stages that prove lower bounds, in cascade order
+# A lower bound may exceed an attained margin by this much (relative + absolute) before it is a contradiction:
+# the slack granted to solvers' tolerances (refinement.sound_lower) is far smaller.
+_CONTRADICTION_TOL = 1e-6
+
+
+@dataclass(frozen=True, kw_only=True)
+class CascadeSettings:
+    """Thresholds and limits of the cascade's stages (all keyword-only; defaults tuned on the 49-3-3-10 nets).
+
+    Attributes:
+        symbolic: run stage 1 (CROWN/DeepPoly margins).
+        attack_steps, attack_restarts: the cheap PGD pass over every undecided input (restarts = random
+            starts besides the centre).
+        strong_attack_steps, strong_attack_restarts: the second pass over inputs still undecided (0 steps:
+            skipped).
+        lp: run stage 3. ``lp_lines``: certified envelope lines per side and neuron (plus the symbolic bound's
+            own line). ``lp_tighten``: tighten hidden layers' bounds by LP (2 LPs per neuron) when a margin LP
+            fails. ``lp_time_limit``: seconds per LP.
+        mip_solver: the MIP back-end (None: :func:`formulations.backends.default_mip_solver`).
+        mip_tolerance, mip_max_rounds, mip_time_limit: refinement tolerance, rounds and seconds per target.
+        seed: seed of the attacks' random starts.
+    """
+
+    symbolic: bool = True
+    attack_steps: int = 20
+    attack_restarts: int = 0
+    strong_attack_steps: int = 50
+    strong_attack_restarts: int = 5
+    lp: bool = True
+    lp_lines: int = 3
+    lp_tighten: bool = True
+    lp_time_limit: float | None = 10.0
+    mip_solver: str | None = None
+    mip_tolerance: float = 1e-4
+    mip_max_rounds: int = 30
+    mip_time_limit: float | None = 60.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("attack_steps", "attack_restarts", "strong_attack_steps", "strong_attack_restarts",
+                     "lp_lines", "mip_max_rounds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InvalidInputError(f"CascadeSettings.{name} must be an integer >= 0, got {value!r}")
+        if self.lp_lines < 1:
+            raise InvalidInputError(f"CascadeSettings.lp_lines must be >= 1, got {self.lp_lines}")
+        for name in ("lp_time_limit", "mip_time_limit"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise InvalidInputError(f"CascadeSettings.{name} must be a positive number or None, got {value!r}")
+        if not (np.isfinite(self.mip_tolerance) and self.mip_tolerance > 0):
+            raise InvalidInputError(f"CascadeSettings.mip_tolerance must be > 0, got {self.mip_tolerance!r}")
+
+
+@dataclass
+class CascadeResult:
+    """The certificates of a batch (in input order) and the wall time of each stage."""
+
+    certificates: list[Certificate]
+    stage_times: dict[str, float]
+
+    def decided_by(self) -> dict[str, int]:
+        """How many queries each stage decided (unknown ones are not counted)."""
+        counts = dict.fromkeys(STAGES, 0)
+        for c in self.certificates:
+            if c.verdict != Verdict.UNKNOWN:
+                counts[c.stage] += 1
+        return counts
+
+
+# -- the running brackets ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Brackets:
+    """``lower[i, k] <= m_ik <= upper[i, k]`` for every input i and target k, with where each came from.
+
+    Entries with ``k == label_i`` are not targets: lower = +inf, upper = +inf. ``points[i, k]`` attains
+    ``upper[i, k]`` on the real network (NaN where upper is +inf).
+    """
+
+    labels: Array
+    lower: Array
+    upper: Array
+    lower_stage: Array
+    upper_stage: Array
+    points: Array
+    termination: dict = field(default_factory=dict)  # (i, k) -> Termination of the last solver run
+    solver: dict = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, labels: Array, n_out: int, d: int) -> "_Brackets":
+        n = labels.shape[0]
+        target = np.arange(n_out)[None, :] != labels[:, None]
+        lower = np.where(target, -np.inf, np.inf)
+        return cls(labels, lower, np.full((n, n_out), np.inf), np.full((n, n_out), "", dtype=object),
+                   np.full((n, n_out), "", dtype=object), np.full((n, n_out, d), np.nan))
+
+    @property
+    def falsified(self) -> Array:
+        return (self.upper <= 0.0).any(axis=1)
+
+    @property
+    def verified(self) -> Array:
+        return (self.lower > 0.0).all(axis=1)
+
+    @property
+    def undecided(self) -> Array:
+        return ~(self.falsified | self.verified)
+
+    def open_targets(self, i: int) -> Array:
+        """Targets of input i whose sign is not yet decided (none once the input is falsified)."""
+        if self.upper[i].min() <= 0.0:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(self.lower[i] <= 0.0)
+
+    def offer_lower(self, rows: Array, values: Array, stage: str) -> None:
+        """Raise lower bounds (rows: input indices, values: (len(rows), n_out), -inf where no news)."""
+        current = self.lower[rows]
+        better = values > current
+        self.lower[rows] = np.where(better, values, current)
+        self.lower_stage[rows] = np.where(better, stage, self.lower_stage[rows])
+        self._check(rows)
+
+    def offer_points(self, rows: Array, points: Array, margins: Array, stage: str) -> None:
+        """Lower upper bounds with points (len(rows), d) and their re-evaluated margins (len(rows), n_out)."""
+        target = np.arange(self.upper.shape[1])[None, :] != self.labels[rows][:, None]
+        current = self.upper[rows]
+        better = target & (margins < current)
+        self.upper[rows] = np.where(better, margins, current)
+        self.upper_stage[rows] = np.where(better, stage, self.upper_stage[rows])
+        pts = self.points[rows]
+        pts[better] = np.broadcast_to(points[:, None, :], pts.shape)[better]
+        self.points[rows] = pts
+        self._check(rows)
+
+    def _check(self, rows: Array) -> None:
+        lo, up = self.lower[rows], self.upper[rows]
+        bad = np.isfinite(up) & (lo > up + _CONTRADICTION_TOL * (1.0 + np.abs(up)))
+        if bad.any():
+            r, k = np.argwhere(bad)[0]
+            i = int(np.asarray(rows).reshape(-1)[r]) if np.ndim(rows) else int(rows)
+            raise UnsoundAnswerError(
+                f"input {i}, target {k}: lower bound {lo[r, k]:.9g} (from {self.lower_stage[i, k]}) exceeds the "
+                f"margin {up[r, k]:.9g} the real network attains (found by {self.upper_stage[i, k]}); answer rejected")
+
+
+def _margins(network: Network, x: Array, labels: Array) -> Array:
+    """``f(x_i)[y_i] - f(x_i)[k]`` for rows x (n, d), shape (n, n_out), in float64."""
+    y = network.forward(x)
+    return y[np.arange(y.shape[0]), labels][:, None] - y
+
+
+# -- validation --------------------------------------------------------------------------------------
+
+
+def _validate(network: Network, xs, labels, eps, method: str, norm: str, domain):
+    xs = network.check_input(xs)
+    if xs.ndim != 2:
+        raise InvalidInputError(f"certify_batch takes inputs of shape (n, {network.input_size}), got {xs.shape}")
+    if method not in (LP, MIP):
+        raise InvalidInputError(f"method must be 'lp' or 'mip', got {method!r}")
+    centers, eps, norm, dlo, dhi = validate_balls(xs, eps, norm, domain)
+    labels = check_labels(labels, centers.shape[0], network.output_size)
+    return centers, labels, eps, norm, dlo, dhi
+
+
+# -- stage 3: one persistent LP per network --------------------------------------------------------------
+
+
+class _EnvelopeLP:
+    """The LP envelope relaxation of ``network`` over a box, built once and re-targeted per input.
+
+    Structure (fixed): input variables, per layer the affine rows ``W a - z = -b``, per hidden neuron
+    ``lp_lines + 1`` lower and upper envelope rows ``a - s z >= c`` / ``<= c`` (the rows of
+    :func:`formulations.encoding.encode_envelope`, for every non-identity activation). Per input: the box
+    and the pre-/post-activation bounds become variable bounds, and every envelope row gets the slope
+    ``-s`` and right-hand side ``c`` of the lines certified on *that* input's [l, u].
+    """
+
+    def __init__(self, network: Network, n_lines: int, time_limit: float | None) -> None:
+        self.network, self.n_lines = network, n_lines
+        self.params = SolveParameters(time_limit=time_limit)
+        model = Model(f"cascade-lp[{network.name}]")
+        d = network.input_size
+        self.inputs = model.add_variables(d, 0.0, 1.0, tags=[VariableTag("input", neuron=j) for j in range(d)])
+        self.pre: list[Array] = []
+        self.post: list[Array | None] = []
+        self.rows: list[tuple[Array, Array] | None] = []  # per layer: (lower rows (m, K), upper rows (m, K))
+        a = self.inputs
+        last = len(network.layers) - 1
+        for i, layer in enumerate(network.layers):
+            m = layer.n_out
+            # placeholder bounds, replaced per input; the envelope rows built on [-1, 1] give the structure
+            placeholder = LayerBounds(-np.ones(m), np.ones(m))
+            z = encode_affine(model, layer.weight, layer.bias, a, placeholder, layer=i)
+            self.pre.append(z)
+            if i == last or layer.activation.name == "identity":
+                self.post.append(None)
+                self.rows.append(None)
+                a = z
+                continue
+            first = model.num_constraints
+            a = encode_envelope(model, layer.activation, z, placeholder, layer=i, n_lines=n_lines)
+            self.post.append(a)
+            self.rows.append(self._envelope_rows(model, first, i, m))
+        self.lp = PersistentLP(model)
+        self.n_vars = model.num_variables
+
+    @staticmethod
+    def _envelope_rows(model: Model, first: int, layer: int, m: int) -> tuple[Array, Array]:
+        """Row indices of layer's envelope lines, read back from their tags: (m, K) per side."""
+        lower, upper = {}, {}
+        for row in range(first, model.num_constraints):
+            tag = model.constraint_tags[row]
+            side = lower if tag.kind == "envelope_lower" else upper
+            side[(tag.neuron, tag.index)] = row
+        k = len(lower) // m
+        as_array = lambda side: np.array([[side[(j, q)] for q in range(k)] for j in range(m)], dtype=np.int64)
+        return as_array(lower), as_array(upper)
+
+    def lines(self, act: Activation, l: Array, u: Array) -> tuple[Array, Array, Array, Array]:
+        """The certified lines of :func:`encode_envelope` for many neurons at once, (n, K) each side."""
+        lo_s, lo_c, up_s, up_c = envelope_arrays(act, l, u, self.n_lines)
+        a_lo, b_lo, a_up, b_up = linear_bounds(act, l, u)
+        return (np.column_stack([lo_s, a_lo]), np.column_stack([lo_c, b_lo]),
+                np.column_stack([up_s, a_up]), np.column_stack([up_c, b_up]))
+
+    def set_layer(self, i: int, l: Array, u: Array, lines=None) -> None:
+        """Bounds [l, u] on layer i's pre-activations; the image bounds and envelope rows to match."""
+        lp = self.lp
+        lp.set_variable_bounds(self.pre[i], l, u)
+        if self.rows[i] is None:
+            return
+        act = self.network.layers[i].activation
+        f_min, f_max = act.image(l, u)
+        lp.set_variable_bounds(self.post[i], f_min, f_max)
+        lo_s, lo_c, up_s, up_c = lines if lines is not None else self.lines(act, l, u)
+        lower_rows, upper_rows = self.rows[i]
+        z_cols = np.broadcast_to(self.pre[i][:, None], lower_rows.shape)
+        lp.set_coefficients(np.concatenate([lower_rows.ravel(), upper_rows.ravel()]),
+                            np.concatenate([z_cols.ravel(), z_cols.ravel()]),
+                            -np.concatenate([lo_s.ravel(), up_s.ravel()]))
+        lp.set_row_bounds(lower_rows.ravel(), lo_c.ravel(), np.inf)
+        lp.set_row_bounds(upper_rows.ravel(), -np.inf, up_c.ravel())
+
+    def set_box(self, lo: Array, hi: Array) -> None:
+        self.lp.set_variable_bounds(self.inputs, lo, hi)
+
+    def minimize(self, variables: Array, coefficients: Array):
+        c = np.zeros(self.n_vars)
+        np.add.at(c, variables, coefficients)
+        self.lp.set_objective(c, sense=Sense.MINIMIZE)
+        return self.lp.solve(self.params)
+
+
+def _lp_stage(network: Network, br: _Brackets, rows: Array, lo: Array, hi: Array, bounds: list[LayerBounds],
+              settings: CascadeSettings, sets: list[InputSet], sound_lower) -> list[LayerBounds]:
+    """Stage 3 for inputs ``rows``; returns their (possibly LP-tightened) layer bounds, shape (len(rows), m)."""
+    env = _EnvelopeLP(network, settings.lp_lines, settings.lp_time_limit)
+    layers = network.layers
+    # the certified lines of every input at once (one vectorised call per layer)
+    lines = [None if env.rows[i] is None else env.lines(layers[i].activation, b.lower.ravel(), b.upper.ravel())
+             for i, b in enumerate(bounds)]
+    new_lower = [b.lower.copy() for b in bounds]
+    new_upper = [b.upper.copy() for b in bounds]
+    y = env.pre[-1]
+    for r, i in enumerate(rows):
+        env.set_box(lo[r], hi[r])
+        for j, b in enumerate(bounds):
+            m = b.lower.shape[1]
+            per = None if lines[j] is None else tuple(v[r * m:(r + 1) * m] for v in lines[j])
+            env.set_layer(j, b.lower[r], b.upper[r], per)
+        tightened = False
+        while True:
+            for k in sorted(br.open_targets(i), key=lambda k: br.upper[i, k]):
+                if br.upper[i].min() <= 0.0:
+                    break
+                res = env.minimize(np.array([y[br.labels[i]], y[k]]), np.array([1.0, -1.0]))
+                br.termination[(i, k)], br.solver[(i, k)] = res.termination, res.solver
+                if res.dual_bound is not None and np.isfinite(res.dual_bound):
+                    value = np.full(br.lower.shape[1], -np.inf)
+                    value[k] = sound_lower(res.dual_bound)
+                    br.offer_lower(np.array([i]), value[None, :], "lp")
+                if res.primal is not None:
+                    p = sets[r].project(res.primal[env.inputs])
+                    br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "lp")
+            if tightened or not settings.lp_tighten or br.open_targets(i).size == 0:
+                break
+            tightened = True
+            _tighten(env, network, new_lower, new_upper, r)
+    return [LayerBounds(lo_, up_) for lo_, up_ in zip(new_lower, new_upper)]
+
+
+def _tighten(env: _EnvelopeLP, network: Network, lower: list[Array], upper: list[Array], r: int) -> None:
+    """LP bound tightening of hidden layers 1.. (layer 0 over a box is exact already), in place for input r.
+
+    Each new bound is a safe dual bound of ``min / max z_j`` over the relaxation built on the previous
+    layers' bounds, so it is sound; it is intersected with the old one, and the layer's envelope rows are
+    rebuilt on the narrower interval before the next layer is tightened.
+    """
+    from .refinement import sound_lower
+
+    for i in range(1, len(network.layers) - 1):
+        if env.rows[i] is None:
+            continue
+        for j, z in enumerate(env.pre[i]):
+            res = env.minimize(np.array([z]), np.array([1.0]))
+            if res.dual_bound is not None and np.isfinite(res.dual_bound):
+                lower[i][r, j] = max(lower[i][r, j], sound_lower(res.dual_bound))
+            res = env.minimize(np.array([z]), np.array([-1.0]))
+            if res.dual_bound is not None and np.isfinite(res.dual_bound):
+                upper[i][r, j] = min(upper[i][r, j], -sound_lower(res.dual_bound))
+        if (lower[i][r] > upper[i][r]).any():
+            raise UnsoundAnswerError(f"LP bound tightening emptied layer {i}'s bounds; answer rejected")
+        env.set_layer(i, lower[i][r], upper[i][r])
+    last = len(network.layers) - 1
+    env.set_layer(last, lower[last][r], upper[last][r])
+
+
+# -- stage 4 ---------------------------------------------------------------------------------------------
+
+
+def _mip_stage(network: Network, br: _Brackets, i: int, input_set: InputSet, bounds: list[LayerBounds],
+               settings: CascadeSettings, solver: str) -> None:
+    """Exact MIP with refinement for input i's open targets, lowest upper bound first."""
+    from .refinement import minimize_with_refinement
+
+    label = int(br.labels[i])
+    for k in sorted(br.open_targets(i), key=lambda k: br.upper[i, k]):
+        if br.upper[i].min() <= 0.0:
+            return
+        k = int(k)
+        deadline = None if settings.mip_time_limit is None else time.monotonic() + settings.mip_time_limit
+        point = None if not np.isfinite(br.upper[i, k]) else br.points[i, k].copy()
+        outcome = minimize_with_refinement(
+            network, input_set, bounds,
+            lambda e, k=k: margin_objective(e, label, k),
+            lambda p, k=k: float(_margins(network, p[None, :], br.labels[i:i + 1])[0, k]),
+            solver=solver, tolerance=settings.mip_tolerance, deadline=deadline,
+            max_rounds=settings.mip_max_rounds, upper=float(br.upper[i, k]), point=point,
+        )
+        br.termination[(i, k)], br.solver[(i, k)] = outcome.termination, outcome.solver
+        value = np.full(br.lower.shape[1], -np.inf)
+        value[k] = outcome.lower
+        br.offer_lower(np.array([i]), value[None, :], "mip")
+        if outcome.point is not None:
+            p = input_set.project(outcome.point)
+            br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "mip")
+
+
+# -- the cascade ---------------------------------------------------------------------------------------
+
+
+def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
+                settings: CascadeSettings | None = None, norm: str = "linf",
+                domain: tuple[float, float] = (0.0, 1.0)) -> CascadeResult:
+    """The cascade over one chunk of inputs; :func:`certify_batch` without discarding the stage times.
+
+    Args: as :func:`certify_batch`.
+    """
+    settings = settings or CascadeSettings()
+    if not isinstance(settings, CascadeSettings):
+        raise InvalidInputError(f"settings must be a CascadeSettings, got {type(settings).__name__}")
+    centers, labels, eps, norm, dlo, dhi = _validate(network, xs, labels, eps, method, norm, domain)
+    n, d = centers.shape
+    br = _Brackets.start(labels, network.output_size, d)
+    times = dict.fromkeys(STAGES, 0.0)
+    if n == 0:
+        return CascadeResult([], times)
+    lo, hi = ball_boxes(centers, eps, norm, dlo, dhi)
+    ball = None if norm == "linf" else (centers, eps, norm)
+
+    # 0. the centre (inside its own ball; validate_balls ensured the ball meets the domain)
+    t0 = time.monotonic()
+    start_points = np.clip(centers, dlo, dhi)
+    inside = contains_points(start_points, centers, eps, norm, dlo, dhi, tol=0.0)
+    rows = np.flatnonzero(inside)
+    br.offer_points(rows, start_points[rows], _margins(network, start_points[rows], labels[rows]), "center")
+    times["center"] = time.monotonic() - t0
+
+    # 1. symbolic margins of every input still open, in one batch
+    t0 = time.monotonic()
+    if settings.symbolic:
+        rows = np.flatnonzero(br.undecided)
+        if rows.size:
+            ball_r = None if ball is None else (centers[rows], eps[rows], norm)
+            m_lo, _ = margin_bounds_batch(network, lo[rows], hi[rows], labels[rows], ball=ball_r)
+            br.offer_lower(rows, m_lo, "symbolic")  # entry label is 0, never above its +inf
+    times["symbolic"] = time.monotonic() - t0
+
+    # 2. attacks: a cheap pass over everything open, a stronger one over what is left
+    t0 = time.monotonic()
+    for steps, restarts, salt in ((settings.attack_steps, settings.attack_restarts, 0),
+                                  (settings.strong_attack_steps, settings.strong_attack_restarts, 1)):
+        rows = np.flatnonzero(br.undecided & (eps > 0))
+        if rows.size == 0 or steps == 0:
+            continue
+        res = pgd_attack(network, centers[rows], labels[rows], eps[rows], norm=norm, domain=(dlo, dhi),
+                         steps=steps, restarts=restarts, seed=settings.seed + salt)
+        br.offer_points(rows, res.points, _margins(network, res.points, labels[rows]), "attack")
+    times["attack"] = time.monotonic() - t0
+
+    # 3. LP, then 4. MIP, input by input
+    from .refinement import sound_lower
+
+    rows = np.flatnonzero(br.undecided)
+    bounds = None
+    sets = [InputSet(centers[i], float(eps[i]), norm=norm, domain=(dlo, dhi)) for i in rows]
+    t0 = time.monotonic()
+    if rows.size and (settings.lp or method == MIP):
+        ball_r = None if ball is None else (centers[rows], eps[rows], norm)
+        bounds = symbolic_bounds_batch(network, lo[rows], hi[rows], ball=ball_r)
+    if rows.size and settings.lp:
+        bounds = _lp_stage(network, br, rows, lo[rows], hi[rows], bounds, settings, sets, sound_lower)
+    times["lp"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    if method == MIP and rows.size:
+        from .backends import default_mip_solver
+
+        solver = settings.mip_solver or default_mip_solver()
+        for r, i in enumerate(rows):
+            if br.undecided[i]:
+                _mip_stage(network, br, int(i), sets[r], [b.row(r) for b in bounds], settings, solver)
+    times["mip"] = time.monotonic() - t0
+
+    total = sum(times.values())
+    certificates = [_certificate(network, br, i, centers[i], float(eps[i]), norm, dlo, dhi, method, times, total, n)
+                    for i in range(n)]
+    return CascadeResult(certificates, times)
+
+
+def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP,
+                  settings: CascadeSettings | None = None, norm: str = "linf",
+                  domain: tuple[float, float] = (0.0, 1.0)) -> list[Certificate]:
+    """Certify local robustness of every input of a chunk with the cascade (module docstring).
+
+    Args:
+        xs: (n, d) inputs; labels: (n,) true classes (or one int); eps: a radius or one per input.
+        method: ``"mip"`` (exact: every query verified or falsified unless a limit is hit) or ``"lp"``
+            (stages 0-3 only; what they leave is *unknown (relaxation inconclusive)*).
+        settings: :class:`CascadeSettings` (thresholds and limits).
+        norm, domain: the input sets, as in :class:`formulations.input_sets.InputSet`.
+
+    Returns:
+        One robustness :class:`Certificate` per input, in order; ``stage`` is the stage that decided it
+        (``center``, ``symbolic``, ``attack``, ``lp``, ``mip``; for unknown ones the last stage tried).
+
+    Raises:
+        InvalidInputError: malformed inputs, labels, eps, norm, domain, method or settings.
+        SolverNotAvailableError: ``method="mip"`` and the MIP solver cannot run here.
+        UnsoundAnswerError: a bound contradicted a margin the real network attains.
+    """
+    return run_cascade(network, xs, labels, eps, method=method, settings=settings, norm=norm,
+                       domain=domain).certificates
+
+
+# -- certificates ------------------------------------------------------------------------------------------
+
+_REASONS = {
+    Termination.TIME_LIMIT: UnknownReason.TIME_LIMIT,
+    Termination.FEASIBLE: UnknownReason.TIME_LIMIT,
+    Termination.NODE_LIMIT: UnknownReason.NODE_LIMIT,
+    Termination.NUMERICAL: UnknownReason.NUMERICAL,
+    Termination.ERROR: UnknownReason.SOLVER_ERROR,
+}
+
+
+def _reason(br: _Brackets, i: int, k: int, method: str) -> UnknownReason:
+    term = br.termination.get((i, k))
+    if method == LP or term is None:
+        return UnknownReason.RELAXATION
+    return _REASONS.get(term, UnknownReason.REFINEMENT_LIMIT)
+
+
+def _certificate(network: Network, br: _Brackets, i: int, center: Array, eps: float, norm: str, dlo: Array,
+                 dhi: Array, method: str, times: dict, total: float, n: int) -> Certificate:
+    label = int(br.labels[i])
+    ks = [k for k in range(br.lower.shape[1]) if k != label]
+    target_bounds = []
+    for k in ks:
+        lo_k, up_k = float(br.lower[i, k]), float(br.upper[i, k])
+        if lo_k > 0:
+            verdict, reason = Verdict.VERIFIED, None
+        elif up_k <= 0:
+            verdict, reason = Verdict.FALSIFIED, None
+        else:
+            verdict, reason = Verdict.UNKNOWN, _reason(br, i, k, method)
+        term_solver = br.solver.get((i, k), "")
+        target_bounds.append(TargetBound(k, lo_k, up_k, verdict, reason, (), term_solver))
+    lower = float(min(br.lower[i, k] for k in ks))
+    worst = min(ks, key=lambda k: br.upper[i, k])
+    upper = float(br.upper[i, worst])
+    counterexample, value, reason = None, None, None
+    if upper <= 0:
+        verdict, stage = Verdict.FALSIFIED, str(br.upper_stage[i, worst])
+        counterexample = br.points[i, worst].copy()
+        # the re-check of design.md: inside the set, and the real network's margin is <= 0
+        value = float(_margins(network, counterexample[None, :], br.labels[i:i + 1])[0][ks].min())
+        inside = contains_points(counterexample[None, :], center[None, :], np.array([eps]), norm, dlo, dhi, tol=0.0)[0]
+        if not inside or value > 0.0:
+            raise UnsoundAnswerError(f"input {i}: the counterexample failed its re-check on the real network")
+    elif lower > 0:
+        verdict = Verdict.VERIFIED
+        stage = max((str(br.lower_stage[i, k]) for k in ks), key=_LOWER_STAGES.index)
+    else:
+        verdict = Verdict.UNKNOWN
+        undecided = [b for b in target_bounds if b.verdict == Verdict.UNKNOWN]
+        reason = undecided[0].reason if undecided else UnknownReason.RELAXATION
+        stage = method
+    binding = min(ks, key=lambda k: br.lower[i, k])
+    solvers = sorted({s for (j, _), s in br.solver.items() if j == i and s})
+    return Certificate(
+        kind="robustness", verdict=verdict, lower=lower, upper=upper, method=method, stage=stage, reason=reason,
+        label=label, eps=eps, norm=norm, counterexample=counterexample, counterexample_value=value,
+        targets=tuple(target_bounds), solver=",".join(solvers),
+        # batched stages are shared: each query carries its share of their wall time
+        times={**{f"{s}_share": float(times[s]) / n for s in STAGES}, "batch_total": float(total)},
+        extra={"binding_target": int(binding), "worst_target": int(worst), "cascade": True},
+    )
