@@ -1,0 +1,298 @@
+"""The study's constraint signatures: which constraints are tight where a class logit is largest.
+
+design.md §5 ("signature"): for a class ``c``, an input ``x0`` and a radius ``eps``, maximise ``logit[c]``
+over the eps-ball polytope — the LP envelope relaxation (:mod:`formulations.encoding`, LP mode) or the exact
+piecewise MIP refined to the tolerance (:mod:`formulations.refinement`) — and read off the optimum:
+
+* which pixels sit at their lower / upper bound (the vertex of the input box the optimum chooses);
+* for each hidden neuron, which envelope line (LP) or which segment (MIP) is active, and in which region of
+  the activation its pre-activation lies (for GELU: the tail ``z < -sqrt 2``, the dip down to the minimum
+  at -0.7518, the rise up to ``sqrt 2``, the near-linear part beyond; :func:`activation_regions`).
+
+Aggregated over many test samples of one digit these become frequency maps (:func:`aggregate`), and each
+frequency is tested against a stated baseline rate with an exact binomial test and Benjamini–Hochberg
+control of the false discovery rate (:func:`binomial_pvalues`, :func:`benjamini_hochberg`).
+
+The value of a maximisation that is *sound* is the solver's dual bound (an upper bound on the maximum),
+moved outward by the slack granted to the solver's tolerances; the value the real network attains at the
+optimum's input is reported beside it (``achieved``). For the MIP both are within the tolerance.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy import stats
+
+from .activations import Activation
+from .backends import default_lp_solver, default_mip_solver, solve
+from .backends.base import SolveParameters, Termination
+from .bounds import symbolic_bounds
+from .encoding import LP, MIP, encode_network, logit_objective, tight_constraints
+from .errors import InvalidInputError, SolverError, UnsoundAnswerError
+from .input_sets import InputSet
+from .model import ConstraintTag, Model, Sense
+from .network import Network
+from .refinement import minimize_with_refinement, sound_lower
+
+Array = np.ndarray
+
+LINE_KINDS = ("envelope_lower", "envelope_upper", "segment_lower", "segment_upper")
+
+
+def sound_upper(dual_bound: float) -> float:
+    """A maximisation's dual bound moved outward (up) by the slack of :func:`refinement.sound_lower`."""
+    return -sound_lower(-float(dual_bound))
+
+
+# -- regions of an activation ------------------------------------------------------------------------
+
+
+def activation_regions(act: Activation) -> tuple[Array, tuple[str, ...]]:
+    """Edges (inner, sorted) and names of the regions used to describe where a neuron operates.
+
+    The edges are the inflection points and stationary points: between two of them the activation is
+    monotone with one curvature sign. GELU: ``-sqrt 2`` (inflection), -0.7518 (minimum), ``sqrt 2``.
+    """
+    edges = np.array(sorted({*act.inflections, *act.stationary, *act.kinks}), dtype=np.float64)
+    if act.name == "gelu" and edges.size == 3:
+        names = ("tail", "dip", "rise", "linear")
+    else:
+        bounds = ["-inf", *(f"{e:.3g}" for e in edges), "inf"]
+        names = tuple(f"[{a}, {b})" for a, b in zip(bounds[:-1], bounds[1:]))
+    return edges, names
+
+
+def region_of(act: Activation, z: Array) -> Array:
+    """Index of the region (:func:`activation_regions`) holding each pre-activation value."""
+    edges, _ = activation_regions(act)
+    return np.searchsorted(edges, np.asarray(z, dtype=np.float64), side="right")
+
+
+# -- one signature --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Signature:
+    """The tight constraints at the maximum of ``logit[cls]`` over one input set.
+
+    ``lines`` holds ``(layer, neuron, side, index)`` of every tight envelope line (LP) or line of a
+    one-segment neuron (MIP), ``side`` in {"lower", "upper"}; ``segments`` maps (layer, neuron) to the active
+    segment (MIP) and ``segment_bounds`` to that segment's interval; ``regions`` (one per hidden neuron, in
+    layer order) is the region of the pre-activation at the optimum.
+    """
+
+    cls: int
+    eps: float
+    method: str
+    bound: float  # sound upper bound on max logit[cls] over the input set
+    achieved: float  # logit[cls] of the real network at ``point``
+    point: Array
+    pixels_lower: Array
+    pixels_upper: Array
+    lines: tuple[tuple[int, int, str, int], ...]
+    regions: Array
+    segments: dict[tuple[int, int], int] = field(default_factory=dict)
+    segment_bounds: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+    tags: tuple[ConstraintTag, ...] = ()
+
+    def line_sides(self, n_hidden: Sequence[int]) -> Array:
+        """Per hidden neuron (layer order): 0 no line tight, 1 a lower line only, 2 an upper line only, 3 both."""
+        offsets = np.concatenate([[0], np.cumsum(n_hidden)])
+        out = np.zeros(int(offsets[-1]), dtype=np.int64)
+        for layer, neuron, side, _ in self.lines:
+            out[offsets[layer] + neuron] |= 1 if side == "lower" else 2
+        return out
+
+
+def pixels_from_tags(tags: Sequence[ConstraintTag], input_size: int) -> tuple[Array, Array]:
+    """Boolean maps of the pixels at their lower and upper bound, from a signature's tags."""
+    low = np.zeros(input_size, dtype=bool)
+    up = np.zeros(input_size, dtype=bool)
+    for tag in tags:
+        if tag.kind == "input_lower":
+            low[tag.neuron] = True
+        elif tag.kind == "input_upper":
+            up[tag.neuron] = True
+    return low, up
+
+
+def lines_from_tags(tags: Sequence[ConstraintTag]) -> tuple[tuple[int, int, str, int], ...]:
+    """``(layer, neuron, side, index)`` of the tight envelope / one-segment lines among the tags."""
+    out = []
+    for tag in tags:
+        if tag.kind in LINE_KINDS:
+            side = "lower" if tag.kind.endswith("lower") else "upper"
+            out.append((int(tag.layer), int(tag.neuron), side, int(tag.index)))
+    return tuple(sorted(set(out)))
+
+
+def _hidden_regions(network: Network, pre: Sequence[Array]) -> Array:
+    parts = [region_of(layer.activation, z) for layer, z in zip(network.hidden_layers, pre)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _check_class(network: Network, cls: int) -> int:
+    if isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or not 0 <= int(cls) < network.output_size:
+        raise InvalidInputError(f"class {cls!r} is not an output index of a network with {network.output_size} outputs")
+    return int(cls)
+
+
+def maximize_logit(
+    network: Network,
+    x: Array,
+    cls: int,
+    eps: float,
+    *,
+    method: str = LP,
+    solver: str | None = None,
+    n_lines: int = 3,
+    domain: tuple[float, float] = (0.0, 1.0),
+    tolerance: float = 1e-4,
+    time_limit: float | None = None,
+) -> Signature:
+    """Maximise ``logit[cls]`` over the L-inf ball of radius ``eps`` around ``x`` (clipped to ``domain``).
+
+    ``method="lp"``: one LP over the envelope relaxation; ``bound`` is its dual bound (sound upper bound),
+    the signature is read at its optimal vertex. ``method="mip"``: minimise ``-logit[cls]`` with the
+    refined piecewise MIP until ``bound - achieved <= tolerance``; the signature is read at the last MIP's
+    optimum (its input is the point that achieves the maximum within the tolerance).
+
+    Raises:
+        InvalidInputError: bad input, class, eps or method.
+        SolverError: the solver returned no optimum.
+        UnsoundAnswerError: the bound is below a value the real network attains.
+    """
+    x = network.check_input(x)
+    if x.ndim != 1:
+        raise InvalidInputError(f"maximize_logit takes one input of length {network.input_size}, got shape {x.shape}")
+    cls = _check_class(network, cls)
+    if not np.isfinite(eps) or eps < 0:
+        raise InvalidInputError(f"eps must be a finite number >= 0, got {eps!r}")
+    input_set = InputSet(x, float(eps), domain=domain)
+    lo, hi = input_set.box()
+    bounds = symbolic_bounds(network, lo, hi)
+    if method == LP:
+        model = Model("signature-lp")
+        enc = encode_network(model, network, input_set, bounds, mode=LP, n_lines=n_lines)
+        logit_objective(enc, cls, sense=Sense.MAXIMIZE)
+        res = solve(model, solver or default_lp_solver(), SolveParameters(time_limit=time_limit))
+        if res.termination != Termination.OPTIMAL or res.primal is None or res.dual_bound is None:
+            raise SolverError(f"signature LP for class {cls} ended with {res.termination.value}: {res.message}")
+        primal, tight_rows, bound = res.primal, res.tight_rows, sound_upper(res.dual_bound)
+    elif method == MIP:
+        def negated_logit(e) -> None:
+            e.model.set_objective({int(e.outputs[cls]): -1.0}, sense=Sense.MINIMIZE)
+
+        out = minimize_with_refinement(
+            network, input_set, bounds, negated_logit, lambda p: -float(network.forward(p)[cls]),
+            solver=solver or default_mip_solver(), tolerance=tolerance, stop_at_sign=False,
+            deadline=None if time_limit is None else time.monotonic() + time_limit,
+        )
+        if out.primal is None or out.encoding is None or out.result is None or not np.isfinite(out.lower):
+            raise SolverError(f"signature MIP for class {cls} ended with {out.termination.value}")
+        enc, primal, tight_rows, bound = out.encoding, out.primal, out.result.tight_rows, -out.lower
+    else:
+        raise InvalidInputError(f"method must be 'lp' or 'mip', got {method!r}")
+    point = input_set.project(primal[enc.inputs])
+    achieved = float(network.forward(point)[cls])
+    if achieved > bound + 1e-6 * (1.0 + abs(bound)):
+        raise UnsoundAnswerError(f"class {cls}: bound {bound:.9g} ({method}) is below the logit {achieved:.9g} "
+                                 "the real network attains at the optimum's input; answer rejected")
+    tags = tight_constraints(enc, primal, tight_rows)
+    low, up = pixels_from_tags(tags, network.input_size)
+    pre = [primal[z] for z in enc.pre[: len(network.hidden_layers)]]
+    segments: dict[tuple[int, int], int] = {}
+    segment_bounds: dict[tuple[int, int], tuple[float, float]] = {}
+    if method == MIP:
+        for ns in enc.smooth:
+            s = int(np.argmax(primal[ns.binaries])) if ns.binaries.size else 0
+            segments[(ns.layer, ns.neuron)] = s
+            segment_bounds[(ns.layer, ns.neuron)] = (float(ns.segments[s].lower), float(ns.segments[s].upper))
+    return Signature(cls=cls, eps=float(eps), method=method, bound=float(bound), achieved=achieved, point=point,
+                     pixels_lower=low, pixels_upper=up, lines=lines_from_tags(tags), regions=_hidden_regions(network, pre),
+                     segments=segments, segment_bounds=segment_bounds, tags=tags)
+
+
+# -- aggregation ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SignatureSummary:
+    """Counts over ``n`` signatures of one digit (and one method / eps).
+
+    ``pixel_lower[i]`` / ``pixel_upper[i]``: how many optima put pixel i at its lower / upper bound;
+    ``sides[j, s]``: hidden neuron j (layer order) with side pattern s (0 none, 1 lower, 2 upper, 3 both);
+    ``regions[j, r]``: hidden neuron j with its pre-activation in region r at the optimum.
+    """
+
+    n: int
+    pixel_lower: Array
+    pixel_upper: Array
+    sides: Array
+    regions: Array
+
+    def frequency(self, counts: Array) -> Array:
+        return counts / max(self.n, 1)
+
+
+SIDE_NAMES = ("none", "lower", "upper", "both")
+
+
+def aggregate(signatures: Sequence[Signature], n_hidden: Sequence[int], n_regions: int) -> SignatureSummary:
+    """Count pixel bounds, tight-line sides and regions over signatures (pure)."""
+    if not signatures:
+        raise InvalidInputError("aggregate needs at least one signature")
+    d = signatures[0].pixels_lower.shape[0]
+    units = int(np.sum(n_hidden))
+    sides = np.zeros((units, len(SIDE_NAMES)), dtype=np.int64)
+    regions = np.zeros((units, n_regions), dtype=np.int64)
+    low = np.zeros(d, dtype=np.int64)
+    up = np.zeros(d, dtype=np.int64)
+    rows = np.arange(units)
+    for sig in signatures:
+        low += sig.pixels_lower
+        up += sig.pixels_upper
+        sides[rows, sig.line_sides(n_hidden)] += 1
+        regions[rows, sig.regions] += 1
+    return SignatureSummary(len(signatures), low, up, sides, regions)
+
+
+def binomial_pvalues(counts: Array, n: int | Array, baseline: float | Array) -> Array:
+    """Two-sided exact binomial p-values of ``counts`` successes in ``n`` trials against rate ``baseline``.
+
+    The two-sided p-value is twice the smaller tail, capped at 1 (the "central" exact test). A baseline of
+    0 or 1 gives p = 1 where the count agrees with it and p = 0 where it does not.
+    """
+    k = np.asarray(counts, dtype=np.float64)
+    n_arr = np.broadcast_to(np.asarray(n, dtype=np.float64), k.shape)
+    p0 = np.clip(np.broadcast_to(np.asarray(baseline, dtype=np.float64), k.shape), 0.0, 1.0)
+    if (k < 0).any() or (k > n_arr).any():
+        raise InvalidInputError("counts must lie between 0 and n")
+    lower_tail = stats.binom.cdf(k, n_arr, p0)
+    upper_tail = stats.binom.sf(k - 1, n_arr, p0)
+    return np.minimum(1.0, 2.0 * np.minimum(lower_tail, upper_tail))
+
+
+def benjamini_hochberg(pvalues: Array) -> Array:
+    """Benjamini–Hochberg adjusted p-values (q-values), same shape as the input (JRSS B 57, 1995)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    flat = p.reshape(-1)
+    m = flat.size
+    if m == 0:
+        return p.copy()
+    order = np.argsort(flat)
+    ranked = flat[order] * m / np.arange(1, m + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(q, 1.0)
+    return out.reshape(p.shape)
+
+
+def significant(counts: Array, n: int, baseline: float | Array, *, alpha: float = 0.05) -> tuple[Array, Array]:
+    """(q-values, mask): features whose frequency differs from ``baseline`` at false discovery rate ``alpha``."""
+    q = benjamini_hochberg(binomial_pvalues(counts, n, baseline))
+    return q, q <= alpha
