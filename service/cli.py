@@ -348,6 +348,43 @@ def demo(
     console.print(f"details: polycert compare {job_id} | polycert signatures --digit 0 --job {job_id}")
 
 
+@app.command("study")
+def study(
+    network: Annotated[str, typer.Option(help="a built-in network name (polycert-tiny, verianet) or a network file")] = "polycert-tiny",
+    out: Annotated[str, typer.Option(help="folder for README.md, results.json and the PNG figures")] = "study-report",
+    per_digit: Annotated[int, typer.Option(help="robustness: first N test images of each digit")] = 600,
+    eps: Annotated[list[float], typer.Option(help="robustness radius; repeat for several")] = [0.005, 0.01, 0.02, 0.05, 0.1],
+    signature_per_digit: int = 50,
+    signature_eps: float = 0.05,
+    classifier_per_digit: int = 20,
+    lam: Annotated[list[float], typer.Option(help="system-level L1 weight; repeat for several")] = [0.0, 0.1],
+    flawed_per_digit: Annotated[Optional[int], typer.Option(help="images per digit for the study's flawed LP (default: per-digit)")] = None,
+    mip_time_limit: float = 30.0,
+    solver: Optional[str] = None,
+    lp_solver: Optional[str] = None,
+    progress: bool = True,
+) -> None:
+    """Reproduce the original study (signatures, robustness rates, LP classifier, system level, neuron
+    patterns) with sound certificates, and write a Markdown report with figures."""
+    import shlex
+
+    from formulations.errors import SolverNotAvailableError
+    from service.study import StudyOptions, run_study
+
+    options = StudyOptions(per_digit=per_digit, eps=tuple(eps), signature_per_digit=signature_per_digit,
+                           signature_eps=signature_eps, classifier_per_digit=classifier_per_digit, lambdas=tuple(lam),
+                           flawed_per_digit=flawed_per_digit, mip_time_limit=mip_time_limit, solver=solver,
+                           lp_solver=lp_solver, progress=progress)
+    command = "polycert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        readme = run_study(network, out, options, command=command)
+    except SolverNotAvailableError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    except PolyCertError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    console.print(f"report written: {readme}")
+
+
 def main() -> None:
     try:
         app()
