@@ -9,8 +9,10 @@ is open), ``dual_bound`` is the solver's proven bound on the optimum. Verdicts o
 
 from __future__ import annotations
 
+import abc
 import enum
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,6 +29,9 @@ class Termination(enum.Enum):
     NODE_LIMIT = "node_limit"
     NUMERICAL = "numerical"
     ERROR = "error"
+    # ``SolveParameters.cutoff`` pruned every point: the optimum is not better than the cutoff
+    # (``dual_bound`` is the cutoff); says nothing about the model's feasibility
+    CUTOFF = "cutoff"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +60,101 @@ class SolveResult:
     build_time: float = 0.0
     node_count: int | None = None
     message: str = ""
+    # LP only: row multipliers y in the convention ``c - A^T y = reduced costs`` (c as given, either
+    # sense); approximate, so use them through ``safe_dual_bound``, never as a proof on their own
+    row_duals: np.ndarray | None = None
+    # LP only: rigorous bound from ``row_duals`` (Neumaier & Shcherbina 2004), see safe_bounds.py;
+    # valid whatever the solver's accuracy: lower for MINIMIZE, upper for MAXIMIZE
+    safe_dual_bound: float | None = None
 
     @property
     def has_primal(self) -> bool:
         return self.primal is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    """What a back-end can solve (as cvxpy/linopy keep one registry of solver features).
+
+    ``integer_only``: every variable must be integer (CP-SAT). ``needs_second_opinion``: its MIP answers
+    are not trusted alone (HiGHS, design.md, Soundness rules). ``duals``: LP row duals are returned.
+    """
+
+    lp: bool
+    mip: bool
+    sos2: bool = False
+    quadratic: bool = False
+    duals: bool = False
+    integer_only: bool = False
+    needs_second_opinion: bool = False
+
+
+class Backend(abc.ABC):
+    """One solver back-end (cvxpy/linopy style): a lazy import, ``is_installed()``, one status map.
+
+    ``solve`` is the MathOpt crossing: export the :class:`Model`, solve, parse into :class:`SolveResult`.
+    Sub-classes implement ``_build`` (translate; returns a handle) and ``_run`` (solve the handle and
+    parse); the precedence of checks and the timing are written once here.
+    """
+
+    name: str
+    requires: str  # the Python package it needs, for error messages
+    capabilities: Capabilities
+
+    @abc.abstractmethod
+    def is_installed(self) -> bool:
+        """True when the package imports and (where a licence is involved) a tiny model solves."""
+
+    def check_model(self, model: Model) -> None:
+        """Raise :class:`SolverError` when ``model`` needs a feature this back-end lacks."""
+        from ..errors import SolverError
+
+        caps = self.capabilities
+        if model.sos2 and not caps.sos2:
+            raise SolverError(f"solver {self.name!r} does not support SOS2 sets (model {model.name!r} has "
+                              f"{len(model.sos2)}); use 'scip' or 'gurobi'")
+        if model.num_integers and not caps.mip:
+            raise SolverError(f"solver {self.name!r} solves LPs only; model {model.name!r} has "
+                              f"{model.num_integers} integer variables")
+        if caps.integer_only and model.num_integers < model.num_variables:
+            raise SolverError(f"solver {self.name!r} needs every variable integer; model {model.name!r} has "
+                              f"{model.num_variables - model.num_integers} continuous variables")
+
+    def solve(self, model: Model, params: SolveParameters) -> SolveResult:
+        self.check_model(model)
+        t0 = time.perf_counter()
+        handle = self._build(model, params)
+        build_time = time.perf_counter() - t0
+        result = self._run(model, handle, params)
+        return replace(result, build_time=build_time)
+
+    @abc.abstractmethod
+    def _build(self, model: Model, params: SolveParameters):
+        """Translate ``model`` into the solver's own model (with ``params`` applied)."""
+
+    @abc.abstractmethod
+    def _run(self, model: Model, handle, params: SolveParameters) -> SolveResult:
+        """Solve the translated model and parse the answer."""
+
+
+def make_result(model: Model, solver: str, termination: Termination, *, primal: np.ndarray | None = None,
+                dual_bound: float | None = None, solve_time: float = 0.0, node_count: int | None = None,
+                message: str = "", row_duals: np.ndarray | None = None) -> SolveResult:
+    """Parse step shared by the back-ends: ``objective_value`` and ``tight_rows`` are recomputed at the
+    primal point (not copied from the solver), ``safe_dual_bound`` from ``row_duals`` when given."""
+    objective_value, tight = None, np.zeros(0, dtype=np.int64)
+    if primal is not None:
+        primal = np.asarray(primal, dtype=np.float64)
+        objective_value = model.evaluate(primal)
+        tight = model.tight_rows(primal)
+    safe = None
+    if row_duals is not None:
+        from .safe_bounds import safe_lp_bound
+
+        row_duals = np.asarray(row_duals, dtype=np.float64)
+        safe = safe_lp_bound(model, row_duals)
+    if dual_bound is not None:
+        dual_bound = float(dual_bound)
+    return SolveResult(termination=termination, solver=solver, primal=primal, objective_value=objective_value,
+                       dual_bound=dual_bound, tight_rows=tight, solve_time=solve_time, node_count=node_count,
+                       message=message, row_duals=row_duals, safe_dual_bound=safe)
