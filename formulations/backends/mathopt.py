@@ -112,7 +112,15 @@ class MathOptBackend(Backend):
 
         proto, parameters = handle
         t0 = time.perf_counter()
-        res = self._call(model, proto, parameters)
+        try:
+            res = self._call(model, proto, parameters)
+        except SolverError as exc:
+            # gSCIP reports an unbounded MIP with a primal point of infinite objective, which MathOpt's
+            # own validation then rejects; that point is SCIP's proof of unboundedness
+            if "PrimalSolutionProto.objective_value" not in str(exc) or "inf" not in str(exc):
+                raise
+            return make_result(model, self.name, Termination.UNBOUNDED, solve_time=time.perf_counter() - t0,
+                               message=f"{self.name}: unbounded (a primal point of infinite objective)")
         reason = result_pb2.TerminationReasonProto.Name(res.termination.reason)
         limit = result_pb2.LimitProto.Name(res.termination.limit)
         if reason == "TERMINATION_REASON_INFEASIBLE_OR_UNBOUNDED":

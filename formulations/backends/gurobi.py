@@ -1,0 +1,159 @@
+"""Gurobi through gurobipy's matrix API (``gurobi``), optional.
+
+Variables come from one ``addMVar``, rows from ``addMConstr`` with the SciPy CSR matrix. Gurobi rows
+have one sense each, so a ranged row ``lo < a.x < hi`` becomes a ``>=`` row and a ``<=`` row; its dual
+is the sum of theirs. SOS2 sets map to ``addSOS(SOS_TYPE2)``.
+
+The pip wheel's licence is size-limited (2000 variables / constraints): ``is_installed`` checks that a
+tiny model really solves, and a model over the limit raises :class:`SolverNotAvailableError` naming
+the limit instead of a crash.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import SolverError, SolverNotAvailableError
+from ..model import Model, Sense
+from .base import Backend, Capabilities, SolveParameters, SolveResult, Termination, make_result
+
+_SIZE_LIMIT_CODE = 10010  # GRB_ERROR_SIZE_LIMIT_EXCEEDED
+
+
+@functools.cache
+def _environment():
+    """One quiet Gurobi environment (starting one checks the licence and prints a banner)."""
+    import gurobipy as gp
+
+    env = gp.Env(empty=True)
+    env.setParam("OutputFlag", 0)
+    env.start()
+    return env
+
+
+def _licence_error(model: Model, exc) -> Exception:
+    code = getattr(exc, "errno", None)
+    if code == _SIZE_LIMIT_CODE or "size-limited" in str(exc).lower():
+        return SolverNotAvailableError(
+            f"gurobi's licence here is size-limited and model {model.name!r} ({model.num_variables} variables, "
+            f"{model.num_constraints} rows) is over the limit: {exc}; use 'scip' or another solver")
+    if code is not None and 10009 <= code <= 10009:  # GRB_ERROR_NO_LICENSE
+        return SolverNotAvailableError(f"gurobi has no working licence: {exc}")
+    return SolverError(f"gurobi failed on model {model.name!r}: {exc}")
+
+
+class GurobiBackend(Backend):
+    name = "gurobi"
+    requires = "gurobipy"
+    capabilities = Capabilities(lp=True, mip=True, sos2=True, quadratic=True, duals=True)
+
+    def is_installed(self) -> bool:
+        try:
+            import gurobipy as gp
+
+            m = gp.Model("probe", env=_environment())
+            x = m.addVar(ub=1.0)
+            m.setObjective(x, gp.GRB.MAXIMIZE)
+            m.optimize()
+            ok = m.Status == gp.GRB.OPTIMAL
+            m.dispose()
+            return ok
+        except Exception:  # ImportError, no licence, anything: not usable
+            return False
+
+    def _build(self, model: Model, params: SolveParameters, *, relaxed_reductions: bool = False):
+        import gurobipy as gp
+        from gurobipy import GRB
+
+        try:
+            g = gp.Model(model.name, env=_environment())
+            n = model.num_variables
+            vtype = np.where(model.integrality, GRB.INTEGER, GRB.CONTINUOUS)
+            x = g.addMVar(n, lb=model.lb, ub=model.ub, vtype=vtype)
+            A = model.matrix()
+            lo, hi = model.row_lower, model.row_upper
+            ge = np.flatnonzero(np.isfinite(lo) & (lo != hi))
+            le = np.flatnonzero(np.isfinite(hi) & (lo != hi))
+            eq = np.flatnonzero(np.isfinite(lo) & (lo == hi))
+            blocks = []
+            for rows, sense, rhs in ((ge, GRB.GREATER_EQUAL, lo), (le, GRB.LESS_EQUAL, hi), (eq, GRB.EQUAL, lo)):
+                if rows.size:
+                    constr = g.addMConstr(sp.csr_matrix(A[rows]), x, sense, rhs[rows])
+                    blocks.append((rows, constr))
+            if model.sos2:
+                xs = x.tolist()
+                for variables, weights in model.sos2:
+                    g.addSOS(GRB.SOS_TYPE2, [xs[j] for j in variables.tolist()], weights.tolist())
+            g.setMObjective(None, model.objective_vector(), model.objective_constant,
+                            sense=GRB.MAXIMIZE if model.sense == Sense.MAXIMIZE else GRB.MINIMIZE)
+            g.Params.OutputFlag = int(bool(params.verbose))
+            g.Params.Threads = max(1, int(params.threads))
+            if params.time_limit is not None:
+                g.Params.TimeLimit = max(float(params.time_limit), 0.0)
+            if params.node_limit is not None:
+                g.Params.NodeLimit = float(params.node_limit)
+            if params.relative_gap is not None:
+                g.Params.MIPGap = float(params.relative_gap)
+            if params.absolute_gap is not None:
+                g.Params.MIPGapAbs = float(params.absolute_gap)
+            if params.cutoff is not None:
+                slack = 1e-9 * (1.0 + abs(params.cutoff))
+                g.Params.Cutoff = params.cutoff - slack if model.sense == Sense.MAXIMIZE else params.cutoff + slack
+            if relaxed_reductions:
+                g.Params.DualReductions = 0  # tells infeasible from unbounded (Gurobi's documented recipe)
+        except gp.GurobiError as exc:
+            raise _licence_error(model, exc) from None
+        return g, x, blocks
+
+    def _run(self, model: Model, handle, params: SolveParameters) -> SolveResult:
+        import gurobipy as gp
+        from gurobipy import GRB
+
+        g, x, blocks = handle
+        t0 = time.perf_counter()
+        try:
+            g.optimize()
+            if g.Status == GRB.INF_OR_UNBD:
+                g.dispose()
+                g, x, blocks = self._build(model, params, relaxed_reductions=True)
+                g.optimize()
+            status = g.Status
+            has_primal = g.SolCount > 0 and status not in (GRB.INFEASIBLE, GRB.UNBOUNDED)
+            primal = np.asarray(x.X, dtype=np.float64) if has_primal else None
+            termination = {
+                GRB.OPTIMAL: Termination.OPTIMAL,
+                GRB.INFEASIBLE: Termination.INFEASIBLE,
+                GRB.UNBOUNDED: Termination.UNBOUNDED,
+                GRB.CUTOFF: Termination.CUTOFF,
+                GRB.TIME_LIMIT: Termination.TIME_LIMIT,
+                GRB.NODE_LIMIT: Termination.NODE_LIMIT,
+                GRB.ITERATION_LIMIT: Termination.NODE_LIMIT,
+                GRB.NUMERIC: Termination.NUMERICAL,
+                GRB.SUBOPTIMAL: Termination.NUMERICAL,
+            }.get(status, Termination.ERROR)
+            if has_primal and termination in (Termination.TIME_LIMIT, Termination.NODE_LIMIT, Termination.ERROR):
+                termination = Termination.FEASIBLE
+            dual, duals, nodes = None, None, None
+            if termination == Termination.CUTOFF:
+                dual = float(params.cutoff)
+            elif model.is_mip:
+                nodes = int(g.NodeCount)
+                if termination in (Termination.OPTIMAL, Termination.FEASIBLE) and math.isfinite(g.ObjBound):
+                    dual = float(g.ObjBound)
+            elif termination == Termination.OPTIMAL:
+                dual = float(g.ObjVal)
+                duals = np.zeros(model.num_constraints)
+                for rows, constr in blocks:
+                    duals[rows] += np.asarray(constr.Pi, dtype=np.float64)
+            message = f"gurobi status {status}"
+            g.dispose()
+        except gp.GurobiError as exc:
+            raise _licence_error(model, exc) from None
+        return make_result(model, self.name, termination, primal=primal, dual_bound=dual,
+                           solve_time=time.perf_counter() - t0, node_count=nodes, row_duals=duals,
+                           message=message)
