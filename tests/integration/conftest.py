@@ -107,7 +107,8 @@ class Workers:
 def service_env(database_url: str, broker_url: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYCERT_")}
     env.update(POLYCERT_DATABASE_URL=database_url, POLYCERT_ENVIRONMENT="test", POLYCERT_CHUNK_SIZE="4",
-               POLYCERT_QUEUE_NAME=f"polycert-it-{uuid.uuid4().hex[:6]}", PYTHONPATH=str(ROOT), **extra)
+               POLYCERT_QUEUE_NAME=f"polycert-it-{uuid.uuid4().hex[:6]}", PYTHONPATH=str(ROOT))
+    env.update(extra)
     if broker_url:
         env["POLYCERT_BROKER_URL"] = broker_url
     return env
