@@ -83,7 +83,7 @@ class MathOptBackend(Backend):
         if self.solver_type not in ("SOLVER_TYPE_GLOP", "SOLVER_TYPE_HIGHS"):  # these reject a thread count
             p.threads = max(1, int(params.threads))
         if self.mip_params:
-            if params.node_limit is not None:
+            if params.node_limit is not None and self.solver_type != "SOLVER_TYPE_CP_SAT":  # CP-SAT has none
                 p.node_limit = int(params.node_limit)
             if params.relative_gap is not None:
                 p.relative_gap_tolerance = float(params.relative_gap)
