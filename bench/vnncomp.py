@@ -1,25 +1,24 @@
-"""VNN-COMP 2022 ``mnist_fc``: list the instances, read every network and property, print a table.
+"""VNN-COMP 2022 ``mnist_fc``: decide every instance with ``formulations.vnncomp`` and print a table.
 
-Skeleton of the benchmark driver (issue 6). It does not decide anything yet: the engine's answer
-(``formulations/vnncomp.py``, built on ``formulations.bounds.margin_bounds`` and
-``formulations.attack``) comes once those modules exist. What it checks now, per instance:
-
-- the property reads (parse time), has the robustness form, and its label is the header comment's;
-- the ONNX network loads and its prediction at the box centre; ``centre_cex`` says whether the centre
-  itself is a counterexample re-checked in float64 (a falsification needing no search);
-- the known answer from ``answers.csv`` (holds / violated / unknown).
+Each instance runs in its own process (``--one``) with the competition's time limit (times
+``--timeout-scale``); the engine gets the limit minus the start-up it has already spent, and a process that
+overruns by more than ``GRACE_S`` is killed and counted unknown. The table compares each answer with
+``answers.csv`` and the 2022 winner's column (alpha-beta-CROWN, GPU).
 
 Usage::
 
-    .venv/bin/python bench/vnncomp.py [--benchmark DIR] [--limit N] [--csv OUT]
+    .venv/bin/python bench/vnncomp.py [--networks 256x2,256x4] [--limit N] [--timeout-scale 0.25] [--csv OUT]
 
 | argument | default | meaning |
 |---|---|---|
 | ``--benchmark`` | ``../shared/benchmarks/vnncomp2022_mnist_fc`` | folder with instances.csv, answers.csv, onnx/, vnnlib/ |
-| ``--limit`` | all | only the first N instances |
-| ``--csv`` | none | also write the table as CSV |
+| ``--networks`` | all | comma-separated network tags (``256x2``) to run |
+| ``--limit`` | all | only the first N selected instances |
+| ``--timeout-scale`` | 1.0 | multiply every competition time limit |
+| ``--csv`` | none | also write the per-instance rows as CSV |
+| ``--check-only`` | off | the old skeleton's checks: parse, labels, centre (no verifier) |
 
-Reads ../shared (a script may; tests never do).
+Reads ../shared (a script may; tests never do). Wrong answers must be 0: the exit status is 1 otherwise.
 """
 
 from __future__ import annotations
@@ -27,7 +26,10 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import json
 import re
+import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -75,13 +77,8 @@ def header_label(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--benchmark", type=Path, default=DEFAULT_BENCHMARK)
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--csv", type=Path, default=None)
-    args = parser.parse_args(argv)
-
+def check_main(args) -> int:
+    """The skeleton's checks (``--check-only``): every property reads, labels match, centre answers."""
     instances = list_instances(args.benchmark)[: args.limit]
     answers = read_answers(args.benchmark)
     networks = {}
@@ -119,6 +116,122 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(rows)
     return 1 if mismatched or wrong else 0
+
+
+# -- deciding ------------------------------------------------------------------------------------
+
+GRACE_S = 20.0  # start-up and clean-up a process may take beyond its limit before it is killed
+RUN_COLUMNS = ("network", "property", "timeout_s", "expected", "answer", "verdict", "stage", "time_s",
+               "winner", "winner_time_s")
+
+
+def run_one(onnx: Path, vnnlib: Path, timeout: float, started: float, result: Path | None) -> dict:
+    """Decide one instance in this process; the budget counts from ``started`` (process start)."""
+    from formulations.vnncomp import vnncomp_answer
+    from formulations.vnnlib import format_result
+
+    net = load_onnx(onnx)
+    prop = read_vnnlib(vnnlib, n_inputs=net.input_size, n_outputs=net.output_size)
+    budget = max(timeout - (time.monotonic() - started) - 1.0, 1.0)
+    ans = vnncomp_answer(net, prop, timeout=budget)
+    if result is not None:
+        word = {"holds": "unsat", "violated": "sat"}.get(ans.word, "unknown")
+        result.write_text(format_result(word, ans.x, ans.y))
+    return {"answer": ans.word, "stage": ans.stage, "times": {k: round(v, 3) for k, v in ans.times.items()}}
+
+
+def _spawn(inst: Instance, timeout: float) -> tuple[dict, float]:
+    start = time.monotonic()
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(inst.onnx), str(inst.vnnlib), str(timeout)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + GRACE_S, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"answer": "unknown", "stage": "killed"}, time.monotonic() - start
+    elapsed = time.monotonic() - start
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        return {"answer": "unknown", "stage": f"error: {tail[0][:120]}"}, elapsed
+    return json.loads(lines[-1]), elapsed
+
+
+def _read_winner(benchmark: Path) -> dict[tuple[str, str], tuple[str, float]]:
+    with open(benchmark / "answers.csv", newline="") as f:
+        return {(r["onnx"], r["vnnlib"]): (r["alpha_beta_crown_result"], float(r["alpha_beta_crown_time_s"]))
+                for r in csv.DictReader(f)}
+
+
+def _verdict(answer: str, expected: str) -> str:
+    if answer == "unknown":
+        return "unknown"
+    if expected == "unknown":
+        return "unchecked"
+    return "correct" if answer == expected else "WRONG"
+
+
+def print_table(rows: list[dict]) -> None:
+    """Per network and in total: decided, correct, wrong, unknown, times; the winner beside."""
+    print(f"\n{'network':<10} {'n':>3} {'decided':>7} {'correct':>7} {'wrong':>5} {'unknown':>7} "
+          f"{'total_s':>8} {'median_s':>8} | {'winner_decided':>14} {'winner_median_s':>15}")
+    groups = sorted({r["network"] for r in rows}) + ["total"]
+    for g in groups:
+        rs = rows if g == "total" else [r for r in rows if r["network"] == g]
+        times = [r["time_s"] for r in rs]
+        w_dec = [r for r in rs if r["winner"] in ("holds", "violated")]
+        print(f"{g:<10} {len(rs):>3} {sum(r['answer'] != 'unknown' for r in rs):>7} "
+              f"{sum(r['verdict'] == 'correct' for r in rs):>7} {sum(r['verdict'] == 'WRONG' for r in rs):>5} "
+              f"{sum(r['answer'] == 'unknown' for r in rs):>7} {sum(times):>8.1f} {statistics.median(times):>8.1f} | "
+              f"{len(w_dec):>14} {statistics.median([r['winner_time_s'] for r in rs]):>15.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--one"]:  # the child process: one instance, one JSON line
+        onnx, vnnlib, timeout = Path(argv[1]), Path(argv[2]), float(argv[3])
+        result = Path(argv[4]) if len(argv) > 4 else None
+        print(json.dumps(run_one(onnx, vnnlib, timeout, started, result)), flush=True)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmark", type=Path, default=DEFAULT_BENCHMARK)
+    parser.add_argument("--networks", default=None)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--timeout-scale", type=float, default=1.0)
+    parser.add_argument("--csv", type=Path, default=None)
+    parser.add_argument("--check-only", action="store_true")
+    args = parser.parse_args(argv)
+    if args.check_only:
+        return check_main(args)
+
+    instances = list_instances(args.benchmark)
+    if args.networks:
+        tags = [t.strip() for t in args.networks.split(",")]
+        instances = [i for i in instances if any(f"_{t}." in i.onnx.name for t in tags)]
+    instances = instances[: args.limit]
+    answers, winner = read_answers(args.benchmark), _read_winner(args.benchmark)
+    print(f"# {len(instances)} instances, timeout scale {args.timeout_scale}, one process each", flush=True)
+    print(",".join(RUN_COLUMNS), flush=True)
+    rows = []
+    for inst in instances:
+        timeout = inst.timeout_s * args.timeout_scale
+        out, elapsed = _spawn(inst, timeout)
+        key = (inst.onnx.name, inst.vnnlib.name.removesuffix(".gz"))
+        expected = answers.get(key, "unknown")
+        w_word, w_time = winner.get(key, ("unknown", float("nan")))
+        row = {"network": inst.onnx.stem.removeprefix("mnist-net_"), "property": key[1], "timeout_s": timeout,
+               "expected": expected, "answer": out["answer"], "verdict": _verdict(out["answer"], expected),
+               "stage": out.get("stage", ""), "time_s": round(elapsed, 2),
+               "winner": w_word, "winner_time_s": w_time}
+        rows.append(row)
+        print(",".join(str(row[c]) for c in RUN_COLUMNS), flush=True)
+    print_table(rows)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=RUN_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    return 1 if any(r["verdict"] == "WRONG" for r in rows) else 0
 
 
 if __name__ == "__main__":

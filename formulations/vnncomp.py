@@ -1,0 +1,241 @@
+"""VNN-COMP answers for ReLU networks and VNN-LIB robustness properties, in a time budget.
+
+A property (:class:`formulations.vnnlib.VnnlibProperty`) is *violated* iff some ``x`` of the box has
+``y_target >= y_label`` for some target (its robustness view). Stages, cheapest first; each one drops the
+targets it decides:
+
+1. ``centre``: the box centre, evaluated on the real network;
+2. ``symbolic``: DeepPoly/CROWN back-substitution of every margin (:func:`formulations.bounds.margin_bounds`);
+3. ``attack``: PGD on the targets still open (Madry et al. 2018), :func:`formulations.attack.pgd_attack`;
+4. ``tightening``: progressive LP tightening of the unstable ReLUs (:mod:`formulations.tightening`,
+   MIPVerify's order), then the margins again, symbolically and by the triangle LP over all layers;
+5. ``mip``: the exact big-M MIP per remaining target (Tjeng et al. 2019), with the solver's cutoff at a
+   small positive margin so that it prunes everything it can prove safe, and its time share of the budget.
+
+Answers (design.md, Soundness rules): ``violated`` only with a point that
+:func:`formulations.vnnlib.check_counterexample` accepts on the real network in float64; ``holds`` only when
+*every* target has a sound lower bound > 0 (a symbolic bound, or a solver's dual bound moved outward by
+:func:`formulations.refinement.sound_lower`); anything else is ``unknown``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .attack import pgd_attack
+from .bounds import LayerBounds, margin_bounds, symbolic_bounds
+from .encoding import LP, MIP, encode_network, margin_objective
+from .errors import InvalidInputError, SolverError
+from .input_sets import InputSet
+from .model import Model, Sense
+from .network import Network
+from .refinement import sound_lower
+from .tightening import tighten_bounds
+from .vnnlib import VnnlibProperty, check_counterexample, robustness_view
+
+Array = np.ndarray
+
+HOLDS, VIOLATED, UNKNOWN = "holds", "violated", "unknown"
+#: The MIP is asked only whether a margin below this exists; its infeasibility proves margin >= this > 0.
+MIP_CUTOFF = 1e-4
+#: Fractions of the budget the tightening stage may use before the per-target MIPs.
+TIGHTEN_SHARE = 0.4
+
+
+@dataclass(frozen=True)
+class VnncompAnswer:
+    """``word`` in holds / violated / unknown; ``x``, ``y`` the re-checked counterexample of a violation;
+    ``stage`` the stage that decided; ``times`` seconds per stage; ``lower`` the proven bound on the
+    smallest margin (``-inf`` where none), ``undecided`` the targets left open."""
+
+    word: str
+    x: Array | None = None
+    y: Array | None = None
+    stage: str = ""
+    times: dict = field(default_factory=dict)
+    lower: float = -np.inf
+    undecided: tuple[int, ...] = ()
+
+
+def property_input_set(prop: VnnlibProperty) -> InputSet:
+    """The property's box as an :class:`InputSet`: an L-inf ball around the centre, clipped to the box itself."""
+    radius = float(np.max(prop.upper - prop.lower)) / 2.0
+    return InputSet(prop.center, np.nextafter(radius, np.inf), norm="linf", domain=(prop.lower, prop.upper))
+
+
+class _Run:
+    """The running state of one answer: open targets, their proven lower bounds, the clock."""
+
+    def __init__(self, network: Network, prop: VnnlibProperty, label: int, targets: tuple[int, ...], timeout: float):
+        self.network, self.prop, self.label = network, prop, label
+        self.lower = {k: -np.inf for k in targets}
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.times: dict[str, float] = {}
+        self.counterexample: Array | None = None
+        self.stage = ""
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    @property
+    def open(self) -> list[int]:
+        return [k for k, v in self.lower.items() if not v > 0.0]
+
+    def offer_lower(self, k: int, value: float, stage: str) -> None:
+        if value > self.lower[k]:
+            self.lower[k] = float(value)
+            if not self.open:
+                self.stage = stage
+
+    def offer_point(self, x: Array, stage: str) -> bool:
+        """Accept ``x`` as the counterexample only if the real network confirms it."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if self.counterexample is None and check_counterexample(self.prop, self.network.forward, x):
+            self.counterexample, self.stage = x, stage
+            return True
+        return False
+
+    def timed(self, name: str, t0: float) -> None:
+        self.times[name] = self.times.get(name, 0.0) + time.monotonic() - t0
+
+    def answer(self) -> VnncompAnswer:
+        self.times["total"] = time.monotonic() - self.started
+        lower = min(self.lower.values()) if self.lower else np.inf
+        if self.counterexample is not None:
+            x = self.counterexample
+            return VnncompAnswer(VIOLATED, x, self.network.forward(x), self.stage, dict(self.times), lower)
+        if not self.open:
+            return VnncompAnswer(HOLDS, stage=self.stage, times=dict(self.times), lower=lower)
+        return VnncompAnswer(UNKNOWN, stage="", times=dict(self.times), lower=lower, undecided=tuple(self.open))
+
+
+def _margin_lp(run: _Run, input_set: InputSet, bounds: list[LayerBounds]) -> None:
+    """Triangle-LP lower bounds of every open margin (one persistent model, one objective per target)."""
+    from .backends.base import SolveParameters
+    from .backends.highs_persistent import PersistentLP
+
+    model = Model("vnncomp-margin-lp")
+    enc = encode_network(model, run.network, input_set, bounds, mode=LP)
+    lp = PersistentLP(model)
+    y = enc.outputs
+    for k in run.open:
+        if run.remaining() <= 0:
+            return
+        c = np.zeros(model.num_variables)
+        c[y[run.label]], c[y[k]] = 1.0, -1.0
+        lp.set_objective(c, sense=Sense.MINIMIZE)
+        res = lp.solve(SolveParameters(time_limit=run.remaining()))
+        if res.dual_bound is not None and np.isfinite(res.dual_bound):
+            run.offer_lower(k, sound_lower(res.dual_bound), "lp")
+
+
+def _mip(run: _Run, input_set: InputSet, bounds: list[LayerBounds], solver: str) -> None:
+    """Exact big-M MIP per open target, hardest (lowest bound) first, each with a share of the time left."""
+    from .backends import solve
+    from .backends.base import SolveParameters
+
+    model = Model("vnncomp-mip")
+    enc = encode_network(model, run.network, input_set, bounds, mode=MIP)
+    pending = sorted(run.open, key=lambda k: run.lower[k])
+    while pending and run.counterexample is None:
+        k = pending.pop(0)
+        share = run.remaining() / (len(pending) + 1)
+        if share <= 0.5:
+            return
+        margin_objective(enc, run.label, k, sense=Sense.MINIMIZE)
+        try:
+            res = solve(model, solver, SolveParameters(time_limit=share, cutoff=MIP_CUTOFF))
+        except SolverError:
+            continue  # an answer we cannot trust decides nothing
+        if res.dual_bound is not None and np.isfinite(res.dual_bound):
+            run.offer_lower(k, sound_lower(res.dual_bound), "mip")
+        if res.primal is not None and res.objective_value is not None and res.objective_value <= 0.0:
+            # the solver's point is only a claim: the real network must confirm it (projected into the box)
+            x = input_set.project(res.primal[enc.inputs])
+            if not run.offer_point(x, "mip"):
+                # a numerically borderline point: a short local attack from it usually finds a real one
+                found = pgd_attack(run.network, x, run.label, input_set.eps, domain=input_set.domain,
+                                   steps=20, restarts=0, targets=[k])
+                run.offer_point(found.points[0], "mip")
+
+
+def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, solver: str = "scip",
+                   seed: int = 0, attack_restarts: int = 4, attack_steps: int = 60,
+                   tighten: bool = True) -> VnncompAnswer:
+    """Decide a VNN-LIB property on a ReLU network within ``timeout`` seconds (module docstring).
+
+    Args:
+        network: a feed-forward network whose hidden layers are ReLU (the LP/MIP stages need it).
+        prop: the property; only the robustness form (:func:`formulations.vnnlib.robustness_view`) is
+            decided by bounds; other forms get the centre check only.
+        timeout: the wall-clock budget in seconds for this call.
+        solver: the MIP back-end (SCIP by default; HiGHS MIP answers need a second opinion).
+
+    Returns:
+        A :class:`VnncompAnswer`; ``violated`` carries the counterexample and its outputs.
+
+    Raises:
+        InvalidInputError: the property's sizes do not match the network, or a non-positive timeout.
+    """
+    if not (np.isfinite(timeout) and timeout > 0):
+        raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if prop.n_inputs != network.input_size or prop.n_outputs != network.output_size:
+        raise InvalidInputError(f"the property speaks of {prop.n_inputs} inputs and {prop.n_outputs} outputs; "
+                                f"the network {network.name!r} has {network.input_size} and {network.output_size}")
+    view = robustness_view(prop)
+    label, targets = view if view is not None else (-1, ())
+    run = _Run(network, prop, label, targets, float(timeout))
+
+    t0 = time.monotonic()
+    run.offer_point(prop.center, "centre")
+    run.timed("centre", t0)
+    if view is None or run.counterexample is not None:
+        return run.answer()
+    relu = all(layer.activation.name in ("relu", "identity") for layer in network.hidden_layers)
+    input_set = property_input_set(prop)
+
+    # 2. symbolic bounds (cheaper than the attack: most robust instances end here)
+    t0 = time.monotonic()
+    lo, hi = input_set.box()
+    bounds = symbolic_bounds(network, lo, hi)
+    m_lo, _ = margin_bounds(network, lo, hi, label, bounds=bounds)
+    for k in targets:
+        run.offer_lower(k, float(m_lo[k]), "symbolic")
+    run.timed("symbolic", t0)
+    if not run.open:
+        return run.answer()
+
+    # 3. attack the targets the bounds left open
+    t0 = time.monotonic()
+    found = pgd_attack(network, input_set.center, label, input_set.eps, domain=input_set.domain,
+                       steps=attack_steps, restarts=attack_restarts, seed=seed, targets=run.open)
+    run.offer_point(found.points[0], "attack")
+    run.timed("attack", t0)
+    if run.counterexample is not None or not relu:
+        return run.answer()
+
+    # 4. progressive LP tightening, then the margins symbolically and by LP
+    t0 = time.monotonic()
+    if tighten:
+        bounds = tighten_bounds(network, input_set, bounds, method=LP, time_limit=TIGHTEN_SHARE * run.remaining())
+        m_lo, _ = margin_bounds(network, lo, hi, label, bounds=bounds)
+        for k in targets:
+            run.offer_lower(k, float(m_lo[k]), "tightening")
+    run.timed("tightening", t0)
+    if not run.open:
+        return run.answer()
+    t0 = time.monotonic()
+    _margin_lp(run, input_set, bounds)
+    run.timed("lp", t0)
+    if not run.open or run.remaining() <= 1.0:
+        return run.answer()
+
+    # 5. exact MIP for what remains
+    t0 = time.monotonic()
+    _mip(run, input_set, bounds, solver)
+    run.timed("mip", t0)
+    return run.answer()
