@@ -121,9 +121,10 @@ def linear_bounds(act: Activation | str, lower: Array, upper: Array,
     hull = [hull_slopes(act, l_ok, u_ok, 1, side)[0][:, 0] for side in (LOWER, UPPER)]
     slopes = np.concatenate([slopes, np.stack(hull, axis=-1)], axis=-1)
     lo_b, up_b = lower[:, None], upper[:, None]
-    zeros = np.zeros_like(slopes)
-    c_lo = certify_intercepts(act, slopes, zeros, lo_b, up_b, LOWER, margin)
-    c_up = certify_intercepts(act, slopes, zeros, lo_b, up_b, UPPER, margin)
+    # one pass of the residual's exact extremes certifies both sides (as certify_intercepts does per side)
+    r_min, r_max = act.residual_extremes(slopes, np.zeros_like(slopes), lo_b, up_b)
+    c_lo = np.where(np.isfinite(r_min), r_min - margin, np.nan)
+    c_up = np.where(np.isfinite(r_max), r_max + margin, np.nan)
     mid = 0.5 * (lo_b + up_b)
     score_lo = np.where(np.isnan(c_lo), -np.inf, slopes * mid + c_lo)
     score_up = np.where(np.isnan(c_up), np.inf, slopes * mid + c_up)

@@ -193,8 +193,8 @@ def certify(
     # 2. symbolic bounds: pre-activation bounds for the encodings, and margin lower bounds
     t0 = time.monotonic()
     lo, hi = input_set.box()
-    bounds = symbolic_bounds(network, lo, hi)
-    m_lo, _ = margin_bounds(network, lo, hi, label, bounds=bounds)
+    bounds = symbolic_bounds(network, lo, hi, ball=input_set)
+    m_lo, _ = margin_bounds(network, lo, hi, label, bounds=bounds, ball=input_set)
     for k, t in tracks.items():
         t.offer_lower(float(m_lo[k]), "symbolic")
         _check_contradiction(t)
@@ -345,7 +345,7 @@ def minimum_margin(
     _check_solver(solver)
     input_set = InputSet(x, float(eps), norm=norm, domain=domain)
     lo, hi = input_set.box()
-    bounds = symbolic_bounds(network, lo, hi)
+    bounds = symbolic_bounds(network, lo, hi, ball=input_set)
     centre = input_set.project(x)
     deadline = None if time_limit is None else time.monotonic() + time_limit
     outcome = minimize_with_refinement(
