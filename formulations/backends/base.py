@@ -89,6 +89,12 @@ class Capabilities:
     needs_second_opinion: bool = False
 
 
+# A cutoff is relaxed by this relative amount before it reaches a solver: solvers keep only points
+# strictly better than it up to their own epsilons (SCIP drops a point 1e-6 below an integral limit),
+# and a known point that attains the cutoff must survive. A looser cutoff only prunes less.
+CUTOFF_SLACK = 1e-4
+
+
 class Backend(abc.ABC):
     """One solver back-end (cvxpy/linopy style): a lazy import, ``is_installed()``, one status map.
 

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from ..errors import SolverError, SolverNotAvailableError
 from ..model import Model, Sense
-from .base import Backend, Capabilities, SolveParameters, SolveResult, Termination, make_result
+from .base import CUTOFF_SLACK, Backend, Capabilities, SolveParameters, SolveResult, Termination, make_result
 
 _SIZE_LIMIT_CODE = 10010  # GRB_ERROR_SIZE_LIMIT_EXCEEDED
 
@@ -102,7 +102,7 @@ class GurobiBackend(Backend):
             if params.absolute_gap is not None:
                 g.Params.MIPGapAbs = float(params.absolute_gap)
             if params.cutoff is not None:
-                slack = 1e-9 * (1.0 + abs(params.cutoff))
+                slack = CUTOFF_SLACK * (1.0 + abs(params.cutoff))
                 g.Params.Cutoff = params.cutoff - slack if model.sense == Sense.MAXIMIZE else params.cutoff + slack
             if relaxed_reductions:
                 g.Params.DualReductions = 0  # tells infeasible from unbounded (Gurobi's documented recipe)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import SolverError
 from ..model import Model, Sense
-from .base import Backend, Capabilities, SolveParameters, SolveResult, Termination, make_result
+from .base import CUTOFF_SLACK, Backend, Capabilities, SolveParameters, SolveResult, Termination, make_result
 
 
 class MathOptBackend(Backend):
@@ -90,7 +90,7 @@ class MathOptBackend(Backend):
             if params.absolute_gap is not None:
                 p.absolute_gap_tolerance = float(params.absolute_gap)
             if params.cutoff is not None and not zero_objective and self.solver_type == "SOLVER_TYPE_GSCIP":
-                slack = 1e-9 * (1.0 + abs(params.cutoff))
+                slack = CUTOFF_SLACK * (1.0 + abs(params.cutoff))
                 p.cutoff_limit = params.cutoff - slack if sense == Sense.MAXIMIZE else params.cutoff + slack
         return p
 

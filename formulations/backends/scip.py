@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import SolverError
 from ..model import Model, Sense
-from .base import Backend, Capabilities, SolveParameters, SolveResult, Termination, make_result
+from .base import CUTOFF_SLACK, Backend, Capabilities, SolveParameters, SolveResult, Termination, make_result
 
 # SCIP status -> (termination with an incumbent, termination without one)
 _STATUS = {
@@ -97,7 +97,7 @@ class ScipBackend(Backend):
         if params.cutoff is not None and not zero_objective:
             # SCIP keeps only solutions strictly better than the limit: relax it so that a known point
             # attaining the cutoff exactly is not pruned
-            slack = 1e-9 * (1.0 + abs(params.cutoff))
+            slack = CUTOFF_SLACK * (1.0 + abs(params.cutoff))
             m.setObjlimit(params.cutoff - slack if sense == Sense.MAXIMIZE else params.cutoff + slack)
 
     def _run(self, model: Model, handle, params: SolveParameters) -> SolveResult:
