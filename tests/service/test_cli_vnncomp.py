@@ -1,0 +1,43 @@
+"""``polycert vnncomp ONNX VNNLIB``: the answer word on stdout and the competition's result file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from formulations.loaders import load_onnx
+from formulations.vnnlib import check_counterexample, parse_result, read_vnnlib
+from service.cli import EXIT_BAD_INPUT, app
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+ONNX = str(FIXTURES / "mnist-net_256x2.onnx")
+runner = CliRunner()
+
+
+def test_violated_instance_prints_violated_and_writes_a_checked_counterexample_file(tmp_path):
+    prop_path = FIXTURES / "vnnlib" / "prop_12_0.03.vnnlib.gz"
+    out = tmp_path / "result.txt"
+    result = runner.invoke(app, ["vnncomp", ONNX, str(prop_path), "--timeout", "30", "--result", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == "violated"
+    word, x, y = parse_result(out.read_text())
+    assert word == "sat" and out.read_text().startswith("sat\n((X_0 ")
+    assert check_counterexample(read_vnnlib(prop_path), load_onnx(ONNX).forward, x)
+
+
+def test_robust_instance_prints_holds_and_writes_unsat(tmp_path):
+    out = tmp_path / "result.txt"
+    result = runner.invoke(app, ["vnncomp", ONNX, str(FIXTURES / "vnnlib" / "prop_0_0.03.vnnlib.gz"),
+                                 "--timeout", "30", "--result", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == "holds"
+    assert out.read_text() == "unsat\n"
+
+
+def test_a_property_that_does_not_fit_the_network_is_bad_input(tmp_path):
+    prop = tmp_path / "p.vnnlib"
+    prop.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (>= X_0 0))\n(assert (<= X_0 1))\n")
+    result = runner.invoke(app, ["vnncomp", ONNX, str(prop)])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "inputs" in result.output
