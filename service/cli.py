@@ -316,6 +316,33 @@ def signatures(
     console.print(table)
 
 
+@app.command("vnncomp")
+def vnncomp(
+    onnx: Annotated[str, typer.Argument(help="the network (ONNX)")],
+    vnnlib: Annotated[str, typer.Argument(help="the property (VNN-LIB, plain or gzip)")],
+    timeout: Annotated[float, typer.Option(help="seconds for the whole answer")] = 60.0,
+    result: Annotated[Optional[str], typer.Option(help="write the VNN-COMP result file (sat + counterexample / unsat / unknown)")] = None,
+) -> None:
+    """Decide one VNN-COMP instance; print holds / violated / unknown (a violation is re-checked first)."""
+    from pathlib import Path
+
+    from formulations.loaders import load_onnx
+    from formulations.vnncomp import vnncomp_answer
+    from formulations.vnnlib import format_result, read_vnnlib
+
+    started = time.monotonic()
+    try:
+        net = load_onnx(onnx)
+        prop = read_vnnlib(vnnlib, n_inputs=net.input_size, n_outputs=net.output_size)
+        answer = vnncomp_answer(net, prop, timeout=max(timeout - (time.monotonic() - started), 1.0))
+    except PolyCertError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    if result is not None:
+        word = {"holds": "unsat", "violated": "sat"}.get(answer.word, "unknown")
+        Path(result).write_text(format_result(word, answer.x, answer.y))
+    print(answer.word)
+
+
 @app.command()
 def demo(
     network: str = "polycert-tiny",
