@@ -31,6 +31,7 @@ Each certificate's ``stage`` names the stage that decided it.
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field
 
@@ -39,7 +40,7 @@ import numpy as np
 from .activations import Activation
 from .attack import pgd_attack
 from .backends.base import SolveParameters, Termination
-from .backends.highs_persistent import PersistentLP
+from .backends.highs_persistent import NAME, PersistentLP
 from .bounds import LayerBounds, check_labels, margin_bounds_batch, symbolic_bounds_batch
 from .certificate import Certificate, TargetBound, UnknownReason, Verdict
 from .encoding import LP, MIP, encode_affine, encode_envelope, margin_objective
@@ -70,6 +71,8 @@ class CascadeSettings:
         lp: run stage 3. ``lp_lines``: certified envelope lines per side and neuron (plus the symbolic bound's
             own line). ``lp_tighten``: tighten hidden layers' bounds by LP (2 LPs per neuron) when a margin LP
             fails. ``lp_time_limit``: seconds per LP.
+        branching: decide stage 4 first by branch and bound over segments with LP nodes (below);
+            ``branch_node_limit`` LPs per target before the MIP solver takes over.
         mip_solver: the MIP back-end (None: :func:`formulations.backends.default_mip_solver`).
         mip_tolerance, mip_max_rounds, mip_time_limit: refinement tolerance, rounds and seconds per target.
         seed: seed of the attacks' random starts.
@@ -84,6 +87,8 @@ class CascadeSettings:
     lp_lines: int = 3
     lp_tighten: bool = True
     lp_time_limit: float | None = 10.0
+    branching: bool = True
+    branch_node_limit: int = 400
     mip_solver: str | None = None
     mip_tolerance: float = 1e-4
     mip_max_rounds: int = 30
@@ -92,7 +97,7 @@ class CascadeSettings:
 
     def __post_init__(self) -> None:
         for name in ("attack_steps", "attack_restarts", "strong_attack_steps", "strong_attack_restarts",
-                     "lp_lines", "mip_max_rounds"):
+                     "lp_lines", "branch_node_limit", "mip_max_rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise InvalidInputError(f"CascadeSettings.{name} must be an integer >= 0, got {value!r}")
@@ -259,6 +264,7 @@ class _EnvelopeLP:
             self.post.append(a)
             self.rows.append(self._envelope_rows(model, first, i, m))
         self.lp = PersistentLP(model)
+        self.lp_name = NAME
         self.n_vars = model.num_variables
 
     @staticmethod
@@ -308,99 +314,247 @@ class _EnvelopeLP:
         return self.lp.solve(self.params)
 
 
-def _lp_stage(network: Network, br: _Brackets, rows: Array, lo: Array, hi: Array, bounds: list[LayerBounds],
-              settings: CascadeSettings, sets: list[InputSet], sound_lower) -> list[LayerBounds]:
-    """Stage 3 for inputs ``rows``; returns their (possibly LP-tightened) layer bounds, shape (len(rows), m)."""
-    env = _EnvelopeLP(network, settings.lp_lines, settings.lp_time_limit)
-    layers = network.layers
-    # the certified lines of every input at once (one vectorised call per layer)
-    lines = [None if env.rows[i] is None else env.lines(layers[i].activation, b.lower.ravel(), b.upper.ravel())
-             for i, b in enumerate(bounds)]
-    new_lower = [b.lower.copy() for b in bounds]
-    new_upper = [b.upper.copy() for b in bounds]
-    y = env.pre[-1]
-    for r, i in enumerate(rows):
-        env.set_box(lo[r], hi[r])
-        for j, b in enumerate(bounds):
-            m = b.lower.shape[1]
-            per = None if lines[j] is None else tuple(v[r * m:(r + 1) * m] for v in lines[j])
-            env.set_layer(j, b.lower[r], b.upper[r], per)
-        tightened = False
-        while True:
-            for k in sorted(br.open_targets(i), key=lambda k: br.upper[i, k]):
-                if br.upper[i].min() <= 0.0:
-                    break
-                res = env.minimize(np.array([y[br.labels[i]], y[k]]), np.array([1.0, -1.0]))
-                br.termination[(i, k)], br.solver[(i, k)] = res.termination, res.solver
-                if res.dual_bound is not None and np.isfinite(res.dual_bound):
-                    value = np.full(br.lower.shape[1], -np.inf)
-                    value[k] = sound_lower(res.dual_bound)
-                    br.offer_lower(np.array([i]), value[None, :], "lp")
-                if res.primal is not None:
-                    p = sets[r].project(res.primal[env.inputs])
-                    br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "lp")
-            if tightened or not settings.lp_tighten or br.open_targets(i).size == 0:
-                break
-            tightened = True
-            _tighten(env, network, new_lower, new_upper, r)
-    return [LayerBounds(lo_, up_) for lo_, up_ in zip(new_lower, new_upper)]
+class _Relaxations:
+    """Per-input layer bounds of the LP inputs and their certified lines, computed a whole layer at a time."""
+
+    def __init__(self, env: _EnvelopeLP, bounds: list[LayerBounds]) -> None:
+        self.env = env
+        self.lower = [b.lower.copy() for b in bounds]
+        self.upper = [b.upper.copy() for b in bounds]
+        self.lines: list = [None] * len(bounds)
+        for i in range(len(bounds)):
+            self.recompute(i, np.arange(self.lower[i].shape[0]))
+
+    def recompute(self, i: int, rows: Array) -> None:
+        """Certify layer i's lines for ``rows`` (one vectorised call) on their current [l, u]."""
+        if self.env.rows[i] is None or rows.size == 0:
+            return
+        m = self.lower[i].shape[1]
+        act = self.env.network.layers[i].activation
+        fresh = self.env.lines(act, self.lower[i][rows].ravel(), self.upper[i][rows].ravel())
+        if self.lines[i] is None:
+            self.lines[i] = tuple(np.empty((self.lower[i].shape[0], m, v.shape[1])) for v in fresh)
+        for store, v in zip(self.lines[i], fresh):
+            store[rows] = v.reshape(rows.size, m, -1)
+
+    def load(self, r: int, lo: Array, hi: Array) -> None:
+        """Put input r's box, bounds and lines into the persistent LP."""
+        self.env.set_box(lo, hi)
+        for i in range(len(self.lower)):
+            lines = None if self.lines[i] is None else tuple(v[r] for v in self.lines[i])
+            self.env.set_layer(i, self.lower[i][r], self.upper[i][r], lines)
+
+    def bounds(self) -> list[LayerBounds]:
+        return [LayerBounds(lo, up) for lo, up in zip(self.lower, self.upper)]
+
+    def bounds_of(self, r: int) -> list[LayerBounds]:
+        return [LayerBounds(lo[r], up[r]) for lo, up in zip(self.lower, self.upper)]
 
 
-def _tighten(env: _EnvelopeLP, network: Network, lower: list[Array], upper: list[Array], r: int) -> None:
-    """LP bound tightening of hidden layers 1.. (layer 0 over a box is exact already), in place for input r.
+def _margin_lps(env: _EnvelopeLP, rel: _Relaxations, br: _Brackets, rows: Array, r: int, lo: Array, hi: Array,
+                input_set: InputSet, sound_lower, *, stop_at_failure: bool) -> None:
+    """Input ``rows[r]``'s open targets by LP, lowest attained margin first (until one fails, if asked)."""
+    i = int(rows[r])
+    network, y = env.network, env.pre[-1]
+    rel.load(r, lo, hi)
+    for k in sorted(br.open_targets(i), key=lambda k: br.upper[i, k]):
+        if br.upper[i].min() <= 0.0:
+            return
+        res = env.minimize(np.array([y[br.labels[i]], y[k]]), np.array([1.0, -1.0]))
+        br.termination[(i, k)], br.solver[(i, k)] = res.termination, res.solver
+        if res.dual_bound is not None and np.isfinite(res.dual_bound):
+            value = np.full(br.lower.shape[1], -np.inf)
+            value[k] = sound_lower(res.dual_bound)
+            br.offer_lower(np.array([i]), value[None, :], "lp")
+        if res.primal is not None:
+            p = input_set.project(res.primal[env.inputs])
+            br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "lp")
+        if stop_at_failure and br.lower[i, k] <= 0.0:
+            return  # this target needs more than this LP: the rest can wait for the tightened relaxation
 
-    Each new bound is a safe dual bound of ``min / max z_j`` over the relaxation built on the previous
-    layers' bounds, so it is sound; it is intersected with the old one, and the layer's envelope rows are
-    rebuilt on the narrower interval before the next layer is tightened.
+
+def _tighten_layer(env: _EnvelopeLP, rel: _Relaxations, layer: int, r: int, lo: Array, hi: Array, sound_lower) -> None:
+    """LP bound tightening of one layer for input r: ``min / max z_j`` over the relaxation of the layers below.
+
+    Each new bound is a safe dual bound, so it is sound; it is intersected with the old one.
     """
-    from .refinement import sound_lower
+    rel.load(r, lo, hi)
+    for j, z in enumerate(env.pre[layer]):
+        for sign in (1.0, -1.0):
+            res = env.minimize(np.array([z]), np.array([sign]))
+            if res.dual_bound is None or not np.isfinite(res.dual_bound):
+                continue
+            bound = sign * sound_lower(res.dual_bound)
+            if sign > 0:
+                rel.lower[layer][r, j] = max(rel.lower[layer][r, j], bound)
+            else:
+                rel.upper[layer][r, j] = min(rel.upper[layer][r, j], bound)
+    if (rel.lower[layer][r] > rel.upper[layer][r]).any():
+        raise UnsoundAnswerError(f"LP bound tightening emptied layer {layer}'s bounds; answer rejected")
 
-    for i in range(1, len(network.layers) - 1):
-        if env.rows[i] is None:
-            continue
-        for j, z in enumerate(env.pre[i]):
-            res = env.minimize(np.array([z]), np.array([1.0]))
-            if res.dual_bound is not None and np.isfinite(res.dual_bound):
-                lower[i][r, j] = max(lower[i][r, j], sound_lower(res.dual_bound))
-            res = env.minimize(np.array([z]), np.array([-1.0]))
-            if res.dual_bound is not None and np.isfinite(res.dual_bound):
-                upper[i][r, j] = min(upper[i][r, j], -sound_lower(res.dual_bound))
-        if (lower[i][r] > upper[i][r]).any():
-            raise UnsoundAnswerError(f"LP bound tightening emptied layer {i}'s bounds; answer rejected")
-        env.set_layer(i, lower[i][r], upper[i][r])
+
+def _lp_stage(env: "_EnvelopeLP", br: _Brackets, rows: Array, lo: Array, hi: Array, bounds: list[LayerBounds],
+              settings: CascadeSettings, sets: list[InputSet], sound_lower) -> "_Relaxations":
+    """Stage 3 for inputs ``rows``; returns their (possibly LP-tightened) layer bounds, shape (len(rows), m).
+
+    Pass 1: the margin LPs on the symbolic bounds. Pass 2 (``lp_tighten``), for the inputs still open:
+    hidden layers 1.. tightened by LP one layer at a time (layer 0 over a box is exact already; the lines
+    of a tightened layer are re-certified on the narrower intervals before the next layer), then the
+    margin LPs again.
+    """
+    network = env.network
+    rel = _Relaxations(env, bounds)
+    for r in range(rows.size):
+        _margin_lps(env, rel, br, rows, r, lo[r], hi[r], sets[r], sound_lower, stop_at_failure=settings.lp_tighten)
+    if not settings.lp_tighten:
+        return rel
+    still = np.array([r for r in range(rows.size) if br.open_targets(int(rows[r])).size], dtype=np.int64)
+    if still.size == 0:
+        return rel
     last = len(network.layers) - 1
-    env.set_layer(last, lower[last][r], upper[last][r])
+    for layer in range(1, last):
+        if env.rows[layer] is None:
+            continue
+        for r in still:
+            _tighten_layer(env, rel, layer, int(r), lo[r], hi[r], sound_lower)
+        rel.recompute(layer, still)
+    for r in still:
+        _margin_lps(env, rel, br, rows, int(r), lo[r], hi[r], sets[r], sound_lower, stop_at_failure=False)
+    return rel
 
 
 # -- stage 4 ---------------------------------------------------------------------------------------------
 
 
-def _mip_stage(network: Network, br: _Brackets, i: int, input_set: InputSet, bounds: list[LayerBounds],
-               settings: CascadeSettings, solver: str) -> None:
-    """Exact MIP with refinement for input i's open targets, lowest upper bound first."""
+@dataclass
+class _Node:
+    """A branch of the segment tree: per layer, the neurons' intervals and the lines certified on them."""
+
+    lower: list[Array]
+    upper: list[Array]
+    lines: list  # per layer (lo_s, lo_c, up_s, up_c), each (m, K), or None
+    bound: float  # a sound lower bound inherited from the parent (the priority)
+
+
+def _load_node(env: "_EnvelopeLP", node: _Node, lo: Array, hi: Array) -> None:
+    env.set_box(lo, hi)
+    for i in range(len(node.lower)):
+        env.set_layer(i, node.lower[i], node.upper[i], node.lines[i])
+
+
+def _branch_neuron(env: "_EnvelopeLP", node: _Node, primal: Array) -> tuple[int, int, float] | None:
+    """The neuron whose LP point lies farthest off the graph, and where to split it (the LP's z, as in
+    :func:`formulations.refinement.refine_segments`, kept a tenth of the width away from the ends)."""
+    best, pick = -1.0, None
+    for i, post in enumerate(env.post):
+        if post is None:
+            continue
+        act = env.network.layers[i].activation
+        z, a = primal[env.pre[i]], primal[post]
+        gap = np.abs(a - act.value(z))
+        width = node.upper[i] - node.lower[i]
+        gap = np.where(width > 1e-9, gap, -1.0)
+        j = int(np.argmax(gap))
+        if gap[j] > best:
+            best = float(gap[j])
+            l, u = node.lower[i][j], node.upper[i][j]
+            t = float(np.clip(z[j], l + 0.1 * (u - l), u - 0.1 * (u - l)))
+            pick = (i, j, t)
+    return pick if best > 0.0 else None
+
+
+def _children(env: "_EnvelopeLP", node: _Node, i: int, j: int, t: float, bound: float) -> list[_Node]:
+    """Split neuron (i, j) of ``node`` at t; both children's lines for it certified in one call."""
+    act = env.network.layers[i].activation
+    l, u = node.lower[i][j], node.upper[i][j]
+    fresh = env.lines(act, np.array([l, t]), np.array([t, u]))
+    out = []
+    for side, (cl, cu) in enumerate(((l, t), (t, u))):
+        lower = [b.copy() for b in node.lower]
+        upper = [b.copy() for b in node.upper]
+        lower[i][j], upper[i][j] = cl, cu
+        lines = list(node.lines)
+        layer_lines = tuple(v.copy() for v in node.lines[i])
+        for store, v in zip(layer_lines, fresh):
+            store[j] = v[side]
+        lines[i] = layer_lines
+        out.append(_Node(lower, upper, lines, bound))
+    return out
+
+
+def _branch_and_bound(env: "_EnvelopeLP", rel: "_Relaxations", br: _Brackets, i: int, r: int, k: int,
+                      lo: Array, hi: Array, input_set: InputSet, node_limit: int, sound_lower) -> bool:
+    """Decide target k of input i exactly by branch and bound over the neurons' segments.
+
+    Each node is the LP envelope relaxation on sub-intervals of some neurons' [l, u] (the segments of the
+    piecewise MIP, design.md §4; the union of the leaves covers the parent, so the smallest leaf bound is a
+    sound bound), solved in the persistent LP with its safe dual bound. At every node the real network is
+    evaluated at the LP's input (a counterexample ends the search); an open node is split at its LP point
+    in the neuron farthest off the graph — the refinement of :mod:`formulations.refinement`, branched on
+    instead of re-solved. Returns whether the target was decided within ``node_limit`` LPs.
+    """
+    network, y = env.network, env.pre[-1]
+    label = int(br.labels[i])
+    root = _Node([b[r].copy() for b in rel.lower], [b[r].copy() for b in rel.upper],
+                 [None if v is None else tuple(a[r].copy() for a in v) for v in rel.lines], -np.inf)
+    heap = [(root.bound, 0, root)]
+    closed = np.inf
+    count = 0
+    while heap and count < node_limit:
+        if br.upper[i, k] <= 0.0:
+            return True
+        _, _, node = heapq.heappop(heap)
+        _load_node(env, node, lo, hi)
+        res = env.minimize(np.array([y[label], y[k]]), np.array([1.0, -1.0]))
+        count += 1
+        bound = sound_lower(res.dual_bound) if res.dual_bound is not None and not np.isnan(res.dual_bound) else -np.inf
+        bound = max(bound, node.bound)
+        if res.primal is not None and res.termination == Termination.OPTIMAL:
+            p = input_set.project(res.primal[env.inputs])
+            br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "mip")
+        if bound > 0.0:
+            closed = min(closed, bound)
+            continue
+        pick = None if res.primal is None else _branch_neuron(env, node, res.primal)
+        if pick is None:  # nothing left to split (or no LP point): leave it open, the MIP decides
+            heapq.heappush(heap, (bound, -1, node))
+            break
+        for child in _children(env, node, *pick, bound):
+            heapq.heappush(heap, (bound, count * 2 + len(heap), child))
+    br.solver[(i, k)] = "branch-and-bound/" + env.lp_name
+    if br.upper[i, k] <= 0.0:
+        return True
+    lower = min([closed] + [b for b, _, _ in heap])
+    value = np.full(br.lower.shape[1], -np.inf)
+    value[k] = lower
+    br.offer_lower(np.array([i]), value[None, :], "mip")
+    return not heap
+
+
+def _mip_target(network: Network, br: _Brackets, i: int, k: int, input_set: InputSet, bounds: list[LayerBounds],
+                settings: CascadeSettings, solver: str) -> None:
+    """Target k of input i by the exact piecewise MIP with refinement (the MIP solver's dual bound)."""
     from .refinement import minimize_with_refinement
 
+    if br.upper[i].min() <= 0.0 or br.lower[i, k] > 0.0:
+        return
     label = int(br.labels[i])
-    for k in sorted(br.open_targets(i), key=lambda k: br.upper[i, k]):
-        if br.upper[i].min() <= 0.0:
-            return
-        k = int(k)
-        deadline = None if settings.mip_time_limit is None else time.monotonic() + settings.mip_time_limit
-        point = None if not np.isfinite(br.upper[i, k]) else br.points[i, k].copy()
-        outcome = minimize_with_refinement(
-            network, input_set, bounds,
-            lambda e, k=k: margin_objective(e, label, k),
-            lambda p, k=k: float(_margins(network, p[None, :], br.labels[i:i + 1])[0, k]),
-            solver=solver, tolerance=settings.mip_tolerance, deadline=deadline,
-            max_rounds=settings.mip_max_rounds, upper=float(br.upper[i, k]), point=point,
-        )
-        br.termination[(i, k)], br.solver[(i, k)] = outcome.termination, outcome.solver
-        value = np.full(br.lower.shape[1], -np.inf)
-        value[k] = outcome.lower
-        br.offer_lower(np.array([i]), value[None, :], "mip")
-        if outcome.point is not None:
-            p = input_set.project(outcome.point)
-            br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "mip")
+    deadline = None if settings.mip_time_limit is None else time.monotonic() + settings.mip_time_limit
+    point = None if not np.isfinite(br.upper[i, k]) else br.points[i, k].copy()
+    outcome = minimize_with_refinement(
+        network, input_set, bounds,
+        lambda e: margin_objective(e, label, k),
+        lambda p: float(_margins(network, p[None, :], br.labels[i:i + 1])[0, k]),
+        solver=solver, tolerance=settings.mip_tolerance, deadline=deadline,
+        max_rounds=settings.mip_max_rounds, upper=float(br.upper[i, k]), point=point,
+    )
+    br.termination[(i, k)], br.solver[(i, k)] = outcome.termination, outcome.solver
+    value = np.full(br.lower.shape[1], -np.inf)
+    value[k] = outcome.lower
+    br.offer_lower(np.array([i]), value[None, :], "mip")
+    if outcome.point is not None:
+        p = input_set.project(outcome.point)
+        br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "mip")
 
 
 # -- the cascade ---------------------------------------------------------------------------------------
@@ -459,14 +613,16 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
     from .refinement import sound_lower
 
     rows = np.flatnonzero(br.undecided)
-    bounds = None
     sets = [InputSet(centers[i], float(eps[i]), norm=norm, domain=(dlo, dhi)) for i in rows]
     t0 = time.monotonic()
+    rel = env = None
     if rows.size and (settings.lp or method == MIP):
         ball_r = None if ball is None else (centers[rows], eps[rows], norm)
         bounds = symbolic_bounds_batch(network, lo[rows], hi[rows], ball=ball_r)
+        env = _EnvelopeLP(network, settings.lp_lines, settings.lp_time_limit)  # one LP model for the chunk
+        rel = _Relaxations(env, bounds)
     if rows.size and settings.lp:
-        bounds = _lp_stage(network, br, rows, lo[rows], hi[rows], bounds, settings, sets, sound_lower)
+        rel = _lp_stage(env, br, rows, lo[rows], hi[rows], bounds, settings, sets, sound_lower)
     times["lp"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -475,8 +631,14 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
 
         solver = settings.mip_solver or default_mip_solver()
         for r, i in enumerate(rows):
-            if br.undecided[i]:
-                _mip_stage(network, br, int(i), sets[r], [b.row(r) for b in bounds], settings, solver)
+            for k in sorted(br.open_targets(int(i)), key=lambda k: br.upper[i, k]):
+                if not br.undecided[i]:
+                    break
+                if settings.branching and settings.branch_node_limit > 0 and _branch_and_bound(
+                        env, rel, br, int(i), r, int(k), lo[i], hi[i], sets[r], settings.branch_node_limit,
+                        sound_lower):
+                    continue
+                _mip_target(network, br, int(i), int(k), sets[r], rel.bounds_of(r), settings, solver)
     times["mip"] = time.monotonic() - t0
 
     total = sum(times.values())

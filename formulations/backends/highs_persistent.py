@@ -50,8 +50,11 @@ def _gamma(k: int) -> float:
 
 
 def safe_lower_bound(c: Array, matrix: sp.csr_matrix, row_lower: Array, row_upper: Array,
-                     lb: Array, ub: Array, y: Array) -> float:
-    """A rigorous lower bound on ``min c.x`` over the LP from any row multipliers ``y`` (module docstring)."""
+                     lb: Array, ub: Array, y: Array, *, column_terms: int | None = None) -> float:
+    """A rigorous lower bound on ``min c.x`` over the LP from any row multipliers ``y`` (module docstring).
+
+    ``column_terms``: the most non-zeros of any column (computed when omitted), for the rounding bound.
+    """
     y = np.where(np.isfinite(y), y, 0.0)
     # y_i > 0 multiplies the row's lower side, y_i < 0 its upper side: drop a multiplier whose side is infinite
     y = np.where(((y > 0) & ~np.isfinite(row_lower)) | ((y < 0) & ~np.isfinite(row_upper)), 0.0, y)
@@ -65,8 +68,9 @@ def safe_lower_bound(c: Array, matrix: sp.csr_matrix, row_lower: Array, row_uppe
     col_terms = r * col_side
     value = float(row_terms.sum() + col_terms.sum())
     # rounding: the sum itself, and r_j computed with at most nnz_j + 1 terms
-    nnz_col = np.diff(matrix.tocsc().indptr)
-    k = int(nnz_col.max(initial=0)) + 2
+    if column_terms is None:
+        column_terms = int(np.diff(matrix.tocsc().indptr).max(initial=0))
+    k = column_terms + 2
     err_r = _gamma(k) * (np.abs(c) + np.abs(matrix).T @ np.abs(y))
     err = _gamma(row_terms.size + col_terms.size + 2) * (np.abs(row_terms).sum() + np.abs(col_terms).sum())
     err += float(err_r @ np.maximum(np.abs(np.where(np.isfinite(lb), lb, 0.0)),
@@ -91,6 +95,7 @@ class PersistentLP:
         t0 = time.monotonic()
         self.n_cols, self.n_rows = model.num_variables, model.num_constraints
         self._matrix = model.matrix().tocsr().astype(np.float64)
+        self._column_terms: int | None = None  # most non-zeros in a column, recomputed after coefficient changes
         self._lb, self._ub = model.lb.copy(), model.ub.copy()
         self._row_lower, self._row_upper = model.row_lower.copy(), model.row_upper.copy()
         self._cost = np.zeros(self.n_cols)
@@ -152,6 +157,7 @@ class PersistentLP:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", sp.SparseEfficiencyWarning)
             self._matrix[rows, cols] = values
+        self._column_terms = None
         for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()):
             self._h.changeCoeff(r, c, v)
 
@@ -190,19 +196,43 @@ class PersistentLP:
             sol = h.getSolution()
             if sol.dual_valid:
                 y = np.asarray(sol.row_dual, dtype=np.float64)
+                if self._column_terms is None:
+                    self._column_terms = int(np.diff(self._matrix.tocsc().indptr).max(initial=0))
                 lower = safe_lower_bound(self._cost, self._matrix, self._row_lower, self._row_upper,
-                                         self._lb, self._ub, y)
+                                         self._lb, self._ub, y, column_terms=self._column_terms)
                 if np.isfinite(lower):
                     bound = sign * lower + self._constant
             if sol.value_valid:
                 primal = np.asarray(sol.col_value, dtype=np.float64)
                 objective = sign * float(self._cost @ primal) + self._constant
                 tight = _tight_rows(self._matrix @ primal, self._row_lower, self._row_upper)
+        if termination == Termination.INFEASIBLE:
+            # trusted only with a Farkas certificate that checks out in the safe bound (c = 0): then the
+            # Lagrangian bound of any objective is +inf, i.e. no point satisfies the rows and bounds
+            bound = sign * np.inf if self._farkas_checks() else None
+            if bound is None:
+                termination = Termination.NUMERICAL
         if termination == Termination.OPTIMAL and bound is None:
             termination = Termination.NUMERICAL  # HiGHS claims an optimum we cannot certify
         return SolveResult(termination=termination, solver=NAME, primal=primal, objective_value=objective,
                            dual_bound=bound, tight_rows=tight, solve_time=elapsed,
                            message=h.modelStatusToString(status))
+
+
+    def _farkas_checks(self) -> bool:
+        """Whether HiGHS's dual ray proves infeasibility: ``min 0`` has a safe lower bound > 0."""
+        try:
+            _, has_ray, ray = self._h.getDualRay()
+        except (TypeError, ValueError, RuntimeError):
+            return False
+        if not has_ray:
+            return False
+        ray = np.asarray(ray, dtype=np.float64)[: self.n_rows]
+        if self._column_terms is None:
+            self._column_terms = int(np.diff(self._matrix.tocsc().indptr).max(initial=0))
+        zero = np.zeros(self.n_cols)
+        return any(safe_lower_bound(zero, self._matrix, self._row_lower, self._row_upper, self._lb, self._ub,
+                                    sign * ray, column_terms=self._column_terms) > 0.0 for sign in (1.0, -1.0))
 
 
 def _tight_rows(activity: Array, lo: Array, hi: Array, tolerance: float = 1e-6) -> Array:
