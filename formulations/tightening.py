@@ -125,7 +125,6 @@ def _tighten_layer_mip(prefix: Network, input_set: InputSet, bounds: list[LayerB
                 return lower, upper, solves
             limit = per_neuron if remaining is None else min(per_neuron, remaining)
             model.set_objective({int(z[j]): 1.0}, sense=sense)
-            # a cutoff at 0 lets the solver stop as soon as the sign (stability) is decided
             res = solve(model, solver, SolveParameters(time_limit=limit))
             solves += 1
             if res.dual_bound is None or not np.isfinite(res.dual_bound):
