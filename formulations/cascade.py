@@ -39,6 +39,7 @@ import numpy as np
 
 from .activations import Activation
 from .attack import pgd_attack
+from .backends import default_mip_solver
 from .backends.base import SolveParameters, Termination
 from .backends.highs_persistent import NAME, PersistentLP
 from .bounds import LayerBounds, check_labels, margin_bounds_batch, symbolic_bounds_batch
@@ -49,6 +50,7 @@ from .errors import InvalidInputError, UnsoundAnswerError
 from .input_sets import InputSet, ball_boxes, contains_points, validate_balls
 from .model import Model, Sense, VariableTag
 from .network import Network
+from .refinement import minimize_with_refinement, sound_lower
 
 Array = np.ndarray
 STAGES = ("center", "symbolic", "attack", "lp", "mip")
@@ -352,7 +354,7 @@ class _Relaxations:
 
 
 def _margin_lps(env: _EnvelopeLP, rel: _Relaxations, br: _Brackets, rows: Array, r: int, lo: Array, hi: Array,
-                input_set: InputSet, sound_lower, *, stop_at_failure: bool) -> None:
+                input_set: InputSet, *, stop_at_failure: bool) -> None:
     """Input ``rows[r]``'s open targets by LP, lowest attained margin first (until one fails, if asked)."""
     i = int(rows[r])
     network, y = env.network, env.pre[-1]
@@ -373,7 +375,7 @@ def _margin_lps(env: _EnvelopeLP, rel: _Relaxations, br: _Brackets, rows: Array,
             return  # this target needs more than this LP: the rest can wait for the tightened relaxation
 
 
-def _tighten_layer(env: _EnvelopeLP, rel: _Relaxations, layer: int, r: int, lo: Array, hi: Array, sound_lower) -> None:
+def _tighten_layer(env: _EnvelopeLP, rel: _Relaxations, layer: int, r: int, lo: Array, hi: Array) -> None:
     """LP bound tightening of one layer for input r: ``min / max z_j`` over the relaxation of the layers below.
 
     Each new bound is a safe dual bound, so it is sound; it is intersected with the old one.
@@ -394,7 +396,7 @@ def _tighten_layer(env: _EnvelopeLP, rel: _Relaxations, layer: int, r: int, lo: 
 
 
 def _lp_stage(env: "_EnvelopeLP", br: _Brackets, rows: Array, lo: Array, hi: Array, bounds: list[LayerBounds],
-              settings: CascadeSettings, sets: list[InputSet], sound_lower) -> "_Relaxations":
+              settings: CascadeSettings, sets: list[InputSet]) -> "_Relaxations":
     """Stage 3 for inputs ``rows``; returns their (possibly LP-tightened) layer bounds, shape (len(rows), m).
 
     Pass 1: the margin LPs on the symbolic bounds. Pass 2 (``lp_tighten``), for the inputs still open:
@@ -405,7 +407,7 @@ def _lp_stage(env: "_EnvelopeLP", br: _Brackets, rows: Array, lo: Array, hi: Arr
     network = env.network
     rel = _Relaxations(env, bounds)
     for r in range(rows.size):
-        _margin_lps(env, rel, br, rows, r, lo[r], hi[r], sets[r], sound_lower, stop_at_failure=settings.lp_tighten)
+        _margin_lps(env, rel, br, rows, r, lo[r], hi[r], sets[r], stop_at_failure=settings.lp_tighten)
     if not settings.lp_tighten:
         return rel
     still = np.array([r for r in range(rows.size) if br.open_targets(int(rows[r])).size], dtype=np.int64)
@@ -416,10 +418,10 @@ def _lp_stage(env: "_EnvelopeLP", br: _Brackets, rows: Array, lo: Array, hi: Arr
         if env.rows[layer] is None:
             continue
         for r in still:
-            _tighten_layer(env, rel, layer, int(r), lo[r], hi[r], sound_lower)
+            _tighten_layer(env, rel, layer, int(r), lo[r], hi[r])
         rel.recompute(layer, still)
     for r in still:
-        _margin_lps(env, rel, br, rows, int(r), lo[r], hi[r], sets[r], sound_lower, stop_at_failure=False)
+        _margin_lps(env, rel, br, rows, int(r), lo[r], hi[r], sets[r], stop_at_failure=False)
     return rel
 
 
@@ -483,7 +485,7 @@ def _children(env: "_EnvelopeLP", node: _Node, i: int, j: int, t: float, bound: 
 
 
 def _branch_and_bound(env: "_EnvelopeLP", rel: "_Relaxations", br: _Brackets, i: int, r: int, k: int,
-                      lo: Array, hi: Array, input_set: InputSet, node_limit: int, sound_lower) -> bool:
+                      lo: Array, hi: Array, input_set: InputSet, node_limit: int) -> bool:
     """Decide target k of input i exactly by branch and bound over the neurons' segments.
 
     Each node is the LP envelope relaxation on sub-intervals of some neurons' [l, u] (the segments of the
@@ -534,8 +536,6 @@ def _branch_and_bound(env: "_EnvelopeLP", rel: "_Relaxations", br: _Brackets, i:
 def _mip_target(network: Network, br: _Brackets, i: int, k: int, input_set: InputSet, bounds: list[LayerBounds],
                 settings: CascadeSettings, solver: str) -> None:
     """Target k of input i by the exact piecewise MIP with refinement (the MIP solver's dual bound)."""
-    from .refinement import minimize_with_refinement
-
     if br.upper[i].min() <= 0.0 or br.lower[i, k] > 0.0:
         return
     label = int(br.labels[i])
@@ -610,8 +610,6 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
     times["attack"] = time.monotonic() - t0
 
     # 3. LP, then 4. MIP, input by input
-    from .refinement import sound_lower
-
     rows = np.flatnonzero(br.undecided)
     sets = [InputSet(centers[i], float(eps[i]), norm=norm, domain=(dlo, dhi)) for i in rows]
     t0 = time.monotonic()
@@ -622,21 +620,18 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
         env = _EnvelopeLP(network, settings.lp_lines, settings.lp_time_limit)  # one LP model for the chunk
         rel = _Relaxations(env, bounds)
     if rows.size and settings.lp:
-        rel = _lp_stage(env, br, rows, lo[rows], hi[rows], bounds, settings, sets, sound_lower)
+        rel = _lp_stage(env, br, rows, lo[rows], hi[rows], bounds, settings, sets)
     times["lp"] = time.monotonic() - t0
 
     t0 = time.monotonic()
     if method == MIP and rows.size:
-        from .backends import default_mip_solver
-
         solver = settings.mip_solver or default_mip_solver()
         for r, i in enumerate(rows):
             for k in sorted(br.open_targets(int(i)), key=lambda k: br.upper[i, k]):
                 if not br.undecided[i]:
                     break
                 if settings.branching and settings.branch_node_limit > 0 and _branch_and_bound(
-                        env, rel, br, int(i), r, int(k), lo[i], hi[i], sets[r], settings.branch_node_limit,
-                        sound_lower):
+                        env, rel, br, int(i), r, int(k), lo[i], hi[i], sets[r], settings.branch_node_limit):
                     continue
                 _mip_target(network, br, int(i), int(k), sets[r], rel.bounds_of(r), settings, solver)
     times["mip"] = time.monotonic() - t0

@@ -7,16 +7,11 @@ cost more than solving it; here the model is passed to HiGHS once and each query
 dual simplex restarts from the previous basis (a warm start).
 
 Soundness (design.md, "Soundness rules"): the LP's optimum as reported by HiGHS is only its *claim*. The
-bound returned as ``dual_bound`` is recomputed here from the row duals (Neumaier & Shcherbina, "Safe bounds
-in linear and mixed-integer linear programming", Math. Prog. 2004): for ``min c.x`` subject to
-``rl <= A x <= ru`` and ``lb <= x <= ub``, *any* vector ``y`` gives
-
-    c.x = y.(A x) + r.x  with  r = c - A^T y,
-    c.x >= sum_i min(y_i rl_i, y_i ru_i) + sum_j min(r_j lb_j, r_j ub_j),
-
-so the bound holds whatever the quality of HiGHS's duals; ``y_i`` is set to 0 where its row bound on the
-needed side is infinite, and the float64 rounding of the sums is bounded a priori (Higham, §3.1) and
-subtracted. A bound that needs an infinite variable bound is ``-inf`` (no claim).
+bound returned as ``dual_bound`` is recomputed from the row duals by
+:func:`formulations.backends.safe_bounds.lower_bound_from_duals` (Neumaier & Shcherbina, Math. Prog. 2004):
+valid whatever the quality of HiGHS's duals, for the model *as currently modified* (this class keeps its
+own copy of the bounds, coefficients and objective). "Infeasible" is trusted only when HiGHS's dual ray
+passes the same test with a zero objective (a Farkas certificate); otherwise the answer is *numerical*.
 """
 
 from __future__ import annotations
@@ -30,10 +25,10 @@ import scipy.sparse as sp
 from ..errors import SolverError, SolverNotAvailableError
 from ..model import Model, Sense
 from .base import SolveParameters, SolveResult, Termination
+from .safe_bounds import lower_bound_from_duals
 
 Array = np.ndarray
 NAME = "highs-persistent"
-_U = np.finfo(np.float64).eps / 2.0
 
 
 def is_installed() -> bool:
@@ -42,40 +37,6 @@ def is_installed() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _gamma(k: int) -> float:
-    """2 γ_k, the a-priori relative error bound of a k-term float64 sum, doubled for the error terms."""
-    return 2.0 * k * _U / (1.0 - k * _U)
-
-
-def safe_lower_bound(c: Array, matrix: sp.csr_matrix, row_lower: Array, row_upper: Array,
-                     lb: Array, ub: Array, y: Array, *, column_terms: int | None = None) -> float:
-    """A rigorous lower bound on ``min c.x`` over the LP from any row multipliers ``y`` (module docstring).
-
-    ``column_terms``: the most non-zeros of any column (computed when omitted), for the rounding bound.
-    """
-    y = np.where(np.isfinite(y), y, 0.0)
-    # y_i > 0 multiplies the row's lower side, y_i < 0 its upper side: drop a multiplier whose side is infinite
-    y = np.where(((y > 0) & ~np.isfinite(row_lower)) | ((y < 0) & ~np.isfinite(row_upper)), 0.0, y)
-    at_y = matrix.T @ y
-    r = c - at_y
-    row_side = np.where(y > 0, row_lower, np.where(y < 0, row_upper, 0.0))
-    col_side = np.where(r > 0, lb, np.where(r < 0, ub, 0.0))
-    if not (np.isfinite(row_side).all() and np.isfinite(col_side).all()):
-        return -np.inf
-    row_terms = y * row_side
-    col_terms = r * col_side
-    value = float(row_terms.sum() + col_terms.sum())
-    # rounding: the sum itself, and r_j computed with at most nnz_j + 1 terms
-    if column_terms is None:
-        column_terms = int(np.diff(matrix.tocsc().indptr).max(initial=0))
-    k = column_terms + 2
-    err_r = _gamma(k) * (np.abs(c) + np.abs(matrix).T @ np.abs(y))
-    err = _gamma(row_terms.size + col_terms.size + 2) * (np.abs(row_terms).sum() + np.abs(col_terms).sum())
-    err += float(err_r @ np.maximum(np.abs(np.where(np.isfinite(lb), lb, 0.0)),
-                                    np.abs(np.where(np.isfinite(ub), ub, 0.0))))
-    return float(np.nextafter(value - err, -np.inf))
 
 
 class PersistentLP:
@@ -95,7 +56,6 @@ class PersistentLP:
         t0 = time.monotonic()
         self.n_cols, self.n_rows = model.num_variables, model.num_constraints
         self._matrix = model.matrix().tocsr().astype(np.float64)
-        self._column_terms: int | None = None  # most non-zeros in a column, recomputed after coefficient changes
         self._lb, self._ub = model.lb.copy(), model.ub.copy()
         self._row_lower, self._row_upper = model.row_lower.copy(), model.row_upper.copy()
         self._cost = np.zeros(self.n_cols)
@@ -157,7 +117,6 @@ class PersistentLP:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", sp.SparseEfficiencyWarning)
             self._matrix[rows, cols] = values
-        self._column_terms = None
         for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()):
             self._h.changeCoeff(r, c, v)
 
@@ -196,10 +155,8 @@ class PersistentLP:
             sol = h.getSolution()
             if sol.dual_valid:
                 y = np.asarray(sol.row_dual, dtype=np.float64)
-                if self._column_terms is None:
-                    self._column_terms = int(np.diff(self._matrix.tocsc().indptr).max(initial=0))
-                lower = safe_lower_bound(self._cost, self._matrix, self._row_lower, self._row_upper,
-                                         self._lb, self._ub, y, column_terms=self._column_terms)
+                lower = lower_bound_from_duals(self._cost, self._matrix, self._row_lower, self._row_upper,
+                                               self._lb, self._ub, y)
                 if np.isfinite(lower):
                     bound = sign * lower + self._constant
             if sol.value_valid:
@@ -228,11 +185,9 @@ class PersistentLP:
         if not has_ray:
             return False
         ray = np.asarray(ray, dtype=np.float64)[: self.n_rows]
-        if self._column_terms is None:
-            self._column_terms = int(np.diff(self._matrix.tocsc().indptr).max(initial=0))
         zero = np.zeros(self.n_cols)
-        return any(safe_lower_bound(zero, self._matrix, self._row_lower, self._row_upper, self._lb, self._ub,
-                                    sign * ray, column_terms=self._column_terms) > 0.0 for sign in (1.0, -1.0))
+        return any(lower_bound_from_duals(zero, self._matrix, self._row_lower, self._row_upper, self._lb, self._ub,
+                                          sign * ray) > 0.0 for sign in (1.0, -1.0))
 
 
 def _tight_rows(activity: Array, lo: Array, hi: Array, tolerance: float = 1e-6) -> Array:
