@@ -55,7 +55,7 @@ class PersistentLP:
         self._highspy = highspy
         t0 = time.monotonic()
         self.n_cols, self.n_rows = model.num_variables, model.num_constraints
-        self._matrix = model.matrix().tocsr().astype(np.float64)
+        self._matrix = model.matrix().tocsc().astype(np.float64)  # CSC: what the dual bound works on
         self._lb, self._ub = model.lb.copy(), model.ub.copy()
         self._row_lower, self._row_upper = model.row_lower.copy(), model.row_upper.copy()
         self._cost = np.zeros(self.n_cols)
@@ -73,7 +73,7 @@ class PersistentLP:
         lp.col_upper_ = np.where(np.isfinite(self._ub), self._ub, inf)
         lp.row_lower_ = np.where(np.isfinite(self._row_lower), self._row_lower, -inf)
         lp.row_upper_ = np.where(np.isfinite(self._row_upper), self._row_upper, inf)
-        csc = self._matrix.tocsc()
+        csc = self._matrix
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.start_ = csc.indptr.astype(np.int32)
         lp.a_matrix_.index_ = csc.indices.astype(np.int32)
