@@ -1,0 +1,146 @@
+"""The batched cascade: every stage's verdicts agree with the exact per-query MIP, no stage certifies what
+another falsifies, and the reused LP model answers each input as a fresh one would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from formulations import InvalidInputError, Network, Verdict
+from formulations.backends import available_solvers
+from formulations.cascade import STAGES, CascadeSettings, certify_batch, run_cascade
+from formulations.robustness import certify, margins
+
+pytestmark = pytest.mark.skipif(not available_solvers().get("scip"), reason="the exact reference needs SCIP")
+
+# configurations that switch stages off, so each stage has to decide on its own
+SYMBOLIC_ONLY = CascadeSettings(attack_steps=0, strong_attack_steps=0, lp=False)
+ATTACK_ONLY = CascadeSettings(symbolic=False, lp=False)
+LP_ONLY = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp_tighten=False)
+BRANCHING = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp=False)
+MIP_SOLVER_ONLY = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp=False, branching=False)
+
+
+def random_network(rng: np.random.Generator, sizes: tuple[int, ...], activation: str) -> Network:
+    weights = [rng.normal(0, 1.0 / np.sqrt(a), size=(b, a)) for a, b in zip(sizes, sizes[1:])]
+    biases = [rng.normal(0, 0.3, size=b) for b in sizes[1:]]
+    return Network.from_arrays(weights, biases, activation, name=f"random-{activation}")
+
+
+def sampled_min_margins(net: Network, xs: np.ndarray, labels: np.ndarray, eps: float, rng, n: int = 3000) -> np.ndarray:
+    out = np.empty(len(xs))
+    for i, (x, y) in enumerate(zip(xs, labels)):
+        lo, hi = np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+        pts = np.vstack([lo + rng.uniform(size=(n, x.size)) * (hi - lo),
+                         np.where(rng.uniform(size=(n, x.size)) < 0.5, lo, hi)])
+        m = margins(net, pts, int(y))
+        m[:, int(y)] = np.inf
+        out[i] = m.min()
+    return out
+
+
+def batch(seed: int, activation: str, n: int = 6):
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, (5, 4, 4, 3), activation)
+    xs = rng.uniform(0.1, 0.9, size=(n, 5))
+    labels = net.predict(xs)
+    labels[0] = (labels[0] + 1) % 3  # one misclassified input
+    return rng, net, xs, labels
+
+
+@pytest.mark.parametrize("activation", [pytest.param("gelu", marks=pytest.mark.slow), "relu"])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), eps=st.sampled_from([0.03, 0.08, 0.15]))
+def test_every_stage_agrees_with_the_exact_per_query_mip(activation, seed, eps):
+    rng, net, xs, labels = batch(seed, activation)
+    exact = [certify(net, x, int(y), eps, method="mip") for x, y in zip(xs, labels)]
+    full = certify_batch(net, xs, labels, eps)
+    assert all(c.verdict != Verdict.UNKNOWN for c in full)
+    for config in (None, SYMBOLIC_ONLY, ATTACK_ONLY, LP_ONLY, BRANCHING, MIP_SOLVER_ONLY):
+        method = "lp" if config in (SYMBOLIC_ONLY, ATTACK_ONLY, LP_ONLY) else "mip"
+        for ref, got in zip(exact, certify_batch(net, xs, labels, eps, method=method, settings=config)):
+            assert got.stage in STAGES or got.verdict == Verdict.UNKNOWN
+            if got.verdict != Verdict.UNKNOWN and ref.verdict != Verdict.UNKNOWN:
+                assert got.verdict == ref.verdict, (config, got.stage, got.lower, got.upper, ref.lower, ref.upper)
+            # brackets of the same minimum overlap
+            assert got.lower <= ref.upper + 1e-7 and ref.lower <= got.upper + 1e-7
+
+
+@pytest.mark.parametrize("activation", ["gelu", "tanh"])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), eps=st.sampled_from([0.02, 0.05, 0.1, 0.2]))
+def test_no_stage_certifies_what_another_falsifies(activation, seed, eps):
+    rng, net, xs, labels = batch(seed, activation, n=10)
+    sampled = sampled_min_margins(net, xs, labels, eps, rng)
+    verdicts = []
+    for config, method in ((SYMBOLIC_ONLY, "lp"), (ATTACK_ONLY, "lp"), (LP_ONLY, "lp"), (BRANCHING, "mip"), (None, "mip")):
+        certs = certify_batch(net, xs, labels, eps, method=method, settings=config)
+        verdicts.append([c.verdict for c in certs])
+        for c, s, x, y in zip(certs, sampled, xs, labels):
+            assert c.lower <= s + 1e-9  # no lower bound above a margin the network attains
+            if c.verdict == Verdict.VERIFIED:
+                assert s > 0
+            if c.verdict == Verdict.FALSIFIED:
+                cx = c.counterexample
+                assert np.all(cx >= np.clip(x - eps, 0, 1)) and np.all(cx <= np.clip(x + eps, 0, 1))
+                m = margins(net, cx, int(y))
+                m[int(y)] = np.inf
+                assert m.min() <= 0.0 and m.min() == pytest.approx(c.counterexample_value)
+    for per_input in zip(*verdicts):
+        assert not (Verdict.VERIFIED in per_input and Verdict.FALSIFIED in per_input)
+
+
+def test_reused_lp_answers_each_input_as_a_fresh_model_does():
+    """The LP rows' coefficients change with each input's [l, u]: its bounds must not depend on the order."""
+    rng = np.random.default_rng(7)
+    net = random_network(rng, (6, 5, 4, 4), "gelu")
+    xs = rng.uniform(0.2, 0.8, size=(5, 6))
+    labels = net.predict(xs)
+    config = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp_tighten=False)
+    together = run_cascade(net, xs, labels, 0.1, method="lp", settings=config).certificates
+    for i in range(len(xs)):
+        alone = run_cascade(net, xs[i:i + 1], labels[i:i + 1], 0.1, method="lp", settings=config).certificates[0]
+        backwards = run_cascade(net, xs[::-1], labels[::-1], 0.1, method="lp", settings=config).certificates[len(xs) - 1 - i]
+        for a, b, c in zip(together[i].targets, alone.targets, backwards.targets):
+            assert a.lower == pytest.approx(b.lower, abs=1e-7) and b.lower == pytest.approx(c.lower, abs=1e-7)
+    sampled = sampled_min_margins(net, xs, labels, 0.1, rng)
+    assert all(c.lower <= s for c, s in zip(together, sampled))
+
+
+def test_stages_are_recorded_and_a_misclassified_input_is_falsified_at_its_centre():
+    rng, net, xs, labels = batch(3, "gelu")
+    result = run_cascade(net, xs, labels, 0.05)
+    first = result.certificates[0]
+    assert first.verdict == Verdict.FALSIFIED and first.stage == "center"
+    np.testing.assert_array_equal(first.counterexample, xs[0])
+    assert sum(result.decided_by().values()) == len(xs)
+    assert set(result.stage_times) == set(STAGES)
+    for c in result.certificates:
+        assert c.stage in STAGES and c.kind == "robustness" and c.eps == 0.05
+        assert len(c.targets) == net.output_size - 1
+
+
+def test_radius_zero_is_decided_by_the_centre_and_symbolic_bounds():
+    rng, net, xs, labels = batch(5, "gelu")
+    for c in certify_batch(net, xs, labels, 0.0):
+        assert c.stage in ("center", "symbolic")
+        assert c.verdict == (Verdict.FALSIFIED if c.stage == "center" else Verdict.VERIFIED)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(xs=np.zeros((2, 4))), dict(labels=np.array([0, 7])), dict(eps=-0.1), dict(method="milp"),
+    dict(xs=np.full((2, 5), np.nan)), dict(norm="l3"),
+])
+def test_malformed_queries_raise_typed_errors(bad):
+    _, net, xs, labels = batch(1, "gelu", n=2)
+    args = dict(xs=xs, labels=labels, eps=0.05, method="mip", norm="linf") | bad
+    with pytest.raises(InvalidInputError):
+        certify_batch(net, args["xs"], args["labels"], args["eps"], method=args["method"], norm=args["norm"])
+
+
+@pytest.mark.parametrize("field, value", [("attack_steps", -1), ("lp_lines", 0), ("mip_time_limit", 0.0),
+                                          ("branch_node_limit", 1.5), ("mip_tolerance", float("nan"))])
+def test_settings_reject_bad_limits(field, value):
+    with pytest.raises(InvalidInputError, match=field):
+        CascadeSettings(**{field: value})
