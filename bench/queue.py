@@ -10,14 +10,18 @@ as a share of solve time, speed-up of 2 workers over 1. Needs PostgreSQL and Red
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# this file is named queue.py: keep its folder off the import path, or it shadows the standard `queue`
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import os
 import platform
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

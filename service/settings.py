@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     task_time_slack: float = Field(default=30.0, ge=0)  # extra seconds per chunk before Celery's limits
     visibility_timeout: int = Field(default=3600, ge=1)  # Redis redelivery of unacknowledged tasks
     task_max_retries: int = Field(default=5, ge=0)
+    chunk_max_attempts: int = Field(default=3, ge=1)  # a chunk that loses its worker this often is given up
     embedded_workers: int = Field(default=1, ge=1, le=64)
     queue_name: str = "polycert"
 

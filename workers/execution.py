@@ -142,6 +142,12 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
 
     queries = repo.pending_queries(session, chunk_id)
     stored = 0
+    max_attempts = get_settings().chunk_max_attempts
+    if chunk.attempts > max_attempts:  # its worker died every time (hard time limit, out of memory): stop retrying
+        stored = _give_up(session, queries, f"the chunk lost its worker {chunk.attempts - 1} times", time.perf_counter())
+        repo.finish_chunk(session, chunk_id, "done")
+        session.commit()
+        return ChunkOutcome(chunk_id, stored, len(queries) - stored, "done")
     for i, query in enumerate(queries):
         if repo.job_status(session, job.id) == "cancelled":
             repo.finish_chunk(session, chunk_id, "cancelled")

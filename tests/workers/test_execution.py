@@ -157,3 +157,19 @@ def test_every_query_reaches_the_engine_with_a_time_limit(session, settings):
     run_chunk(session, chunks[0], certify=recording)
     assert seen[0]["time_limit"] == settings.query_time_limit and seen[0]["method"] == "lp"
     assert "solver" not in seen[0]
+
+
+def test_a_chunk_that_keeps_losing_its_worker_is_answered_unknown_time_limit(session, settings):
+    job, chunks, _, _ = make_job(session, n_inputs=1, eps=(0.1, 0.2), methods="lp")
+    for _ in range(settings.chunk_max_attempts):  # each delivery claimed the chunk, then the worker died
+        repo.claim_chunk(session, chunks[0], "lost")
+    session.commit()
+
+    def never_called(*_a, **_k):
+        raise AssertionError("a poisoned chunk must not reach the engine again")
+
+    outcome = run_chunk(session, chunks[0], certify=never_called)
+    assert outcome.stored == 2
+    certs = session.scalars(select(CertificateRow)).all()
+    assert {(c.verdict, c.reason) for c in certs} == {("unknown", "time limit")}
+    assert "lost its worker 3 times" in certs[0].error
