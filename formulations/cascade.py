@@ -32,6 +32,7 @@ Each certificate's ``stage`` names the stage that decided it.
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -499,7 +500,8 @@ def _branch_and_bound(env: "_EnvelopeLP", rel: "_Relaxations", br: _Brackets, i:
     label = int(br.labels[i])
     root = _Node([b[r].copy() for b in rel.lower], [b[r].copy() for b in rel.upper],
                  [None if v is None else tuple(a[r].copy() for a in v) for v in rel.lines], -np.inf)
-    heap = [(root.bound, 0, root)]
+    order = itertools.count()  # tie-breaker: nodes themselves are not comparable
+    heap = [(root.bound, next(order), root)]
     closed = np.inf
     count = 0
     while heap and count < node_limit:
@@ -519,10 +521,10 @@ def _branch_and_bound(env: "_EnvelopeLP", rel: "_Relaxations", br: _Brackets, i:
             continue
         pick = None if res.primal is None else _branch_neuron(env, node, res.primal)
         if pick is None:  # nothing left to split (or no LP point): leave it open, the MIP decides
-            heapq.heappush(heap, (bound, -1, node))
+            heapq.heappush(heap, (bound, next(order), node))
             break
         for child in _children(env, node, *pick, bound):
-            heapq.heappush(heap, (bound, count * 2 + len(heap), child))
+            heapq.heappush(heap, (bound, next(order), child))
     br.solver[(i, k)] = "branch-and-bound/" + env.lp_name
     if br.upper[i, k] <= 0.0:
         return True
