@@ -97,7 +97,8 @@ def difference_bounds(lo_a: Array, hi_a: Array, lo_b: Array, hi_b: Array) -> tup
     return np.asarray(lo_a) - np.asarray(hi_b), np.asarray(hi_a) - np.asarray(lo_b)
 
 
-def encode_norm_objective(model: Model, a: Array, b: Array, t_lo: Array, t_hi: Array, norm: str) -> Array:
+def encode_norm_objective(model: Model, a: Array, b: Array, t_lo: Array, t_hi: Array, norm: str, *,
+                          symmetric: bool = False) -> Array:
     """Maximise ``||a - b||`` (L-inf or L1) over the model; returns the objective's variables.
 
     ``t = a - b`` gets rows ``t - a + b = 0`` and bounds ``[t_lo, t_hi]``. With ``T_i = max(|t_lo_i|, |t_hi_i|)``:
@@ -111,7 +112,8 @@ def encode_norm_objective(model: Model, a: Array, b: Array, t_lo: Array, t_hi: A
       ``u_i <= t_i`` (or ``-t_i``) without a binary.
 
     At an optimum the objective equals ``||t||`` and every point (a, b) has a feasible completion, so the
-    relaxation is exact.
+    relaxation is exact. ``symmetric=True`` (the caller guarantees that t and -t are equally feasible) keeps
+    one of each mirror pair: L-inf without the "-" binaries, L1 with ``sum_i t_i >= 0``.
     """
     t_lo, t_hi = np.asarray(t_lo, dtype=np.float64), np.asarray(t_hi, dtype=np.float64)
     d = t_lo.shape[0]
@@ -125,7 +127,7 @@ def encode_norm_objective(model: Model, a: Array, b: Array, t_lo: Array, t_hi: A
         s = model.add_variable(0.0, top, tag=VariableTag("aux", index=1))
         choices = []
         for i in range(d):
-            for sign, big_m, can in ((1.0, top - t_lo[i], t_hi[i] > 0), (-1.0, top + t_hi[i], t_lo[i] < 0)):
+            for sign, big_m, can in ((1.0, top - t_lo[i], t_hi[i] > 0), (-1.0, top + t_hi[i], t_lo[i] < 0 and not symmetric)):
                 if not can:
                     continue
                 p = model.add_variable(0.0, 1.0, integer=True, tag=VariableTag("binary", neuron=i, index=int(sign < 0)))
@@ -139,6 +141,8 @@ def encode_norm_objective(model: Model, a: Array, b: Array, t_lo: Array, t_hi: A
             model.add_constraint({s: 1.0}, -INF, 0.0, tag=ConstraintTag("objective", index=3))
         return np.array([s])
     u = model.add_variables(d, 0.0, reach, tags=[VariableTag("aux", neuron=i, index=2) for i in range(d)])
+    if symmetric:
+        model.add_constraint((t, np.ones(d)), 0.0, INF, tag=ConstraintTag("objective", index=4))
     for i in range(d):
         ui, ti = int(u[i]), int(t[i])
         if t_lo[i] >= 0:
@@ -213,8 +217,40 @@ def _box_objective_bound(t_lo: Array, t_hi: Array, norm: str) -> float:
     return float(reach.max(initial=0.0) if norm == "linf" else reach.sum())
 
 
+def shared_prefix(f: Network, g: Network) -> int:
+    """How many leading layers f and g have in common (same weights, biases and activation).
+
+    Problem 3 encodes g on the same inputs as f; the common layers are encoded once (copies 2/3 continue from
+    copies 0/1), which is exact and lets the LP see that, e.g., g = f gives ``g(x) - g(y) = f(x) - f(y)``.
+    """
+    k = 0
+    for lf, lg in zip(f.layers, g.layers):
+        if lf.activation.name != lg.activation.name or lf.weight.shape != lg.weight.shape \
+                or not (np.array_equal(lf.weight, lg.weight) and np.array_equal(lf.bias, lg.bias)):
+            break
+        k += 1
+    return k
+
+
+def suffix(network: Network, k: int) -> Network:
+    """The layers of ``network`` from ``k`` on (a network of its own, layers re-indexed from 0)."""
+    return Network(network.layers[k:], name=f"{network.name}[{k}:]")
+
+
+def is_symmetric(query: PairQuery) -> bool:
+    """Swapping x and y maps the feasible set onto itself (Problems 1 and 3) and negates ``g(x) - g(y)``."""
+    return query.match == "outputs" and query.x_set is query.y_set
+
+
 def build_model(query: PairQuery, bounds: dict[int, list[LayerBounds]], segments: dict[int, SegmentMap]) -> _Encoded:
-    """The MIP of a :class:`PairQuery` (module docstring): copies 0/1 of f on x/y, copies 2/3 of g on x/y."""
+    """The MIP of a :class:`PairQuery` (module docstring): copies 0/1 of f on x/y, copies 2/3 of g on x/y.
+
+    When f and g share their first k layers (:func:`shared_prefix`), copies 2/3 encode only g's layers from k
+    on (as :func:`suffix`, whose ``bounds`` and ``segments`` the caller keys from layer 0), starting from
+    copies 0/1's post-activations of layer k-1; if g = f the objective reads copies 0/1's outputs directly.
+    For symmetric queries (:func:`is_symmetric`) one of each pair of mirror solutions is cut off: L-inf keeps
+    only the "+" sign binaries (``x_i - y_i`` is the maximum), L1 adds ``sum_i t_i >= 0``.
+    """
     model = Model(f"{query.kind}-mip")
     x = encode_input_set(model, query.x_set, copy=0)
     y = encode_input_set(model, query.y_set, copy=1)
@@ -242,12 +278,20 @@ def build_model(query: PairQuery, bounds: dict[int, list[LayerBounds]], segments
         (xl, xh), (yl, yh) = query.x_set.box(), query.y_set.box()
         a, b = x, y
     else:
-        ga, gb = encode(2, query.g, x, query.x_set), encode(3, query.g, y, query.y_set)
-        xl, xh = bounds[2][-1].lower, bounds[2][-1].upper
-        yl, yh = bounds[3][-1].lower, bounds[3][-1].upper
-        a, b = ga.outputs, gb.outputs
+        k = shared_prefix(query.f, query.g) if query.match == "outputs" else 0
+        if k == len(query.g.layers):
+            a, b = fx.outputs, copies[1].outputs
+            xl, xh, yl, yh = bounds[0][-1].lower, bounds[0][-1].upper, bounds[1][-1].lower, bounds[1][-1].upper
+        else:
+            start_x = x if k == 0 else fx.post[k - 1]
+            start_y = y if k == 0 else copies[1].post[k - 1]
+            tail = suffix(query.g, k)
+            a = encode(2, tail, start_x, query.x_set).outputs
+            b = encode(3, tail, start_y, query.y_set).outputs
+            xl, xh = bounds[2][-1].lower, bounds[2][-1].upper
+            yl, yh = bounds[3][-1].lower, bounds[3][-1].upper
     t_lo, t_hi = difference_bounds(xl, xh, yl, yh)
-    objective = encode_norm_objective(model, a, b, t_lo, t_hi, query.norm)
+    objective = encode_norm_objective(model, a, b, t_lo, t_hi, query.norm, symmetric=is_symmetric(query))
     model.set_objective((objective, np.ones(objective.size)), sense=Sense.MAXIMIZE)
     return _Encoded(model, copies, x, y, _box_objective_bound(t_lo, t_hi, query.norm))
 
@@ -358,9 +402,21 @@ def _bounds_for(query: PairQuery) -> dict[int, list[LayerBounds]]:
     if query.match == "outputs":
         out[1] = out[0] if query.y_set is query.x_set else sym(query.f, query.y_set)
     if query.g is not None:
-        out[2] = sym(query.g, query.x_set)
-        out[3] = out[2] if query.y_set is query.x_set else sym(query.g, query.y_set)
+        k = shared_prefix(query.f, query.g) if query.match == "outputs" else 0
+        if k < len(query.g.layers):
+            # g's bounds over the ball, from layer k on (what copies 2/3 encode)
+            out[2] = sym(query.g, query.x_set)[k:]
+            out[3] = out[2] if query.y_set is query.x_set else sym(query.g, query.y_set)[k:]
     return out
+
+
+def _copy_networks(query: PairQuery) -> dict[int, Network]:
+    nets = {0: query.f, 1: query.f}
+    if query.g is not None:
+        k = shared_prefix(query.f, query.g) if query.match == "outputs" else 0
+        if k < len(query.g.layers):
+            nets[2] = nets[3] = suffix(query.g, k)
+    return nets
 
 
 def maximize_with_refinement(query: PairQuery, *, solver: str, tolerance: float, gap: float,
@@ -373,7 +429,7 @@ def maximize_with_refinement(query: PairQuery, *, solver: str, tolerance: float,
     as soon as the verdict is known, or when nothing is left to refine, or at the deadline.
     """
     bounds = _bounds_for(query)
-    nets = {0: query.f, 1: query.f, 2: query.g, 3: query.g}
+    nets = _copy_networks(query)
     segments = {k: initial_segments(nets[k], b) for k, b in bounds.items()}
     c = query.y_set.center
     start_y = c if query.y_fixed else query.x_set.project(c)
