@@ -11,6 +11,9 @@ every MIP answer's message says so. Re-solving many LPs that differ in bounds an
 
 from __future__ import annotations
 
+import os
+import sys
+
 import math
 import time
 
@@ -22,6 +25,25 @@ from .base import Backend, Capabilities, SolveParameters, SolveResult, Terminati
 
 SECOND_OPINION = "HiGHS MIP answer: needs a second opinion before use (design.md, Soundness rules)"
 
+
+
+def new_highs():
+    """A ``highspy.Highs`` instance, silent: HiGHS prints its banner to the C-level stdout on the first
+    construction in a process, before any option can turn output off, which would corrupt the output of
+    commands such as ``polycert vnncomp`` (the answer word must be all they print)."""
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    h.setOptionValue("output_flag", False)
+    return h
 
 class HighsBackend(Backend):
     name = "highs"
@@ -38,7 +60,7 @@ class HighsBackend(Backend):
     def _build(self, model: Model, params: SolveParameters, *, zero_objective: bool = False):
         import highspy
 
-        h = highspy.Highs()
+        h = new_highs()
         h.setOptionValue("output_flag", bool(params.verbose))
         inf = h.getInfinity()
         lp = highspy.HighsLp()

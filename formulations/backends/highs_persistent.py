@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
+from .highs import new_highs
 from ..errors import SolverError, SolverNotAvailableError
 from ..model import Model, Sense
 from .base import SolveParameters, SolveResult, Termination
@@ -61,7 +62,7 @@ class PersistentLP:
         self._cost = np.zeros(self.n_cols)
         self._sense = Sense.MINIMIZE
         self._constant = 0.0
-        h = highspy.Highs()
+        h = new_highs()
         h.setOptionValue("output_flag", False)
         h.setOptionValue("threads", int(threads))
         h.setOptionValue("presolve", "off")  # presolve would discard the basis between re-solves

@@ -116,8 +116,9 @@ def test_a_time_limit_gives_a_limit_status_with_a_valid_bound(solver):
         pytest.skip(f"{solver} is not installed")
     model = _hard_knapsack()
     res = solve(model, solver, SolveParameters(time_limit=0.05))
-    assert res.termination in (Termination.FEASIBLE, Termination.TIME_LIMIT), res.message
-    if res.termination == Termination.FEASIBLE:
+    # a fast machine (CP-SAT's parallel portfolio especially) may still prove optimality within the limit
+    assert res.termination in (Termination.FEASIBLE, Termination.TIME_LIMIT, Termination.OPTIMAL), res.message
+    if res.termination in (Termination.FEASIBLE, Termination.OPTIMAL):
         assert model.max_violation(res.primal) <= 1e-6
         assert res.dual_bound >= res.objective_value - 1e-6
 
