@@ -43,6 +43,10 @@ def new_highs():
         os.dup2(saved, 1)
         os.close(saved)
     h.setOptionValue("output_flag", False)
+    # HiGHS runs every instance on one global scheduler, fixed by the first run in the process; an instance
+    # asking for another thread count then fails to run ("Not Set"). All of ours use one thread (its simplex
+    # is serial anyway; parallelism comes from running queries in several processes).
+    h.setOptionValue("threads", 1)
     return h
 
 class HighsBackend(Backend):

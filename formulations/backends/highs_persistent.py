@@ -47,6 +47,7 @@ class PersistentLP:
     """
 
     def __init__(self, model: Model, *, threads: int = 1) -> None:
+        # ``threads`` is kept for callers; every HiGHS instance runs on one thread (see highs.new_highs)
         if model.is_mip:
             raise SolverError(f"{NAME} solves LPs only; model {model.name!r} has integers or SOS2 sets")
         try:
@@ -63,8 +64,6 @@ class PersistentLP:
         self._sense = Sense.MINIMIZE
         self._constant = 0.0
         h = new_highs()
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", int(threads))
         h.setOptionValue("presolve", "off")  # presolve would discard the basis between re-solves
         inf = h.getInfinity()
         lp = highspy.HighsLp()
