@@ -74,6 +74,7 @@ KINDS = ("injectivity", "preimage", "dependence", "invariance")
 # is exact only up to the solver's feasibility tolerance (~1e-6 per row), and polishing leaves rounding.
 WITNESS_TOLERANCE = 1e-6
 _POLISH_STEPS = 5
+_POLISH_AIM = 1.0 - 1e-4
 _REASONS = {
     Termination.TIME_LIMIT: UnknownReason.TIME_LIMIT,
     Termination.FEASIBLE: UnknownReason.TIME_LIMIT,
@@ -312,25 +313,33 @@ def jacobian(network: Network, x: Array) -> tuple[Array, Array]:
 
 
 def polish_pair(query: PairQuery, x: Array, y: Array) -> tuple[Array, Array]:
-    """Gauss-Newton steps towards ``f(x) = f(y)``: the least-norm ``(dx, dy)`` with
-    ``J_f(x) dx - J_f(y) dy = f(y) - f(x)`` (dy = 0 when y is fixed), projected back into the input sets; a
-    step is kept only if it shrinks the output difference. For ReLU networks one step is exact when it stays on
-    the same affine pieces."""
-    best = (x, y, query.output_difference(x, y))
+    """Gauss-Newton steps towards ``||f(x) - f(y)||_inf <= delta``: the least-norm ``(dx, dy)`` with
+    ``J_f(x) dx - J_f(y) dy = D - (f(x) - f(y))``, ``D = clip(f(x) - f(y), -delta, delta)`` the nearest
+    allowed difference (dy = 0 when y is fixed), projected back into the input sets; a step is kept only if
+    it shrinks the excess over delta. For ReLU networks one step is exact when it stays on the same affine
+    pieces; moving to the nearest allowed difference (not to 0) keeps the pair as far apart as the MIP put it.
+    """
+    def excess(p: Array, q: Array) -> float:
+        return max(query.output_difference(p, q) - query.delta, 0.0)
+
+    best = (x, y, excess(x, y))
     for _ in range(_POLISH_STEPS):
-        x0, y0, res = best
-        if res == 0.0:
+        x0, y0, over = best
+        if over == 0.0:
             break
         fx, jx = jacobian(query.f, x0)
         fy, jy = jacobian(query.f, y0)
+        diff = fx - fy
         system = jx if query.y_fixed else np.hstack([jx, -jy])
-        step = np.linalg.lstsq(system, fy - fx, rcond=None)[0]
+        # aim a hair inside the delta box so that the step's second-order error does not leave it
+        target = np.clip(diff, -_POLISH_AIM * query.delta, _POLISH_AIM * query.delta)
+        step = np.linalg.lstsq(system, target - diff, rcond=None)[0]
         x1 = query.x_set.project(x0 + step[: x0.shape[0]])
         y1 = y0 if query.y_fixed else query.y_set.project(y0 + step[x0.shape[0]:])
-        res1 = query.output_difference(x1, y1)
-        if not res1 < res:
+        over1 = excess(x1, y1)
+        if not over1 < over:
             break
-        best = (x1, y1, res1)
+        best = (x1, y1, over1)
     return best[0], best[1]
 
 
@@ -435,7 +444,11 @@ def maximize_with_refinement(query: PairQuery, *, solver: str, tolerance: float,
     start_y = c if query.y_fixed else query.x_set.project(c)
     trivial = make_witness(query, query.x_set.project(c), start_y, witness_tolerance)
     if not trivial.valid:  # x = y (or x = c) is always feasible; only a misclassified centre breaks it
-        raise InvalidInputError(f"the centre does not satisfy the {query.kind} query's own condition")
+        if query.match == "decision":
+            raise InvalidInputError(f"class {query.label} is not strictly first at the centre "
+                                    f"(margin {trivial.margin:.3g}): there is no decision to keep")
+        raise InvalidInputError(f"the centre does not satisfy the {query.kind} query's own condition "
+                                f"(a centre outside the domain moves when projected into it)")
     best, lower, upper = trivial, trivial.objective, np.inf
     outcome = _Outcome(lower, upper, best, 0, None, solver, 0.0, {})
     for rounds in range(1, max_rounds + 1):
