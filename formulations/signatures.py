@@ -80,7 +80,7 @@ class Signature:
     """The tight constraints at the maximum of ``logit[cls]`` over one input set.
 
     ``lines`` holds ``(layer, neuron, side, index)`` of every tight envelope line (LP) or line of a
-    one-segment neuron (MIP), ``side`` in {"lower", "upper"}; ``segments`` maps (layer, neuron) to the active
+    one-segment neuron (MIP), ``side`` in {"lower", "upper"}, index ``IMAGE_INDEX`` (-1) for the image bound; ``segments`` maps (layer, neuron) to the active
     segment (MIP) and ``segment_bounds`` to that segment's interval; ``regions`` (one per hidden neuron, in
     layer order) is the region of the pre-activation at the optimum.
     """
@@ -128,6 +128,28 @@ def lines_from_tags(tags: Sequence[ConstraintTag]) -> tuple[tuple[int, int, str,
             side = "lower" if tag.kind.endswith("lower") else "upper"
             out.append((int(tag.layer), int(tag.neuron), side, int(tag.index)))
     return tuple(sorted(set(out)))
+
+
+IMAGE_INDEX = -1  # the "line" index of a post-activation sitting at its image bound (a constant line)
+
+
+def image_bounds_at(enc, primal: Array, *, tolerance: float = 1e-6) -> tuple[tuple[int, int, str, int], ...]:
+    """Hidden neurons whose post-activation sits at its exact image bound ``min/max f`` on [l, u].
+
+    The image bounds are the constant envelope lines; an LP optimum may rest on them rather than on a sloped
+    line (the sloped lines carry an outward margin, the image bound does not), so they belong to the signature.
+    Reported as ``(layer, neuron, side, IMAGE_INDEX)``.
+    """
+    out = []
+    lb, ub = enc.model.lb, enc.model.ub
+    for layer, post in enumerate(enc.post):
+        for neuron, v in enumerate(post):
+            a = primal[v]
+            if abs(a - lb[v]) <= tolerance * (1 + abs(lb[v])):
+                out.append((layer, neuron, "lower", IMAGE_INDEX))
+            if abs(a - ub[v]) <= tolerance * (1 + abs(ub[v])) and ub[v] > lb[v]:
+                out.append((layer, neuron, "upper", IMAGE_INDEX))
+    return tuple(out)
 
 
 def _hidden_regions(network: Network, pre: Sequence[Array]) -> Array:
@@ -203,7 +225,12 @@ def maximize_logit(
         raise UnsoundAnswerError(f"class {cls}: bound {bound:.9g} ({method}) is below the logit {achieved:.9g} "
                                  "the real network attains at the optimum's input; answer rejected")
     tags = tight_constraints(enc, primal, tight_rows)
-    low, up = pixels_from_tags(tags, network.input_size)
+    # a pixel is at a bound when within 1 % of the radius of it: the MIP's optimum is exact only to the
+    # tolerance, and an LP optimum may rest on a neuron's image bound a hair inside the box (degenerate face)
+    px_tol = max(1e-6, 0.01 * float(eps))
+    low = (np.abs(point - lo) <= px_tol) & (hi > lo)
+    up = (np.abs(point - hi) <= px_tol) & (hi > lo)
+    lines = lines_from_tags(tags) + image_bounds_at(enc, primal)
     pre = [primal[z] for z in enc.pre[: len(network.hidden_layers)]]
     segments: dict[tuple[int, int], int] = {}
     segment_bounds: dict[tuple[int, int], tuple[float, float]] = {}
@@ -213,7 +240,7 @@ def maximize_logit(
             segments[(ns.layer, ns.neuron)] = s
             segment_bounds[(ns.layer, ns.neuron)] = (float(ns.segments[s].lower), float(ns.segments[s].upper))
     return Signature(cls=cls, eps=float(eps), method=method, bound=float(bound), achieved=achieved, point=point,
-                     pixels_lower=low, pixels_upper=up, lines=lines_from_tags(tags), regions=_hidden_regions(network, pre),
+                     pixels_lower=low, pixels_upper=up, lines=tuple(sorted(set(lines))), regions=_hidden_regions(network, pre),
                      segments=segments, segment_bounds=segment_bounds, tags=tags)
 
 
