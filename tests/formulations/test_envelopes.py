@@ -101,7 +101,8 @@ def test_the_single_line_is_the_valid_line_of_least_area(case):
     env = envelope(act, lower, upper, n_lower=1, n_upper=1)
     mid = 0.5 * (lower + upper)
     lo_best, up_best = env.lower_lines[0](mid), env.upper_lines[0](mid)
-    slack = 1e-12 * (1.0 + abs(lo_best) + abs(up_best))
+    # float64 rounding of a certified intercept is ~1e-16 per operation; a few 1e-12 show on saturated sigmoids
+    slack = 1e-10 * (1.0 + abs(lo_best) + abs(up_best))
     slopes = np.linspace(-0.2, 1.2, 281)
     zeros = np.zeros_like(slopes)
     c_lo = certify_intercepts(act, slopes, zeros, lower, upper, LOWER)
