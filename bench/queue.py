@@ -100,7 +100,7 @@ def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int,
                     wall = time.perf_counter() - start
                     solve = session.scalar(select(func.sum(CertificateRow.wall_time)).where(CertificateRow.job_id == job_id))
                     break
-            time.sleep(0.05)
+            time.sleep(0.2)
         return wall, chunks, float(solve or 0.0)
     finally:
         for p in procs:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 
 from service.settings import get_settings
 
@@ -57,3 +57,11 @@ def _refuse_unmigrated_database(**_kwargs) -> None:
     except DatabaseNotMigratedError as exc:
         print(f"polycert worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+@worker_process_init.connect
+def _load_the_engine(**_kwargs) -> None:
+    """Import the engine when a pool process starts, not inside its first task (seconds of imports)."""
+    from workers.execution import default_certify
+
+    default_certify()

@@ -37,6 +37,8 @@ except ImportError:  # pragma: no cover - billiard ships with Celery
 
 Certify = Callable[..., Certificate]
 INPUT_KINDS = ("input_lower", "input_upper")
+CANCEL_CHECK_SECONDS = 0.5  # how stale a worker's view of "cancelled" may be
+FLUSH_SECONDS = 0.5  # how stale a job's progress may be
 
 
 def worker_name() -> str:
@@ -124,8 +126,27 @@ class ChunkOutcome:
     status: str  # done / cancelled / missing
 
 
+class _Buffer:
+    """Answers waiting to be written: flushed in one transaction at most every FLUSH_SECONDS, so the
+    database costs a few round trips per flush instead of per query. A worker killed before a flush
+    loses only unflushed answers, which the redelivered chunk recomputes (still one certificate each)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session, self.answers, self.stored, self.last = session, [], 0, time.monotonic()
+
+    def add(self, answer: repo.Answer) -> None:
+        self.answers.append(answer)
+        if time.monotonic() - self.last >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        self.stored += repo.store_answers(self.session, self.answers)
+        self.session.commit()
+        self.answers, self.last = [], time.monotonic()
+
+
 def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None, worker: str | None = None) -> ChunkOutcome:
-    """Answer every unanswered query of a chunk, committing one certificate at a time."""
+    """Answer every unanswered query of a chunk; answers are committed in small batches (``_Buffer``)."""
     chunk = repo.claim_chunk(session, chunk_id, worker or worker_name())
     session.commit()
     if chunk is None:
@@ -141,39 +162,39 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     engine = certify or default_certify()
 
     queries = repo.pending_queries(session, chunk_id)
-    stored = 0
-    max_attempts = get_settings().chunk_max_attempts
-    if chunk.attempts > max_attempts:  # its worker died every time (hard time limit, out of memory): stop retrying
-        stored = _give_up(session, queries, f"the chunk lost its worker {chunk.attempts - 1} times", time.perf_counter())
-        repo.finish_chunk(session, chunk_id, "done")
-        session.commit()
-        return ChunkOutcome(chunk_id, stored, len(queries) - stored, "done")
+    session.commit()
+    buffer = _Buffer(session)
+    if chunk.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
+        _give_up(buffer, queries, f"the chunk lost its worker {chunk.attempts - 1} times")
+        return _finish(buffer, chunk_id, "done", len(queries))
+    checked, cancelled = -math.inf, False
     for i, query in enumerate(queries):
-        if repo.job_status(session, job.id) == "cancelled":
-            repo.finish_chunk(session, chunk_id, "cancelled")
+        if time.monotonic() - checked > CANCEL_CHECK_SECONDS:  # a round trip per query would cost ~10 %
+            checked = time.monotonic()
+            cancelled = repo.job_status(session, job.id) == "cancelled"
             session.commit()
-            return ChunkOutcome(chunk_id, stored, len(queries) - i, "cancelled")
+        if cancelled:
+            return _finish(buffer, chunk_id, "cancelled", len(queries))
         start = time.perf_counter()
         try:
             cert = certify_query(engine, network, query, parameters)
-            record = certificate_record(cert, time.perf_counter() - start)
-            inserted = repo.store_certificate(session, query, record, signature_rows(cert), attack_row(cert))
+            answer = repo.Answer(query, certificate_record(cert, time.perf_counter() - start), signature_rows(cert),
+                                 attack_row(cert))
         except _SoftTimeLimit:
-            session.rollback()
-            stored += _give_up(session, queries[i:], "the chunk reached its time limit", start)
-            repo.finish_chunk(session, chunk_id, "done")
-            session.commit()
-            return ChunkOutcome(chunk_id, stored, 0, "done")
+            _give_up(buffer, queries[i:], "the chunk reached its time limit")
+            return _finish(buffer, chunk_id, "done", len(queries))
         except PolyCertError as exc:  # the engine refused this query: an answer, not a crash
-            session.rollback()
-            reason = UnknownReason.SOLVER_ERROR
-            record = unknown_record(reason, f"{type(exc).__name__}: {exc}", time.perf_counter() - start)
-            inserted = repo.store_certificate(session, query, record)
-        session.commit()
-        stored += int(inserted)
-    repo.finish_chunk(session, chunk_id, "done")
-    session.commit()
-    return ChunkOutcome(chunk_id, stored, len(queries) - stored, "done")
+            message = f"{type(exc).__name__}: {exc}"
+            answer = repo.Answer(query, unknown_record(UnknownReason.SOLVER_ERROR, message, time.perf_counter() - start))
+        buffer.add(answer)
+    return _finish(buffer, chunk_id, "done", len(queries))
+
+
+def _finish(buffer: _Buffer, chunk_id: int, status: str, n_queries: int) -> ChunkOutcome:
+    buffer.flush()
+    repo.finish_chunk(buffer.session, chunk_id, status)
+    buffer.session.commit()
+    return ChunkOutcome(chunk_id, buffer.stored, n_queries - buffer.stored, status)
 
 
 def record_failure(session: Session, chunk_id: int, exc: BaseException) -> None:
@@ -183,11 +204,7 @@ def record_failure(session: Session, chunk_id: int, exc: BaseException) -> None:
     session.commit()
 
 
-def _give_up(session: Session, queries: Sequence[QueryRow], message: str, start: float) -> int:
-    """Store ``unknown (time limit)`` for queries the chunk has no time left for."""
-    n = 0
+def _give_up(buffer: _Buffer, queries: Sequence[QueryRow], message: str) -> None:
+    """Answer ``unknown (time limit)`` for queries the chunk has no time (or no worker) left for."""
     for query in queries:
-        record = unknown_record(UnknownReason.TIME_LIMIT, message, time.perf_counter() - start)
-        n += int(repo.store_certificate(session, query, record))
-        session.commit()
-    return n
+        buffer.answers.append(repo.Answer(query, unknown_record(UnknownReason.TIME_LIMIT, message, 0.0)))

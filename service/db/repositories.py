@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -150,40 +150,60 @@ def pending_queries(session: Session, chunk_id: int) -> Sequence[QueryRow]:
     return session.scalars(select(QueryRow).where(QueryRow.chunk_id == chunk_id, ~answered).order_by(QueryRow.id)).all()
 
 
-def store_certificate(
-    session: Session,
-    query: QueryRow,
-    certificate: dict[str, Any],
-    signatures: Sequence[dict[str, Any]] = (),
-    attack: dict[str, Any] | None = None,
-) -> bool:
-    """Store the certificate of ``query`` once: a second store of the same (query, method) is a no-op.
+@dataclass(frozen=True)
+class Answer:
+    """One query's certificate as column values, with its tight constraints and attack row."""
 
-    Signatures, the attack row and the job's progress counters are written only by the store that
-    inserted the certificate, in the same transaction, so counts stay exact when a task runs twice.
-    Returns True if this call inserted it.
+    query: QueryRow
+    certificate: dict[str, Any]
+    signatures: Sequence[dict[str, Any]] = ()
+    attack: dict[str, Any] | None = None
+
+
+def store_answers(session: Session, answers: Sequence[Answer]) -> int:
+    """Store certificates once each: a second store of the same (query, method) is a no-op.
+
+    Signatures, attack rows and the jobs' progress counters are written only for the certificates this
+    call inserted, in the caller's transaction, so counts stay exact when a task runs twice. Everything
+    is batched (a few round trips for any number of answers). Returns how many were inserted.
     """
-    values = dict(certificate, query_id=query.id, job_id=query.job_id, method=query.method)
-    stmt = (
-        _insert(session, CertificateRow).values(**values)
-        .on_conflict_do_nothing(index_elements=["query_id", "method"])
-        .returning(CertificateRow.id)
-    )
-    certificate_id = session.execute(stmt).scalar()
-    if certificate_id is None:
-        return False
+    if not answers:
+        return 0
+    by_query = {a.query.id: a for a in answers}
+    rows = [dict(a.certificate, query_id=a.query.id, job_id=a.query.job_id, method=a.query.method) for a in answers]
+    stmt = (_insert(session, CertificateRow).on_conflict_do_nothing(index_elements=["query_id", "method"])
+            .returning(CertificateRow.id, CertificateRow.query_id))
+    inserted = session.execute(stmt, rows).all()  # executemany + RETURNING: one batched INSERT
+    if not inserted:
+        return 0
+    signatures = [dict(s, certificate_id=cid) for cid, qid in inserted for s in by_query[qid].signatures]
     if signatures:
-        session.execute(_insert(session, SignatureRow), [dict(s, certificate_id=certificate_id) for s in signatures])
-    if attack is not None:
-        session.add(AttackRow(certificate_id=certificate_id, query_id=query.id, **attack))
-    failed = 1 if certificate.get("error") else 0
-    session.execute(update(JobRow).where(JobRow.id == query.job_id).values(done=JobRow.done + 1, errors=JobRow.errors + failed))
-    session.execute(
-        update(JobRow).where(JobRow.id == query.job_id, JobRow.done >= JobRow.total, JobRow.status.in_(ACTIVE))
-        .values(status="done", finished_at=_now())
-    )
-    session.flush()
-    return True
+        session.execute(insert(SignatureRow).returning(SignatureRow.id), signatures).all()
+    attacks = [dict(by_query[qid].attack, certificate_id=cid, query_id=qid) for cid, qid in inserted
+               if by_query[qid].attack is not None]
+    if attacks:
+        session.execute(insert(AttackRow).returning(AttackRow.id), attacks).all()
+    per_job: dict[int, list[int]] = {}
+    for _, qid in inserted:
+        counts = per_job.setdefault(by_query[qid].query.job_id, [0, 0])
+        counts[0] += 1
+        counts[1] += 1 if by_query[qid].certificate.get("error") else 0
+    for job_id, (done, failed) in per_job.items():
+        finishes = and_(JobRow.done + done >= JobRow.total, JobRow.status.in_(ACTIVE))  # on the old row
+        session.execute(
+            update(JobRow).where(JobRow.id == job_id).values(
+                done=JobRow.done + done, errors=JobRow.errors + failed,
+                status=case((finishes, "done"), else_=JobRow.status),
+                finished_at=case((finishes, _now()), else_=JobRow.finished_at),
+            )
+        )
+    return len(inserted)
+
+
+def store_certificate(session: Session, query: QueryRow, certificate: dict[str, Any],
+                      signatures: Sequence[dict[str, Any]] = (), attack: dict[str, Any] | None = None) -> bool:
+    """:func:`store_answers` for one query; True if this call inserted it."""
+    return store_answers(session, [Answer(query, certificate, signatures, attack)]) == 1
 
 
 # -- results ----------------------------------------------------------------------------------------
