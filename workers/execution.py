@@ -66,27 +66,34 @@ def _finite_or(value: float | None, default: float) -> float:
     return default if value is None else float(value)
 
 
+def _number(value: Any) -> float | None:
+    """A float for a JSON column (which cannot hold NaN or infinities: those become None)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _enum_value(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
 def certificate_record(cert: Certificate, wall_time: float) -> dict[str, Any]:
-    """A certificate as column values of ``certificates`` (arrays to lists, enums to their values)."""
-    d = cert.to_dict()
+    """A certificate as column values of ``certificates``. Built field by field, not via ``to_dict()``:
+    that deep-copies every target's tight constraints, which cost as much as an LP solve here."""
+    counterexample = None if cert.counterexample is None else np.asarray(cert.counterexample, dtype=np.float64).tolist()
+    targets = [
+        dict(target=int(t.target), lower=_number(t.lower), upper=_number(t.upper), verdict=_enum_value(t.verdict),
+             reason=_enum_value(t.reason), solver=t.solver, solve_time=_number(t.solve_time))
+        for t in cert.targets
+    ]
     return dict(
-        verdict=d["verdict"], reason=d["reason"], stage=d.get("stage") or "",
+        verdict=_enum_value(cert.verdict), reason=_enum_value(cert.reason), stage=cert.stage or "",
         lower=float(cert.lower), upper=float(cert.upper), gap=float(cert.gap),
-        counterexample=d["counterexample"], counterexample_value=d["counterexample_value"],
-        targets=_json_safe(d["targets"]), solver=d["solver"] or "", times=_json_safe(d["times"]),
-        size=_json_safe(d["size"]), error=None, wall_time=wall_time,
+        counterexample=counterexample,
+        counterexample_value=None if cert.counterexample_value is None else float(cert.counterexample_value),
+        targets=targets, solver=cert.solver or "",
+        times={k: _number(v) for k, v in cert.times.items()}, size={k: int(v) for k, v in cert.size.items()},
+        error=None, wall_time=wall_time,
     )
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON columns cannot hold NaN or infinities: those become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def unknown_record(reason: UnknownReason, message: str, wall_time: float) -> dict[str, Any]:
