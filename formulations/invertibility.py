@@ -65,6 +65,7 @@ from .errors import InvalidInputError, SolverNotAvailableError, UnsoundAnswerErr
 from .input_sets import InputSet, canonical_norm, distance
 from .model import INF, ConstraintTag, Model, Sense, VariableTag
 from .network import Network
+from .tightening import tighten_bounds
 from .refinement import DUAL_SLACK_ABS, DUAL_SLACK_REL, SegmentMap, initial_segments, refine_segments
 
 Array = np.ndarray
@@ -402,10 +403,20 @@ class _Outcome:
     history: list = field(default_factory=list)
 
 
-def _bounds_for(query: PairQuery) -> dict[int, list[LayerBounds]]:
+def _all_relu(net: Network) -> bool:
+    return all(layer.activation.name == "relu" for layer in net.hidden_layers)
+
+
+def _bounds_for(query: PairQuery, tighten: bool = True) -> dict[int, list[LayerBounds]]:
+    """Sound pre-activation bounds per copy: symbolic, then (ReLU networks, ``tighten``) LP-tightened
+    (:func:`formulations.tightening.tighten_bounds`: safe dual bounds only), which shrinks the big-M
+    constants and the number of unstable neurons, the MILP's size."""
     def sym(net: Network, s: InputSet) -> list[LayerBounds]:
         lo, hi = s.box()
-        return symbolic_bounds(net, lo, hi, ball=s if s.eps > 0 else None)
+        b = symbolic_bounds(net, lo, hi, ball=s if s.eps > 0 else None)
+        if tighten and s.eps > 0 and _all_relu(net) and len(net.layers) > 2:
+            b = tighten_bounds(net, s, b, method="lp")
+        return b
 
     out = {0: sym(query.f, query.x_set)}
     if query.match == "outputs":
