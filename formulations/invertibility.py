@@ -345,9 +345,10 @@ def polish_pair(query: PairQuery, x: Array, y: Array) -> tuple[Array, Array]:
 
 
 def _shrink_towards_center(query: PairQuery, x: Array) -> Array | None:
-    """Decision invariance: a MIP point on the decision boundary (margin ~ 0) pulled slightly towards c."""
+    """Decision invariance: a MIP point on the decision boundary (margin ~ 0) pulled towards c, first slightly,
+    then (when the relaxation's point is farther off, before refinement has closed in) by larger steps."""
     c = query.y_set.center
-    for theta in (0.0, 1e-9, 1e-7, 1e-5, 1e-3, 1e-2):
+    for theta in (0.0, 1e-9, 1e-7, 1e-5, 1e-3, 1e-2, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9):
         p = query.x_set.project(c + (1.0 - theta) * (x - c))
         if query.margin(p) > 0.0:
             return p
