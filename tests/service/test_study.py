@@ -57,7 +57,8 @@ def test_study_command_writes_a_report_with_tables_and_figures(tmp_path):
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["study", "--network", "polycert-tiny", "--out", str(out), "--per-digit", "2",
                                       "--eps", "0.01", "--eps", "0.05", "--signature-per-digit", "1",
-                                      "--classifier-per-digit", "1", "--lam", "0.1", "--no-progress"])
+                                      "--classifier-per-digit", "1", "--lam", "0.1", "--mip-time-limit", "2",
+                                      "--no-progress"])
     assert result.exit_code == 0, result.output
     text = (out / "README.md").read_text()
     for heading in ("Robustness rates", "published rates", "Signatures", "LP as a classifier", "system-level", "Neuron patterns"):
