@@ -46,6 +46,7 @@ class TargetBound:
     tight: tuple[ConstraintTag, ...] = ()
     solver: str = ""
     solve_time: float = 0.0
+    stage: str = ""  # the stage whose bound is ``lower`` (symbolic / lp / mip)
 
 
 @dataclass(frozen=True)

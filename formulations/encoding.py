@@ -216,8 +216,16 @@ def encode_segments(model: Model, act: Activation, z: Array, bounds: LayerBounds
             continue
         S = len(segs)
         d = model.add_variables(S, 0.0, 1.0, integer=True, tags=[VariableTag("binary", layer, j, s, copy=copy) for s in range(S)])
-        zs = model.add_variables(S, -INF, INF, tags=[VariableTag("aux", layer, j, s, copy=copy) for s in range(S)])
-        as_ = model.add_variables(S, -INF, INF, tags=[VariableTag("aux", layer, j, s, copy=copy) for s in range(S)])
+        # z_s and a_s are 0 unless segment s is chosen, and then lie in its box: bounding them by that box (with 0)
+        # is implied by the rows below, but solvers propagate bounds far better than rows
+        seg_lo = np.array([seg.lower for seg in segs])
+        seg_hi = np.array([seg.upper for seg in segs])
+        val_lo = np.array([float(seg.value_range[0]) for seg in segs])
+        val_hi = np.array([float(seg.value_range[1]) for seg in segs])
+        zs = model.add_variables(S, np.minimum(seg_lo, 0.0), np.maximum(seg_hi, 0.0),
+                                 tags=[VariableTag("aux", layer, j, s, copy=copy) for s in range(S)])
+        as_ = model.add_variables(S, np.minimum(val_lo, 0.0), np.maximum(val_hi, 0.0),
+                                  tags=[VariableTag("aux", layer, j, s, copy=copy) for s in range(S)])
         model.add_constraint((d, np.ones(S)), 1.0, 1.0, tag=ConstraintTag("segment_choice", layer, j, copy=copy))
         model.add_constraint((np.append(zs, zj), np.append(np.ones(S), -1.0)), 0.0, 0.0, tag=ConstraintTag("segment_sum", layer, j, copy=copy))
         model.add_constraint((np.append(as_, aj), np.append(np.ones(S), -1.0)), 0.0, 0.0, tag=ConstraintTag("segment_sum", layer, j, 1, copy=copy))

@@ -148,7 +148,8 @@ def minimize_with_refinement(
         # the relaxation need not be solved tighter than the tolerance asked of the whole bracket: a gap of
         # tolerance/4 keeps the (sound) dual bound useful and saves the solver closing it to 1e-9
         params = SolveParameters(time_limit=remaining, node_limit=node_limit, absolute_gap=tolerance / 4,
-                                 relative_gap=1e-9, cutoff=upper if np.isfinite(upper) else None)
+                                 relative_gap=1e-9, cutoff=upper if np.isfinite(upper) else None,
+                                 presolve="low", cuts="low", heuristics="low")
         result = solve(model, solver, params)
         total += result.solve_time + result.build_time
         termination = result.termination

@@ -296,7 +296,7 @@ def _target_bound(t: _Target, method: str, tolerance: float) -> TargetBound:
             reason = _REASONS[t.termination]
         else:
             reason = UnknownReason.REFINEMENT_LIMIT
-    return TargetBound(t.target, t.lower, t.upper, verdict, reason, t.tight, t.solver, t.solve_time)
+    return TargetBound(t.target, t.lower, t.upper, verdict, reason, t.tight, t.solver, t.solve_time, t.lower_stage)
 
 
 def _certificate(network, input_set, label, method, tracks, times, size, tolerance, mip_solver, lp_solver) -> Certificate:

@@ -46,6 +46,23 @@ class SolveParameters:
     verbose: bool = False
     # a known objective value the optimum must reach (e.g. an attack's margin); lets MIP solvers prune
     cutoff: float | None = None
+    # effort a MIP solver spends on presolve, cutting planes and primal heuristics, as MathOpt's Emphasis:
+    # "off", "low", "medium", "high" (None: the solver's default). Small, well-formulated models (the
+    # piecewise multiple-choice MIPs of a refinement loop) solve many times faster with "low": SCIP spent
+    # 94 % of a 2.4 s solve separating cuts at a root that needed 4 nodes. A hint: SCIP honours it, the
+    # other back-ends keep their defaults.
+    presolve: str | None = None
+    cuts: str | None = None
+    heuristics: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("presolve", "cuts", "heuristics"):
+            value = getattr(self, name)
+            if value is not None and value not in EMPHASIS:
+                raise ValueError(f"SolveParameters.{name} must be one of {EMPHASIS} or None, got {value!r}")
+
+
+EMPHASIS = ("off", "low", "medium", "high")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -94,6 +94,16 @@ class ScipBackend(Backend):
             m.setParam("limits/gap", float(params.relative_gap))
         if params.absolute_gap is not None:
             m.setParam("limits/absgap", float(params.absolute_gap))
+        from pyscipopt import SCIP_PARAMSETTING
+
+        setting = {"off": SCIP_PARAMSETTING.OFF, "low": SCIP_PARAMSETTING.FAST,
+                   "medium": SCIP_PARAMSETTING.DEFAULT, "high": SCIP_PARAMSETTING.AGGRESSIVE}
+        if params.presolve is not None:
+            m.setPresolve(setting[params.presolve])
+        if params.cuts is not None:
+            m.setSeparating(setting[params.cuts])
+        if params.heuristics is not None:
+            m.setHeuristics(setting[params.heuristics])
         if params.cutoff is not None and not zero_objective:
             # SCIP keeps only solutions strictly better than the limit: relax it so that a known point
             # attaining the cutoff exactly is not pruned
