@@ -33,7 +33,10 @@ def make_celery() -> Celery:
         task_default_queue=settings.queue_name,
         task_soft_time_limit=soft,
         task_time_limit=hard,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        # a worker SIGKILLed while it holds Redis' restore mutex would block redelivery for the mutex's
+        # default 300 s: let the mutex expire with the visibility timeout instead
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout,
+                                  "unacked_mutex_expire": min(300, settings.visibility_timeout)},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -151,3 +151,12 @@ def test_a_worker_killed_mid_batch_is_replaced_and_every_query_is_answered_once(
     get_settings.cache_clear()
     assert job["status"] == "done" and job["progress"]["done"] == 36
     assert certificate_counts(postgres_url, job_id) == (36, 36)
+
+
+def test_a_worker_refuses_to_start_on_an_unmigrated_database(tmp_path, redis_url, workers):
+    from tests.integration.conftest import service_env
+
+    pool = workers(service_env(f"sqlite:///{tmp_path / 'unmigrated.db'}", redis_url))
+    proc = pool.start()
+    assert proc.wait(timeout=60) != 0
+    assert "polycert db upgrade" in pool.logs()

@@ -58,7 +58,8 @@ def test_an_unmigrated_database_is_refused_and_db_upgrade_fixes_it(tmp_path, mon
 
     monkeypatch.setenv("POLYCERT_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
     get_settings.cache_clear()
-    refused = runner.invoke(app, ["db", "check"])
-    assert refused.exit_code == 2 and "polycert db upgrade" in " ".join(refused.output.split())
+    for argv in (["db", "check"], ["serve"], ["status", "1"]):
+        refused = runner.invoke(app, argv)
+        assert refused.exit_code == 2 and "polycert db upgrade" in " ".join(refused.output.split()), argv
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     assert runner.invoke(app, ["db", "check"]).exit_code == 0
