@@ -8,12 +8,13 @@ as in tiangolo's full-stack template (``core/config.py``).
 
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_TOKEN = "polycert-dev-token"
@@ -28,8 +29,50 @@ def default_data_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "polycert"
 
 
+class CascadeOptions(BaseModel):
+    """The batched cascade's thresholds and limits (``formulations.cascade.CascadeSettings``, issue 7).
+
+    Set as JSON (``POLYCERT_CASCADE='{"attack_steps": 10, "branch_node_limit": 200}'``) or field by field
+    (``POLYCERT_CASCADE__ATTACK_STEPS=10``). Defaults are the engine's. ``lp_time_limit`` and
+    ``mip_time_limit`` are caps: a job's per-query time limit (``query_time_limit`` unless the job sets
+    one) is spread over the query's targets and never exceeded (:meth:`engine_settings`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    symbolic: bool = True
+    attack_steps: int = Field(20, ge=0)
+    attack_restarts: int = Field(0, ge=0)
+    strong_attack_steps: int = Field(50, ge=0)
+    strong_attack_restarts: int = Field(5, ge=0)
+    lp: bool = True
+    lp_lines: int = Field(3, ge=1)
+    lp_tighten: bool = True
+    lp_time_limit: float | None = Field(10.0, gt=0)
+    branching: bool = True
+    branch_node_limit: int = Field(400, ge=0)
+    mip_solver: str | None = None
+    mip_tolerance: float = Field(1e-4, gt=0)
+    mip_max_rounds: int = Field(30, ge=0)
+    mip_time_limit: float | None = Field(None, gt=0)
+    seed: int = 0
+
+    def engine_settings(self, *, query_time_limit: float | None, n_targets: int, solver: str | None = None) -> Any:
+        """The engine's ``CascadeSettings`` for one job: a query's MIP time is at most ``query_time_limit``
+        (split evenly over its ``n_targets`` other classes), each LP's at most the whole query's."""
+        from formulations.cascade import CascadeSettings  # the engine is heavy; settings load without it
+
+        values = self.model_dump()
+        if solver:
+            values["mip_solver"] = solver
+        if query_time_limit is not None:
+            per_target = float(query_time_limit) / max(1, n_targets)
+            values["mip_time_limit"] = min(per_target, values["mip_time_limit"] or math.inf)
+            values["lp_time_limit"] = min(float(query_time_limit), values["lp_time_limit"] or math.inf)
+        return CascadeSettings(**values)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POLYCERT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="POLYCERT_", extra="ignore", env_nested_delimiter="__")
 
     environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -44,6 +87,7 @@ class Settings(BaseSettings):
     chunk_max_attempts: int = Field(default=3, ge=1)  # a chunk that loses its worker this often is given up
     embedded_workers: int = Field(default=1, ge=1, le=64)
     queue_name: str = "polycert"
+    cascade: CascadeOptions = Field(default_factory=CascadeOptions)  # POLYCERT_CASCADE (JSON) or POLYCERT_CASCADE__<FIELD>
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> "Settings":

@@ -14,15 +14,16 @@ from sqlalchemy.exc import OperationalError
 
 from service.db.session import get_engine, session_factory
 
-from .execution import ChunkOutcome, Certify, record_failure, run_chunk
+from .execution import ChunkOutcome, Certify, CertifyBatch, record_failure, run_chunk
 
 RETRIES = 5
 
 
 class EmbeddedPool:
-    def __init__(self, database_url: str, workers: int = 1, *, certify: Certify | None = None) -> None:
+    def __init__(self, database_url: str, workers: int = 1, *, certify: Certify | None = None,
+                 certify_batch: CertifyBatch | None = None) -> None:
         self.database_url = database_url
-        self.certify = certify
+        self.certify, self.certify_batch = certify, certify_batch
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="polycert-worker")
         self._futures: list[Future] = []
         self._lock = threading.Lock()
@@ -37,7 +38,7 @@ class EmbeddedPool:
             try:
                 with session_factory(engine)() as session:
                     try:
-                        return run_chunk(session, chunk_id, certify=self.certify, worker="embedded")
+                        return run_chunk(session, chunk_id, certify=self.certify, certify_batch=self.certify_batch, worker="embedded")
                     except OperationalError:
                         raise
                     except Exception as exc:

@@ -1,8 +1,11 @@
 """The one function a worker runs per chunk: load the queries, call the engine, store certificates.
 
 Celery tasks (:mod:`workers.tasks`) and the embedded in-process pool (:mod:`workers.embedded`) both call
-:func:`run_chunk`, so there is one code path. The engine call is :func:`certify_query`; issue 7 swaps
-it for a batched ``formulations.cascade.certify_chunk`` in this one place.
+:func:`run_chunk`, so there is one code path. The engine call is the batched cascade (issue 7): the
+chunk's queries are grouped by (method, norm) and each group is one
+``formulations.cascade.certify_batch`` call (each input with its own eps), stages and limits from
+``Settings.cascade``. Queries with a single target class, and every query of a group whose cascade call
+raised, take the per-query path (:func:`certify_query`, ``formulations.robustness.certify``).
 
 Exactly-once: every query is committed on its own, and the store is an idempotent upsert keyed on
 ``(query_id, method)``; a redelivered chunk (worker killed, ``acks_late``) resumes with the queries that
@@ -36,6 +39,7 @@ except ImportError:  # pragma: no cover - billiard ships with Celery
         pass
 
 Certify = Callable[..., Certificate]
+CertifyBatch = Callable[..., list[Certificate]]
 INPUT_KINDS = ("input_lower", "input_upper")
 CANCEL_CHECK_SECONDS = 0.5  # how stale a worker's view of "cancelled" may be
 FLUSH_SECONDS = 0.5  # how stale a job's progress may be
@@ -51,9 +55,21 @@ def default_certify() -> Certify:
     return certify
 
 
+def default_certify_batch() -> CertifyBatch:
+    from formulations.cascade import certify_batch
+
+    return certify_batch
+
+
+def input_domain(network) -> tuple[float, float]:
+    lo, hi = network.metadata.get("input_domain", (0.0, 1.0))
+    return float(lo), float(hi)
+
+
 def certify_query(certify: Certify, network, query: QueryRow, parameters: dict[str, Any]) -> Certificate:
     """One engine call for one stored query."""
-    kwargs: dict[str, Any] = dict(method=query.method, norm=query.norm, time_limit=parameters.get("time_limit"))
+    kwargs: dict[str, Any] = dict(method=query.method, norm=query.norm, time_limit=parameters.get("time_limit"),
+                                  domain=input_domain(network))
     for option in ("solver", "lp_solver"):  # only what the job chose; the engine has its defaults
         if parameters.get(option):
             kwargs[option] = parameters[option]
@@ -152,8 +168,64 @@ class _Buffer:
         self.answers, self.last = [], time.monotonic()
 
 
-def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None, worker: str | None = None) -> ChunkOutcome:
-    """Answer every unanswered query of a chunk; answers are committed in small batches (``_Buffer``)."""
+def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str] | None, list[QueryRow]]]:
+    """The chunk's queries as cascade calls: one group per (method, norm) in order of first appearance;
+    queries with a single target (which the cascade does not take) form ``None`` groups of one."""
+    groups: dict[tuple[str, str], list[QueryRow]] = {}
+    out: list[tuple[tuple[str, str] | None, list[QueryRow]]] = []
+    for query in queries:
+        if query.target is not None:
+            out.append((None, [query]))
+            continue
+        key = (query.method, query.norm)
+        if key not in groups:
+            groups[key] = []
+            out.append((key, groups[key]))
+        groups[key].append(query)
+    return out
+
+
+def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any]) -> list[Certificate]:
+    """One cascade call for a group of queries sharing (method, norm); one certificate per query, in order."""
+    options = get_settings().cascade
+    settings = options.engine_settings(query_time_limit=parameters.get("time_limit"),
+                                       n_targets=network.output_size - 1, solver=parameters.get("solver"))
+    xs = np.asarray([q.input for q in group], dtype=np.float64)
+    labels = np.asarray([q.label for q in group], dtype=np.int64)
+    eps = np.asarray([q.eps for q in group], dtype=np.float64)
+    certs = certify_batch(network, xs, labels, eps, method=group[0].method, settings=settings, norm=group[0].norm,
+                          domain=input_domain(network))
+    if len(certs) != len(group):
+        raise RuntimeError(f"the cascade answered {len(certs)} of {len(group)} queries")
+    return list(certs)
+
+
+def _answer(query: QueryRow, cert: Certificate, wall_time: float) -> repo.Answer:
+    return repo.Answer(query, certificate_record(cert, wall_time), signature_rows(cert), attack_row(cert))
+
+
+def _one_by_one(engine: Certify, network, group: Sequence[QueryRow], parameters: dict[str, Any],
+                add: Callable[[repo.Answer], None], note: str = "") -> None:
+    """The per-query path; an engine refusal is an answer (unknown, solver error), not a crash."""
+    for query in group:
+        start = time.perf_counter()
+        try:
+            answer = _answer(query, certify_query(engine, network, query, parameters), time.perf_counter() - start)
+        except PolyCertError as exc:
+            message = f"{note}{type(exc).__name__}: {exc}"
+            answer = repo.Answer(query, unknown_record(UnknownReason.SOLVER_ERROR, message, time.perf_counter() - start))
+        add(answer)
+
+
+def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None,
+              certify_batch: CertifyBatch | None = None, worker: str | None = None) -> ChunkOutcome:
+    """Answer every unanswered query of a chunk; answers are committed in small batches (``_Buffer``).
+
+    ``certify_batch`` (default: the cascade) answers groups of queries; ``certify`` (default:
+    ``formulations.robustness.certify``) answers single-target queries and the queries of a group whose
+    cascade call raised. A per-query ``certify`` given without ``certify_batch`` (a stand-in engine) is
+    called query by query.
+    """
     chunk = repo.claim_chunk(session, chunk_id, worker or worker_name())
     session.commit()
     if chunk is None:
@@ -166,6 +238,8 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     parameters = dict(job.parameters or {})
     if parameters.get("time_limit") is None:  # every query has a limit: the job's, or the service's
         parameters["time_limit"] = get_settings().query_time_limit
+    if certify_batch is None and certify is None:
+        certify_batch = default_certify_batch()
     engine = certify or default_certify()
 
     queries = repo.pending_queries(session, chunk_id)
@@ -174,8 +248,14 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     if chunk.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
         _give_up(buffer, queries, f"the chunk lost its worker {chunk.attempts - 1} times")
         return _finish(buffer, chunk_id, "done", len(queries))
-    checked, cancelled = -math.inf, False
-    for i, query in enumerate(queries):
+    groups = batch_groups(queries) if certify_batch is not None else [(None, [q]) for q in queries]
+    checked, cancelled, answered = -math.inf, False, set()
+
+    def add(answer: repo.Answer) -> None:
+        buffer.add(answer)
+        answered.add(answer.query.id)
+
+    for key, group in groups:
         if time.monotonic() - checked > CANCEL_CHECK_SECONDS:  # a round trip per query would cost ~10 %
             checked = time.monotonic()
             cancelled = repo.job_status(session, job.id) == "cancelled"
@@ -184,16 +264,23 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
             return _finish(buffer, chunk_id, "cancelled", len(queries))
         start = time.perf_counter()
         try:
-            cert = certify_query(engine, network, query, parameters)
-            answer = repo.Answer(query, certificate_record(cert, time.perf_counter() - start), signature_rows(cert),
-                                 attack_row(cert))
+            if key is None:
+                _one_by_one(engine, network, group, parameters, add)
+                continue
+            try:
+                certs = certify_group(certify_batch, network, group, parameters)
+            except _SoftTimeLimit:
+                raise
+            except Exception as exc:  # the cascade failed on this group: answer its queries one by one
+                note = f"cascade failed ({type(exc).__name__}: {str(exc)[:300]}); per query: "
+                _one_by_one(engine, network, group, parameters, add, note)
+                continue
+            each = (time.perf_counter() - start) / len(group)
+            for query, cert in zip(group, certs):
+                add(_answer(query, cert, each))
         except _SoftTimeLimit:
-            _give_up(buffer, queries[i:], "the chunk reached its time limit")
+            _give_up(buffer, [q for q in queries if q.id not in answered], "the chunk reached its time limit")
             return _finish(buffer, chunk_id, "done", len(queries))
-        except PolyCertError as exc:  # the engine refused this query: an answer, not a crash
-            message = f"{type(exc).__name__}: {exc}"
-            answer = repo.Answer(query, unknown_record(UnknownReason.SOLVER_ERROR, message, time.perf_counter() - start))
-        buffer.add(answer)
     return _finish(buffer, chunk_id, "done", len(queries))
 
 

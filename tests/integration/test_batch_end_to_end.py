@@ -89,14 +89,17 @@ def test_a_batch_over_http_comes_back_with_certificates_signatures_and_compariso
 
     results = client.get(f"/jobs/{job['id']}/results", params={"limit": 100, "signatures": True}).json()
     assert results["count"] == 16
-    # the stored answer is the engine's answer: recompute an LP query in this process
+    # the stored answers are the cascade's (stages recorded) and agree with the exact per-query MIP
     network = load_builtin(NETWORK)
-    lp = next(r for r in results["data"] if r["method"] == "lp")
+    from formulations.cascade import STAGES
     from service.datasets import load_preprocessed
 
+    assert all(r["stage"] in STAGES for r in results["data"])
     x, y = load_preprocessed("mnist7-bilinear")
-    direct = certify(network, x[lp["source_index"]], int(y[lp["source_index"]]), lp["eps"], method="lp", time_limit=30)
-    assert lp["verdict"] == direct.verdict.value
+    for mip in [r for r in results["data"] if r["method"] == "mip"][:2]:
+        direct = certify(network, x[mip["source_index"]], int(y[mip["source_index"]]), mip["eps"], method="mip",
+                         time_limit=30)
+        assert "unknown" in (mip["verdict"], direct.verdict.value) or mip["verdict"] == direct.verdict.value
     for r in results["data"]:  # soundness of what was stored: verified means the lower bound is positive
         if r["verdict"] == "verified":
             assert r["lower"] > 0

@@ -27,3 +27,26 @@ def test_chunk_limits_leave_every_query_its_own_time_limit():
     s = Settings(chunk_size=10, query_time_limit=5.0, task_time_slack=20.0)
     soft, hard = s.chunk_time_limits()
     assert soft == 10 * 5.0 + 20.0 and hard > soft
+
+
+def test_cascade_options_mirror_the_engine_settings_and_cap_the_time_per_query(monkeypatch):
+    from dataclasses import fields
+
+    from formulations.cascade import CascadeSettings
+
+    from service.settings import CascadeOptions
+
+    engine_defaults = {f.name: f.default for f in fields(CascadeSettings)}
+    options = CascadeOptions()
+    assert set(options.model_dump()) == set(engine_defaults)
+    derived = {"mip_time_limit"}  # None here: derived from the per-query time limit
+    assert {k: v for k, v in options.model_dump().items() if k not in derived} == \
+        {k: v for k, v in engine_defaults.items() if k not in derived}
+    monkeypatch.setenv("POLYCERT_CASCADE", '{"branch_node_limit": 5, "mip_time_limit": 2.0}')
+    s = Settings()
+    engine = s.cascade.engine_settings(query_time_limit=30.0, n_targets=9)
+    assert engine.branch_node_limit == 5 and engine.mip_time_limit == 2.0 and engine.lp_time_limit == 10.0
+    assert s.cascade.engine_settings(query_time_limit=9.0, n_targets=9).mip_time_limit == 1.0
+    monkeypatch.setenv("POLYCERT_CASCADE", '{"attack_stepz": 5}')
+    with pytest.raises(ValidationError, match="attack_stepz"):
+        Settings()

@@ -179,3 +179,144 @@ def test_a_chunk_that_keeps_losing_its_worker_is_answered_unknown_time_limit(ses
     certs = session.scalars(select(CertificateRow)).all()
     assert {(c.verdict, c.reason) for c in certs} == {("unknown", "time limit")}
     assert "lost its worker 3 times" in certs[0].error
+
+
+# -- the batched cascade (issue 7): one engine call per (method, norm) group of a chunk ----------------
+from formulations.cascade import STAGES, CascadeSettings, certify_batch as cascade_batch  # noqa: E402
+from formulations.errors import UnsoundAnswerError  # noqa: E402
+from formulations.robustness import certify as exact_certify  # noqa: E402
+from service import reports  # noqa: E402
+
+
+def recording_cascade(calls):
+    def engine(network, xs, labels, eps, **kw):
+        calls.append(dict(kw, n=len(xs), eps=np.asarray(eps).tolist()))
+        return cascade_batch(network, xs, labels, eps, **kw)
+
+    return engine
+
+
+def test_the_cascade_answers_each_method_of_a_chunk_in_one_call_and_records_stages(session):
+    job, chunks, network, x = make_job(session, n_inputs=3, eps=(0.01, 0.5), methods="both", chunk_size=12)
+    calls = []
+    run_chunk(session, chunks[0], certify_batch=recording_cascade(calls))
+    assert [(c["method"], c["n"]) for c in calls] == [("lp", 6), ("mip", 6)]
+    assert calls[0]["eps"] == [0.01, 0.5] * 3  # each input keeps its own radius
+    certs = session.scalars(select(CertificateRow).where(CertificateRow.job_id == job.id)).all()
+    assert len(certs) == 12 and {c.stage for c in certs} <= set(STAGES)
+    assert all(c.stage for c in certs if c.verdict != "unknown")
+    assert all(c.verdict != "unknown" for c in certs if c.method == "mip")  # exact on a 4-3-2 ReLU net
+
+
+def test_cascade_verdicts_agree_with_the_exact_per_query_mip(session):
+    job, chunks, network, x = make_job(session, n_inputs=4, eps=(0.05, 0.3), methods="mip", chunk_size=8)
+    run_chunk(session, chunks[0])  # the default engines: the real cascade
+    rows = repo.list_results(session, job.id, limit=100)[1]
+    assert len(rows) == 8
+    for query, cert in rows:
+        exact = exact_certify(network, np.asarray(query.input), query.label, query.eps, method="mip")
+        assert cert.verdict == exact.verdict.value, (query.item, query.eps, cert.stage)
+        if cert.verdict == "verified":
+            assert cert.lower > 0
+        else:
+            assert network.forward(np.asarray(cert.counterexample)).argmax() != query.label or cert.counterexample_value <= 0
+
+
+def test_methods_both_runs_lp_and_mip_cascades_and_the_comparison_has_no_conflict(session):
+    job, chunks, _, _ = make_job(session, n_inputs=5, eps=(0.02, 0.2, 0.6), methods="both", chunk_size=10)
+    for chunk in chunks:
+        run_chunk(session, chunk)
+    summary = reports.compare(session, job.id).summary["total"]
+    assert summary["pairs"] == 15 and summary["answered"] == 15
+    assert summary["conflicts"] == 0 and summary["lp_only_verified"] == 0
+    assert summary["mip_verified"] + summary["mip_falsified"] == 15
+    assert summary["mip_verified"] >= summary["lp_verified"]
+
+
+def test_the_cascade_gets_the_settings_and_the_query_time_limit(session, settings, monkeypatch):
+    from service.settings import get_settings
+
+    monkeypatch.setenv("POLYCERT_CASCADE__ATTACK_STEPS", "7")
+    monkeypatch.setenv("POLYCERT_QUERY_TIME_LIMIT", "8")
+    get_settings.cache_clear()
+    job, chunks, network, _ = make_job(session, n_inputs=1, eps=(0.1,), methods="mip")
+    calls = []
+    run_chunk(session, chunks[0], certify_batch=recording_cascade(calls))
+    cascade = calls[0]["settings"]
+    assert isinstance(cascade, CascadeSettings) and cascade.attack_steps == 7
+    assert cascade.mip_time_limit == 8.0 / (network.output_size - 1) and cascade.lp_time_limit == 8.0
+    assert calls[0]["domain"] == (0.0, 1.0) and calls[0]["norm"] == "linf"
+
+
+def test_a_failing_cascade_falls_back_to_the_per_query_engine(session):
+    job, chunks, _, _ = make_job(session, n_inputs=2, eps=(0.1,), methods="mip")
+
+    def unsound(*_a, **_k):
+        raise UnsoundAnswerError("bound 0.3 above an attained margin 0.1")
+
+    def no_solver(*_a, **_k):
+        raise SolverNotAvailableError("gurobi has no licence here")
+
+    run_chunk(session, chunks[0], certify=no_solver, certify_batch=unsound)
+    certs = session.scalars(select(CertificateRow)).all()
+    assert len(certs) == 2 and {(c.verdict, c.reason) for c in certs} == {("unknown", "solver error")}
+    assert all("cascade failed (UnsoundAnswerError" in c.error and "gurobi has no licence" in c.error for c in certs)
+
+    job2, chunks2, _, _ = make_job(session, n_inputs=2, eps=(0.1,), methods="lp")
+    run_chunk(session, chunks2[0], certify=interval_certify, certify_batch=unsound)
+    certs = session.scalars(select(CertificateRow).where(CertificateRow.job_id == job2.id)).all()
+    assert len(certs) == 2 and all(c.solver == "interval" and c.error is None for c in certs)
+
+
+def test_a_chunk_out_of_time_in_the_cascade_answers_the_rest_unknown_time_limit(session):
+    job, chunks, _, _ = make_job(session, n_inputs=2, eps=(0.1,), methods="both", chunk_size=4)
+    calls = []
+
+    def second_group_times_out(network, xs, labels, eps, **kw):
+        calls.append(kw["method"])
+        if len(calls) == 2:
+            raise SoftTimeLimitExceeded()
+        return cascade_batch(network, xs, labels, eps, **kw)
+
+    run_chunk(session, chunks[0], certify_batch=second_group_times_out)
+    by_method = {}
+    for c in session.scalars(select(CertificateRow)):
+        by_method.setdefault(c.method, []).append(c.reason)
+    assert calls == ["lp", "mip"] and by_method["mip"] == ["time limit", "time limit"]
+    assert len(by_method["lp"]) == 2 and "time limit" not in by_method["lp"]
+    session.refresh(job)
+    assert job.status == "done" and job.done == 4
+
+
+def test_a_job_cancelled_during_a_group_stops_before_the_next_group(session, monkeypatch):
+    import workers.execution as execution
+
+    monkeypatch.setattr(execution, "CANCEL_CHECK_SECONDS", 0.0)
+    job, chunks, _, _ = make_job(session, n_inputs=2, eps=(0.1,), methods="both", chunk_size=4)
+    calls = []
+
+    def cancels(network, xs, labels, eps, **kw):
+        calls.append(kw["method"])
+        batches.cancel(session, job.id)
+        return cascade_batch(network, xs, labels, eps, **kw)
+
+    outcome = run_chunk(session, chunks[0], certify_batch=cancels)
+    assert calls == ["lp"] and outcome.status == "cancelled" and outcome.stored == 2
+
+
+def test_single_target_queries_take_the_per_query_path(session):
+    network = small_network()
+    row, _ = batches.register_network(session, network, "npz")
+    x = np.random.default_rng(3).uniform(size=(2, 4))
+    request = batches.BatchRequest(network_id=row.id, inputs=x.tolist(), labels=network.predict(x).tolist(),
+                                   eps=[0.1], methods="lp", target=int(1 - network.predict(x[0])))
+    job, chunks = batches.create_batch(session, request, created_by="test", chunk_size=4)
+    session.commit()
+    batch_calls, single_calls = [], []
+
+    def single(network, x, label, eps, **kw):
+        single_calls.append(kw["targets"])
+        return interval_certify(network, x, label, eps, **kw)
+
+    run_chunk(session, chunks[0], certify=single, certify_batch=recording_cascade(batch_calls))
+    assert batch_calls == [] and len(single_calls) == 2
