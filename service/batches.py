@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Literal, Protocol, Sequence
+from typing import Annotated, Any, Literal, Protocol, Sequence, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from sqlalchemy.orm import Session
 
 from formulations.errors import InvalidInputError, PolyCertError
@@ -86,6 +86,95 @@ class BatchRequest(BaseModel):
         return ("lp", "mip") if self.methods == "both" else (self.methods,)
 
 
+InvertibilityKind = Literal["injectivity", "preimage", "dependence", "invariance", "radius"]
+
+
+class InvertibilityRequest(BaseModel):
+    """Invertibility queries (Cui et al., L4DC 2023; ``formulations.invertibility``), one per centre.
+
+    ``injectivity``: p* = max ||x - y|| over pairs of the ball with f(x) = f(y) (within delta);
+    ``preimage``: y fixed to the centre; ``dependence``: p12 = max ||f2(x) - f2(y)|| with f1(x) = f1(y)
+    (f2 is ``second_network``); ``invariance``: how far the decision stays put; ``radius``: the largest
+    certified radius of injectivity (or of dependence, with a second network)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: InvertibilityKind
+    network_id: int | None = None
+    network: str | None = None
+    second_network_id: int | None = None
+    second_network: str | None = None
+    dataset: DatasetSlice | None = None
+    inputs: list[list[float]] | None = None  # explicit centres
+    radius: float | None = Field(None, gt=0)
+    norm: Literal["linf", "l1"] = "linf"
+    delta: float | None = Field(None, ge=0)
+    domain: tuple[float, float] | None = None  # None: all of R^d (invariance: [0, 1])
+    tolerance: float = Field(1e-4, gt=0)
+    solver: str | None = None
+    time_limit: float | None = Field(None, gt=0, le=36_000)
+    query_time_limit: float | None = Field(None, gt=0, le=3600)  # radius: seconds per evaluated radius
+    start: float | None = Field(None, gt=0)  # radius search: first radius, growth factor, bisection gap, cap
+    growth: float | None = Field(None, gt=1)
+    gap: float | None = Field(None, gt=0)
+    max_radius: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "InvertibilityRequest":
+        if (self.network_id is None) == (self.network is None):
+            raise ValueError("give exactly one of network_id and network (a name)")
+        if (self.dataset is None) == (self.inputs is None):
+            raise ValueError("give exactly one of dataset and inputs (the centres)")
+        if self.inputs is not None and not self.inputs:
+            raise ValueError("inputs is empty")
+        has_second = self.second_network_id is not None or self.second_network is not None
+        if self.second_network_id is not None and self.second_network is not None:
+            raise ValueError("give at most one of second_network_id and second_network")
+        if self.kind == "dependence" and not has_second:
+            raise ValueError("a dependence query needs a second network (second_network_id or second_network)")
+        if has_second and self.kind not in ("dependence", "radius"):
+            raise ValueError(f"a {self.kind} query takes one network; second_network is for dependence and radius")
+        if self.kind in ("injectivity", "preimage", "dependence") and self.radius is None:
+            raise ValueError(f"a {self.kind} query needs a radius")
+        if self.domain is not None and not self.domain[0] < self.domain[1]:
+            raise ValueError(f"domain {list(self.domain)} is empty")
+        return self
+
+    @property
+    def method_list(self) -> tuple[str, ...]:
+        return ("mip",)
+
+
+class VnncompInstance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    network_id: int
+    vnnlib: str = Field(..., min_length=1)  # the property's text
+    timeout: float = Field(..., gt=0, le=36_000)
+    name: str = ""  # e.g. the CSV's "onnx,vnnlib" for the table
+
+
+class VnncompRequest(BaseModel):
+    """A VNN-COMP batch: one query per instance (network registered from its ONNX, VNN-LIB text stored)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["vnncomp"]
+    instances: list[VnncompInstance] = Field(..., min_length=1, max_length=10_000)
+    solver: str | None = None
+
+
+def _job_kind(value: Any) -> str:
+    kind = value.get("kind", "robustness") if isinstance(value, dict) else getattr(value, "kind", "robustness")
+    if kind == "vnncomp":
+        return "vnncomp"
+    return "robustness" if kind == "robustness" else "invertibility"
+
+
+JobRequest = Annotated[
+    Union[Annotated[BatchRequest, Tag("robustness")], Annotated[InvertibilityRequest, Tag("invertibility")],
+          Annotated[VnncompRequest, Tag("vnncomp")]],
+    Discriminator(_job_kind),
+]
+
+
 class Dispatcher(Protocol):
     def enqueue(self, chunk_ids: list[int]) -> None: ...
 
@@ -146,17 +235,21 @@ def load_stored(row: NetworkRow) -> Network:
 
 
 # -- jobs ---------------------------------------------------------------------------------------------
+def load_slice(ds: DatasetSlice) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
+    """(x (n, d), labels (n,), dataset indices) of a dataset slice."""
+    from service.datasets import load_preprocessed
+
+    x, y = load_preprocessed(ds.name, ds.split)
+    if ds.start >= len(x):
+        raise InvalidInputError(f"dataset {ds.name} ({ds.split}) has {len(x)} images; slice starts at {ds.start}")
+    stop = min(ds.stop, len(x))
+    return x[ds.start : stop], y[ds.start : stop], list(range(ds.start, stop))
+
+
 def batch_inputs(request: BatchRequest) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
     """(x (n, d), labels (n,), dataset indices) of a request."""
     if request.dataset is not None:
-        from service.datasets import load_preprocessed
-
-        ds = request.dataset
-        x, y = load_preprocessed(ds.name, ds.split)
-        if ds.start >= len(x):
-            raise InvalidInputError(f"dataset {ds.name} ({ds.split}) has {len(x)} images; slice starts at {ds.start}")
-        stop = min(ds.stop, len(x))
-        return x[ds.start : stop], y[ds.start : stop], list(range(ds.start, stop))
+        return load_slice(request.dataset)
     x = np.asarray(request.inputs, dtype=np.float64)
     if x.ndim != 2:
         raise InvalidInputError("inputs must all have the same length")
@@ -184,8 +277,71 @@ def plan_queries(request: BatchRequest, x: np.ndarray, labels: np.ndarray, sourc
     ]
 
 
-def create_batch(session: Session, request: BatchRequest, *, created_by: str, chunk_size: int) -> tuple[JobRow, list[int]]:
-    """Store a job, its chunks and queries (not yet enqueued); the caller commits."""
+def plan_centres(request: InvertibilityRequest, x: np.ndarray, sources: Sequence[int | None], network: NetworkRow,
+                 second: NetworkRow | None) -> list[dict[str, Any]]:
+    """One query per centre: ``eps`` holds the radius (0 where the kind searches it), ``label`` the class
+    the network predicts at the centre."""
+    if x.shape[1] != network.input_size:
+        raise InvalidInputError(f"centres have {x.shape[1]} values; network {network.name!r} expects {network.input_size}")
+    if second is not None and second.input_size != network.input_size:
+        raise InvalidInputError(f"network {network.name!r} takes {network.input_size} inputs but the second network"
+                                f" {second.name!r} takes {second.input_size}")
+    if not np.isfinite(x).all():
+        raise InvalidInputError("centres hold NaN or infinite values")
+    predicted = load_stored(network).predict(x)
+    return [dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(predicted[i]), target=None,
+                 eps=float(request.radius or 0.0), norm=request.norm, method="mip") for i in range(len(x))]
+
+
+def centres(request: InvertibilityRequest) -> tuple[np.ndarray, list[int | None]]:
+    if request.dataset is not None:
+        x, _, sources = load_slice(request.dataset)
+        return x, sources
+    x = np.asarray(request.inputs, dtype=np.float64)
+    if x.ndim != 2:
+        raise InvalidInputError("inputs must all have the same length")
+    return x, [None] * len(x)
+
+
+def plan_instances(session: Session, request: VnncompRequest) -> list[dict[str, Any]]:
+    """One query per VNN-COMP instance; the property's centre box is read (and checked) here."""
+    from formulations.vnnlib import read_vnnlib, robustness_view
+
+    queries = []
+    for i, inst in enumerate(request.instances):
+        row = resolve_network(session, network_id=inst.network_id, name=None)
+        prop = read_vnnlib(inst.vnnlib, n_inputs=row.input_size, n_outputs=row.output_size)
+        view = robustness_view(prop)
+        half = float(np.max(prop.upper - prop.lower) / 2) if prop.n_inputs else 0.0
+        center = np.nan_to_num(np.asarray(prop.center, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        queries.append(dict(item=i, source_index=None, input=center.tolist(),
+                            label=-1 if view is None else int(view[0]), target=None,
+                            eps=half if np.isfinite(half) else 0.0, norm="linf",
+                            method="vnncomp", parameters=dict(network_id=row.id, vnnlib=inst.vnnlib,
+                                                              timeout=inst.timeout, name=inst.name)))
+    return queries
+
+
+def create_batch(session: Session, request, *, created_by: str, chunk_size: int) -> tuple[JobRow, list[int]]:
+    """Store a job, its chunks and queries (not yet enqueued); the caller commits. Robustness queries go
+    ``chunk_size`` to a task; invertibility and VNN-COMP queries one to a task (they are expensive)."""
+    if isinstance(request, VnncompRequest):
+        queries = plan_instances(session, request)
+        parameters = request.model_dump(exclude={"instances"}, mode="json")
+        parameters["instances"] = [dict(name=i.name, network_id=i.network_id, timeout=i.timeout) for i in request.instances]
+        return repo.create_job(session, network_id=queries[0]["parameters"]["network_id"], kind="vnncomp",
+                               parameters=parameters, created_by=created_by, queries=queries, chunk_size=1)
+    if isinstance(request, InvertibilityRequest):
+        network = resolve_network(session, network_id=request.network_id, name=request.network)
+        second = None
+        if request.second_network_id is not None or request.second_network is not None:
+            second = resolve_network(session, network_id=request.second_network_id, name=request.second_network)
+        x, sources = centres(request)
+        queries = plan_centres(request, x, sources, network, second)
+        parameters = request.model_dump(exclude={"inputs"}, mode="json")
+        parameters["second_network_id"] = None if second is None else second.id
+        return repo.create_job(session, network_id=network.id, kind=request.kind, parameters=parameters,
+                               created_by=created_by, queries=queries, chunk_size=1)
     network = resolve_network(session, network_id=request.network_id, name=request.network)
     x, labels, sources = batch_inputs(request)
     queries = plan_queries(request, x, labels, sources, network)
@@ -194,7 +350,24 @@ def create_batch(session: Session, request: BatchRequest, *, created_by: str, ch
                            created_by=created_by, queries=queries, chunk_size=chunk_size)
 
 
-def submit_batch(session: Session, dispatcher: Dispatcher, request: BatchRequest, *, created_by: str,
+def derive_network(session: Session, network_id: int, transform: str, **options: Any) -> tuple[NetworkRow, bool]:
+    """Register a pruned (``fraction``, ``scope``) or quantised (``bits``) copy of a registered network
+    (``formulations.transforms``; issue 5 item 6)."""
+    from formulations import transforms
+
+    row = resolve_network(session, network_id=network_id, name=None)
+    network = load_stored(row)
+    if transform == "prune":
+        derived = transforms.prune(network, options["fraction"], scope=options.get("scope", "layer"),
+                                   name=options.get("name"))
+    elif transform == "quantize":
+        derived = transforms.quantize(network, options["bits"], name=options.get("name"))
+    else:
+        raise InvalidInputError(f"unknown transform {transform!r}; known: prune, quantize")
+    return register_network(session, derived, transform[:20])
+
+
+def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_by: str,
                  chunk_size: int) -> JobRow:
     """Create the job, commit it, then enqueue its chunks (so a worker never sees an uncommitted chunk)."""
     job, chunks = create_batch(session, request, created_by=created_by, chunk_size=chunk_size)

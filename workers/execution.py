@@ -248,6 +248,8 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     if chunk.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
         _give_up(buffer, queries, f"the chunk lost its worker {chunk.attempts - 1} times")
         return _finish(buffer, chunk_id, "done", len(queries))
+    if job.kind != "robustness":  # invertibility and VNN-COMP: one expensive engine call per query
+        return _run_other_kind(session, buffer, chunk_id, job, network, parameters, queries)
     groups = batch_groups(queries) if certify_batch is not None else [(None, [q]) for q in queries]
     checked, cancelled, answered = -math.inf, False, set()
 
@@ -284,6 +286,47 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     return _finish(buffer, chunk_id, "done", len(queries))
 
 
+def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, job, network, parameters: dict[str, Any],
+                    queries: Sequence[QueryRow]) -> ChunkOutcome:
+    """Invertibility and VNN-COMP queries (:mod:`workers.kinds`), each answered on its own."""
+    from . import kinds
+
+    second = None
+    if parameters.get("second_network_id") is not None:
+        row = repo.get_network(session, int(parameters["second_network_id"]))
+        if row is None:
+            raise ValueError(f"job {job.id}: its second network {parameters['second_network_id']} is gone")
+        second = cached_network(row.digest, row.weights)
+    for i, query in enumerate(queries):
+        if repo.job_status(session, job.id) == "cancelled":  # one round trip per (expensive) query is cheap
+            session.commit()
+            return _finish(buffer, chunk_id, "cancelled", len(queries))
+        session.commit()
+        start = time.perf_counter()
+        try:
+            if job.kind == kinds.VNNCOMP:
+                own = (query.parameters or {}).get("network_id")
+                net = network
+                if own is not None and own != job.network_id:
+                    row = repo.get_network(session, int(own))
+                    net = cached_network(row.digest, row.weights)
+                timeout = float((query.parameters or {}).get("timeout") or parameters["time_limit"])
+                record = kinds.vnncomp_record(net, query.parameters["vnnlib"], timeout, parameters.get("solver"))
+            else:
+                cert = kinds.invertibility_certificate(job.kind, network, np.asarray(query.input, dtype=np.float64),
+                                                       parameters, second)
+                record = kinds.invertibility_record(cert, time.perf_counter() - start)
+        except _SoftTimeLimit:
+            _give_up(buffer, queries[i:], "the chunk reached its time limit", answer="unknown")
+            return _finish(buffer, chunk_id, "done", len(queries))
+        except PolyCertError as exc:
+            record = unknown_record(UnknownReason.SOLVER_ERROR, f"{type(exc).__name__}: {exc}", time.perf_counter() - start)
+            record["answer"] = "unknown"
+        buffer.add(repo.Answer(query, record))
+        buffer.flush()  # expensive answers are written at once
+    return _finish(buffer, chunk_id, "done", len(queries))
+
+
 def _finish(buffer: _Buffer, chunk_id: int, status: str, n_queries: int) -> ChunkOutcome:
     buffer.flush()
     repo.finish_chunk(buffer.session, chunk_id, status)
@@ -298,7 +341,10 @@ def record_failure(session: Session, chunk_id: int, exc: BaseException) -> None:
     session.commit()
 
 
-def _give_up(buffer: _Buffer, queries: Sequence[QueryRow], message: str) -> None:
+def _give_up(buffer: _Buffer, queries: Sequence[QueryRow], message: str, answer: str | None = None) -> None:
     """Answer ``unknown (time limit)`` for queries the chunk has no time (or no worker) left for."""
     for query in queries:
-        buffer.answers.append(repo.Answer(query, unknown_record(UnknownReason.TIME_LIMIT, message, 0.0)))
+        record = unknown_record(UnknownReason.TIME_LIMIT, message, 0.0)
+        if answer is not None:
+            record["answer"] = answer
+        buffer.answers.append(repo.Answer(query, record))

@@ -8,9 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from service.batches import BatchRequest, DatasetSlice  # noqa: F401  (JobCreate is the batch request)
+from pydantic import Field
 
-JobCreate = BatchRequest
+from service.batches import BatchRequest, DatasetSlice, JobRequest  # noqa: F401  (JobCreate is the job request)
+
+JobCreate = JobRequest  # robustness batch, invertibility queries or a VNN-COMP batch, told apart by ``kind``
 
 
 def _finite(value: float | None) -> float | None:
@@ -20,6 +22,19 @@ def _finite(value: float | None) -> float | None:
 class NetworkBuiltin(BaseModel):
     model_config = ConfigDict(extra="forbid")
     builtin: str
+
+
+class PruneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    percent: float = Field(..., ge=0, le=100)  # share of the smallest-magnitude weights set to zero
+    scope: str = "layer"  # layer: that share in every layer; global: ranked over all layers together
+    name: str | None = None
+
+
+class QuantizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bits: int = Field(8, ge=2, le=32)
+    name: str | None = None
 
 
 class NetworkPublic(BaseModel):
@@ -112,6 +127,8 @@ class CertificatePublic(BaseModel):
     targets: list[dict[str, Any]]
     error: str | None
     wall_time: float
+    answer: str | None = None  # the kind's word: invertible / not invertible / unknown; holds / violated / unknown
+    extra: dict[str, Any] | None = None  # witness pair (x, y) with distance and output difference, radius evaluations
     tight: list[Tight] | None = None
     attack: AttackPublic | None = None
 

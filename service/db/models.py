@@ -100,7 +100,8 @@ class QueryRow(Base):
     target: Mapped[int | None] = mapped_column(Integer)  # None = every other class
     eps: Mapped[float] = mapped_column(Float)
     norm: Mapped[str] = mapped_column(String(10), default="linf")
-    method: Mapped[str] = mapped_column(String(10))  # lp / mip
+    method: Mapped[str] = mapped_column(String(10))  # lp / mip (robustness); mip (invertibility); vnncomp
+    parameters: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # kind-specific (a VNN-COMP instance's text)
 
     __table_args__ = (
         Index("ix_queries_job_item", "job_id", "item", "eps"),
@@ -130,6 +131,8 @@ class CertificateRow(Base):
     size: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)  # the engine's message when it raised
     wall_time: Mapped[float] = mapped_column(Float, default=0.0)
+    answer: Mapped[str | None] = mapped_column(String(30))  # the kind's word: invertible / not invertible / holds ...
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # witness pair, radius evaluations, ...
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
 
     __table_args__ = (

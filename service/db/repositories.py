@@ -170,7 +170,8 @@ def store_answers(session: Session, answers: Sequence[Answer]) -> int:
     if not answers:
         return 0
     by_query = {a.query.id: a for a in answers}
-    rows = [dict(a.certificate, query_id=a.query.id, job_id=a.query.job_id, method=a.query.method) for a in answers]
+    rows = [dict(dict(answer=None, extra=None), **a.certificate, query_id=a.query.id, job_id=a.query.job_id,
+                 method=a.query.method) for a in answers]  # one key set for the batched INSERT
     stmt = (_insert(session, CertificateRow).on_conflict_do_nothing(index_elements=["query_id", "method"])
             .returning(CertificateRow.id, CertificateRow.query_id))
     inserted = session.execute(stmt, rows).all()  # executemany + RETURNING: one batched INSERT

@@ -29,6 +29,7 @@ def certificate_public(query, cert, tight=None, attack=None) -> CertificatePubli
         verdict=cert.verdict, reason=cert.reason, stage=cert.stage, lower=cert.lower, upper=cert.upper, gap=cert.gap,
         counterexample=cert.counterexample, counterexample_value=cert.counterexample_value, solver=cert.solver,
         times=cert.times, size=cert.size, targets=cert.targets, error=cert.error, wall_time=cert.wall_time,
+        answer=cert.answer, extra=cert.extra,
         tight=None if tight is None else [Tight(kind=s.kind, layer=s.layer, neuron=s.neuron, index=s.index, pixel=s.pixel) for s in tight],
         attack=None if attack is None else AttackPublic(found=attack.found, margin=attack.margin, seconds=attack.seconds),
     )
@@ -36,7 +37,9 @@ def certificate_public(query, cert, tight=None, attack=None) -> CertificatePubli
 
 @router.post("", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED)
 def submit(body: JobCreate, session: SessionDep, settings: SettingsDep, dispatcher: DispatcherDep, user: TokenDep) -> JobPublic:
-    """Submit a batch: the job is stored, split into chunks and enqueued; poll ``GET /jobs/{id}``."""
+    """Submit a job: a robustness batch (``kind`` robustness, the default), invertibility queries (``kind``
+    injectivity / preimage / dependence / invariance / radius) or a VNN-COMP batch (``kind`` vnncomp). The job
+    is stored, split into chunks and enqueued; poll ``GET /jobs/{id}``."""
     job = batches.submit_batch(session, dispatcher, body, created_by=user, chunk_size=settings.chunk_size)
     return job_public(session, job)
 
@@ -65,7 +68,7 @@ def results(
     job_id: int,
     session: SessionDep,
     verdict: Literal["verified", "falsified", "unknown"] | None = None,
-    method: Literal["lp", "mip"] | None = None,
+    method: Literal["lp", "mip", "vnncomp"] | None = None,
     eps: Annotated[float | None, Query(ge=0)] = None,
     label: Annotated[int | None, Query(ge=0)] = None,
     signatures: bool = False,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 
 from service import batches
 from service.api.deps import SessionDep, TokenDep
-from service.api.schemas import NetworkBuiltin, NetworkList, NetworkPublic, NetworkRegistered
+from service.api.schemas import NetworkBuiltin, NetworkList, NetworkPublic, NetworkRegistered, PruneRequest, QuantizeRequest
 from service.db import repositories as repo
 
 router = APIRouter(prefix="/networks", tags=["networks"])
@@ -61,3 +61,20 @@ def get_network(network_id: int, session: SessionDep) -> NetworkPublic:
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no network with id {network_id}")
     return NetworkPublic.model_validate(row)
+
+
+@router.post("/{network_id}/prune", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
+def prune(network_id: int, body: PruneRequest, session: SessionDep, _user: TokenDep) -> NetworkRegistered:
+    """Register a magnitude-pruned copy (``percent`` of the smallest weights set to zero; issue 5 item 6)."""
+    row, created = batches.derive_network(session, network_id, "prune", fraction=body.percent / 100.0,
+                                          scope=body.scope, name=body.name)
+    session.commit()
+    return _registered(row, created)
+
+
+@router.post("/{network_id}/quantize", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
+def quantize(network_id: int, body: QuantizeRequest, session: SessionDep, _user: TokenDep) -> NetworkRegistered:
+    """Register a copy with weights quantised to ``bits`` bits (symmetric, one scale per layer)."""
+    row, created = batches.derive_network(session, network_id, "quantize", bits=body.bits, name=body.name)
+    session.commit()
+    return _registered(row, created)
