@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -190,11 +191,11 @@ def _run(request, engine, wait: bool) -> int:
     return job_id
 
 
-def _request(**fields):
+def _request(model=None, **fields):
     from service.batches import BatchRequest
 
     try:
-        return BatchRequest(**fields)
+        return (model or BatchRequest)(**fields)
     except ValidationError as exc:
         raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors()), EXIT_BAD_INPUT) from None
 
@@ -341,6 +342,209 @@ def vnncomp(
         word = {"holds": "unsat", "violated": "sat"}.get(answer.word, "unknown")
         Path(result).write_text(format_result(word, answer.x, answer.y))
     print(answer.word)
+
+
+def _network_row(session, network: str):
+    """A registered network by id or name (a built-in name is registered on first use)."""
+    from service import batches
+    from service.errors import NotFoundError
+
+    try:
+        if network.isdigit():
+            return batches.resolve_network(session, network_id=int(network), name=None)
+        return batches.resolve_network(session, network_id=None, name=network)
+    except NotFoundError as exc:
+        raise fail(str(exc), EXIT_NOT_FOUND) from None
+
+
+def _centres(center: list[str]) -> list[list[float]]:
+    try:
+        return [[float(v) for v in c.replace(",", " ").split()] for c in center]
+    except ValueError:
+        raise fail(f"a centre must be numbers separated by commas, got {center!r}", EXIT_BAD_INPUT) from None
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def print_answers(engine, job_id: int, title: str) -> None:
+    """The answers of an invertibility job: verdict, answer word, bracket on p*, witness pair summary."""
+    from service.db import repositories as repo
+
+    with _session(engine) as session:
+        _, rows = repo.list_results(session, job_id, limit=10_000)
+    table = Table(title=title)
+    for col in ("item", "verdict", "answer", "lower", "upper", "distance", "out diff", "s"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for query, cert in rows:
+        witness = (cert.extra or {}).get("witness") or {}
+        table.add_row(str(query.item), cert.verdict, cert.answer or "-", _fmt(cert.lower), _fmt(cert.upper),
+                      _fmt(witness.get("distance"), 3), _fmt(witness.get("output_difference"), 2), f"{cert.wall_time:.1f}")
+    console.print(table)
+
+
+@app.command()
+def invert(
+    kind: Annotated[str, typer.Argument(help="injectivity, preimage, dependence, invariance or radius")],
+    network: Annotated[str, typer.Option(help="a registered network (id or name) or a built-in name")] = "polycert-tiny",
+    second_network: Annotated[Optional[str], typer.Option(help="f2 of a dependence query (id or name)")] = None,
+    center: Annotated[list[str], typer.Option(help="an explicit centre, comma-separated; repeat for several")] = [],
+    dataset: Annotated[str, typer.Option(help="centres from mnist7-area, mnist7-bilinear or mnist28")] = "mnist7-area",
+    start: int = 0,
+    stop: int = 1,
+    radius: Optional[float] = None,
+    norm: str = "linf",
+    delta: Annotated[Optional[float], typer.Option(help="output tolerance (needed for smooth activations)")] = None,
+    domain: Annotated[Optional[str], typer.Option(help="input box LO,HI (default: all of R^d)")] = None,
+    tolerance: float = 1e-4,
+    solver: Optional[str] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="seconds per query")] = None,
+    wait: Annotated[bool, typer.Option(help="follow the job (always, when embedded)")] = True,
+) -> None:
+    """Invertibility queries (Cui et al. 2023) through the queue: one per centre; prints the bracket on p*,
+    the verdict and answer (invertible / not invertible / unknown) and the witness pair's distance."""
+    from service.batches import InvertibilityRequest
+
+    engine = _engine(migrate=_settings().database_url is None)
+    with _session(engine) as session:
+        first = _network_row(session, network)
+        second = None if second_network is None else _network_row(session, second_network)
+        session.commit()
+        first_id, second_id = first.id, None if second is None else second.id
+    fields = dict(kind=kind, network_id=first_id, second_network_id=second_id, radius=radius, norm=norm, delta=delta,
+                  tolerance=tolerance, solver=solver, time_limit=time_limit)
+    if domain is not None:
+        bounds = _centres([domain])[0]
+        fields["domain"] = tuple(bounds)
+    if center:
+        fields["inputs"] = _centres(center)
+    else:
+        fields["dataset"] = dict(name=dataset, start=start, stop=stop)
+    request = _request(InvertibilityRequest, **fields)
+    job_id = _run(request, engine, wait)
+    if _settings().embedded or wait:
+        print_answers(engine, job_id, f"{kind} (job {job_id})")
+    console.print(f"job id: {job_id}")
+
+
+def _derive(network: str, transform: str, **options) -> None:
+    from service import batches
+
+    engine = _engine(migrate=_settings().database_url is None)
+    with _session(engine) as session:
+        source = _network_row(session, network)
+        try:
+            row, created = batches.derive_network(session, source.id, transform, **options)
+        except PolyCertError as exc:
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
+        session.commit()
+        console.print(f"network {row.id}: {row.name} ({row.architecture}), {'registered' if created else 'already registered'};"
+                      f" derived from network {source.id} ({source.name})")
+
+
+@app.command()
+def prune(
+    network: Annotated[str, typer.Argument(help="a registered network (id or name) or a built-in name")],
+    percent: Annotated[float, typer.Option(help="share of the smallest-magnitude weights set to zero")] = 50.0,
+    scope: Annotated[str, typer.Option(help="layer (that share in every layer) or global")] = "layer",
+    name: Optional[str] = None,
+) -> None:
+    """Register a magnitude-pruned copy of a network (for dependence queries against the original)."""
+    if not 0 <= percent <= 100:
+        raise fail(f"--percent must lie in [0, 100], got {percent}", EXIT_BAD_INPUT)
+    _derive(network, "prune", fraction=percent / 100.0, scope=scope, name=name)
+
+
+@app.command()
+def quantize(
+    network: Annotated[str, typer.Argument(help="a registered network (id or name) or a built-in name")],
+    bits: int = 8,
+    name: Optional[str] = None,
+) -> None:
+    """Register a copy of a network with weights quantised to BITS bits."""
+    _derive(network, "quantize", bits=bits, name=name)
+
+
+def read_instances(csv_path: str, timeout_scale: float) -> list[tuple[Path, Path, float]]:
+    """A VNN-COMP ``instances.csv`` (``onnx,vnnlib,timeout`` per line, paths relative to the file)."""
+    import csv
+
+    base = Path(csv_path).resolve().parent
+    rows = []
+    try:
+        with open(csv_path, newline="") as fh:
+            for line_no, row in enumerate(csv.reader(fh), 1):
+                if not row or row[0].startswith("#"):
+                    continue
+                if len(row) < 3:
+                    raise fail(f"{csv_path}:{line_no}: expected onnx,vnnlib,timeout; got {row}", EXIT_BAD_INPUT)
+                rows.append((base / row[0].strip(), base / row[1].strip(), float(row[2]) * timeout_scale))
+    except OSError as exc:
+        raise fail(f"cannot read {csv_path}: {exc}", EXIT_NOT_FOUND) from None
+    except ValueError as exc:
+        raise fail(f"{csv_path}: a timeout is not a number ({exc})", EXIT_BAD_INPUT) from None
+    if not rows:
+        raise fail(f"{csv_path} lists no instances", EXIT_BAD_INPUT)
+    return rows
+
+
+def _vnnlib_text(path: Path) -> str:
+    import gzip
+
+    data = path.read_bytes()
+    return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode()
+
+
+@app.command("vnncomp-batch")
+def vnncomp_batch(
+    instances: Annotated[str, typer.Argument(help="instances.csv: onnx,vnnlib,timeout per line (paths relative to it)")],
+    timeout_scale: Annotated[float, typer.Option(help="multiply every instance's timeout by this")] = 1.0,
+    solver: Optional[str] = None,
+    wait: Annotated[bool, typer.Option(help="follow the job (always, when embedded)")] = True,
+) -> None:
+    """A VNN-COMP batch through the queue: one task per instance; prints the competition table."""
+    from formulations.loaders import load_onnx
+    from service.batches import VnncompRequest, register_network
+    from service.db import repositories as repo
+
+    if not timeout_scale > 0:
+        raise fail(f"--timeout-scale must be > 0, got {timeout_scale}", EXIT_BAD_INPUT)
+    rows = read_instances(instances, timeout_scale)
+    engine = _engine(migrate=_settings().database_url is None)
+    specs = []
+    with _session(engine) as session:
+        ids: dict[Path, int] = {}
+        for onnx, vnnlib, timeout in rows:
+            try:
+                if onnx not in ids:
+                    ids[onnx] = register_network(session, load_onnx(str(onnx)), "onnx")[0].id
+                text = _vnnlib_text(vnnlib)
+            except PolyCertError as exc:
+                raise fail(f"{onnx.name}: {exc}", EXIT_BAD_INPUT) from None
+            except OSError as exc:
+                raise fail(f"cannot read {exc.filename}: {exc.strerror}", EXIT_NOT_FOUND) from None
+            specs.append(dict(network_id=ids[onnx], vnnlib=text, timeout=timeout, name=f"{onnx.name},{vnnlib.name}"))
+        session.commit()
+    request = _request(VnncompRequest, kind="vnncomp", instances=specs, solver=solver)
+    job_id = _run(request, engine, wait)
+    if not (_settings().embedded or wait):
+        console.print(f"job id: {job_id}")
+        return
+    with _session(engine) as session:
+        _, answered = repo.list_results(session, job_id, limit=100_000)
+    table = Table(title=f"VNN-COMP answers (job {job_id}, timeout scale {timeout_scale})")
+    for col in ("instance", "network", "property", "timeout", "answer", "stage", "seconds"):
+        table.add_column(col, justify="right", no_wrap=True)
+    counts: dict[str, int] = {}
+    for query, cert in answered:
+        onnx_name, prop_name = (query.parameters or {}).get("name", ",").split(",", 1)
+        counts[cert.answer or "unknown"] = counts.get(cert.answer or "unknown", 0) + 1
+        table.add_row(str(query.item), onnx_name, prop_name, f"{query.parameters['timeout']:.1f}", cert.answer or "unknown",
+                      cert.stage or "-", f"{cert.wall_time:.2f}")
+    console.print(table)
+    console.print(", ".join(f"{word} {n}" for word, n in sorted(counts.items())) + f" of {len(rows)} instances")
+    console.print(f"job id: {job_id}")
 
 
 @app.command()

@@ -41,3 +41,36 @@ def test_a_property_that_does_not_fit_the_network_is_bad_input(tmp_path):
     result = runner.invoke(app, ["vnncomp", ONNX, str(prop)])
     assert result.exit_code == EXIT_BAD_INPUT
     assert "inputs" in result.output
+
+
+def test_a_batch_over_an_instances_csv_goes_through_the_queue_and_prints_the_table(tmp_path, session, settings):
+    from sqlalchemy import select
+
+    from service.db.models import CertificateRow, JobRow, QueryRow
+    from service.dispatch import reset_dispatchers
+
+    csv = tmp_path / "instances.csv"
+    csv.write_text(f"{ONNX},{FIXTURES / 'vnnlib' / 'prop_0_0.03.vnnlib.gz'},60\n"
+                   f"{ONNX},{FIXTURES / 'vnnlib' / 'prop_12_0.03.vnnlib.gz'},60\n")
+    try:
+        result = runner.invoke(app, ["vnncomp-batch", str(csv), "--timeout-scale", "0.5"], env={"COLUMNS": "160"})
+    finally:
+        reset_dispatchers()
+    assert result.exit_code == 0, result.output
+    assert "prop_0_0.03.vnnlib.gz" in result.output and "holds 1, violated 1 of 2 instances" in result.output
+    job = session.scalars(select(JobRow)).one()
+    assert job.kind == "vnncomp" and job.status == "done" and job.total == 2
+    rows = session.execute(select(QueryRow, CertificateRow).join(CertificateRow, CertificateRow.query_id == QueryRow.id)
+                           .order_by(QueryRow.item)).all()
+    assert [(c.answer, c.verdict) for _, c in rows] == [("holds", "verified"), ("violated", "falsified")]
+    assert all(q.parameters["timeout"] == 30.0 and "declare-const X_0" in q.parameters["vnnlib"] for q, _ in rows)
+    violated = rows[1][1]
+    prop = read_vnnlib(FIXTURES / "vnnlib" / "prop_12_0.03.vnnlib.gz")
+    assert check_counterexample(prop, load_onnx(ONNX).forward, violated.counterexample)
+
+
+def test_a_batch_csv_with_a_missing_file_names_it(tmp_path, settings):
+    csv = tmp_path / "instances.csv"
+    csv.write_text("missing.onnx,prop.vnnlib,10\n")
+    result = runner.invoke(app, ["vnncomp-batch", str(csv)])
+    assert result.exit_code in (3, 4) and "missing.onnx" in " ".join(result.output.split())
