@@ -486,7 +486,8 @@ def _children(env: "_EnvelopeLP", node: _Node, i: int, j: int, t: float, bound: 
 
 
 def _branch_and_bound(env: "_EnvelopeLP", rel: "_Relaxations", br: _Brackets, i: int, r: int, k: int,
-                      lo: Array, hi: Array, input_set: InputSet, node_limit: int) -> bool:
+                      lo: Array, hi: Array, input_set: InputSet, node_limit: int,
+                      tolerance: float | None = None) -> bool:
     """Decide target k of input i exactly by branch and bound over the neurons' segments.
 
     Each node is the LP envelope relaxation on sub-intervals of some neurons' [l, u] (the segments of the
@@ -495,7 +496,12 @@ def _branch_and_bound(env: "_EnvelopeLP", rel: "_Relaxations", br: _Brackets, i:
     evaluated at the LP's input (a counterexample ends the search); an open node is split at its LP point
     in the neuron farthest off the graph — the refinement of :mod:`formulations.refinement`, branched on
     instead of re-solved. Returns whether the target was decided within ``node_limit`` LPs.
+
+    With ``tolerance`` it computes the minimum margin itself rather than its sign: a node is closed once its
+    bound is within ``tolerance`` of the best margin attained, and the search ends when every open node is
+    (best-first order makes that the first popped node that is); returns whether the bracket closed.
     """
+    exact = tolerance is not None
     network, y = env.network, env.pre[-1]
     label = int(br.labels[i])
     root = _Node([b[r].copy() for b in rel.lower], [b[r].copy() for b in rel.upper],
@@ -505,18 +511,22 @@ def _branch_and_bound(env: "_EnvelopeLP", rel: "_Relaxations", br: _Brackets, i:
     closed = np.inf
     count = 0
     while heap and count < node_limit:
-        if br.upper[i, k] <= 0.0:
+        if not exact and br.upper[i, k] <= 0.0:
             return True
+        if exact and heap[0][0] >= br.upper[i, k] - tolerance:
+            break  # best first: every open node is within the tolerance of the attained margin
         _, _, node = heapq.heappop(heap)
         _load_node(env, node, lo, hi)
         res = env.minimize(np.array([y[label], y[k]]), np.array([1.0, -1.0]))
         count += 1
+        if res.termination == Termination.INFEASIBLE:
+            continue  # an empty region (the persistent LP accepts "infeasible" only with a Farkas proof)
         bound = sound_lower(res.dual_bound) if res.dual_bound is not None and not np.isnan(res.dual_bound) else -np.inf
         bound = max(bound, node.bound)
         if res.primal is not None and res.termination == Termination.OPTIMAL:
             p = input_set.project(res.primal[env.inputs])
             br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "mip")
-        if bound > 0.0:
+        if bound > 0.0 if not exact else bound >= br.upper[i, k] - tolerance:
             closed = min(closed, bound)
             continue
         pick = None if res.primal is None else _branch_neuron(env, node, res.primal)
@@ -526,12 +536,14 @@ def _branch_and_bound(env: "_EnvelopeLP", rel: "_Relaxations", br: _Brackets, i:
         for child in _children(env, node, *pick, bound):
             heapq.heappush(heap, (bound, next(order), child))
     br.solver[(i, k)] = "branch-and-bound/" + env.lp_name
-    if br.upper[i, k] <= 0.0:
+    if not exact and br.upper[i, k] <= 0.0:
         return True
     lower = min([closed] + [b for b, _, _ in heap])
     value = np.full(br.lower.shape[1], -np.inf)
     value[k] = lower
     br.offer_lower(np.array([i]), value[None, :], "mip")
+    if exact:
+        return br.upper[i, k] - br.lower[i, k] <= tolerance
     return not heap
 
 
@@ -732,3 +744,32 @@ def _certificate(network: Network, br: _Brackets, i: int, center: Array, eps: fl
         times={**{f"{s}_share": float(times[s]) / n for s in STAGES}, "batch_total": float(total)},
         extra={"binding_target": int(binding), "worst_target": int(worst), "cascade": True},
     )
+
+
+def minimum_margin_bb(network: Network, x: Array, label: int, target: int, eps: float, *, tolerance: float = 1e-4,
+                      node_limit: int = 20_000, norm: str = "linf", domain: tuple[float, float] = (0.0, 1.0),
+                      lp_lines: int = 3) -> tuple[float, float, Array | None]:
+    """The exact minimum of ``logit[label] - logit[target]`` over the input set, by branch and bound.
+
+    The same bracket as :func:`formulations.robustness.minimum_margin` (a sound lower bound from safe LP dual
+    bounds over segment leaves, an upper bound attained by the real network), computed by the branch and
+    bound of stage 4 run to ``tolerance`` instead of re-solving a growing MIP. Returns ``(lower, upper, point)``;
+    the bracket may stay wider than ``tolerance`` if ``node_limit`` LPs do not close it.
+    """
+    centers, labels, eps_arr, norm, dlo, dhi = _validate(network, np.atleast_2d(x), np.array([label]), eps, MIP,
+                                                         norm, domain)
+    k = int(target)
+    if not 0 <= k < network.output_size or k == int(label):
+        raise InvalidInputError(f"target {target} is out of range or equal to the label {label}")
+    br = _Brackets.start(labels, network.output_size, centers.shape[1])
+    lo, hi = ball_boxes(centers, eps_arr, norm, dlo, dhi)
+    input_set = InputSet(centers[0], float(eps_arr[0]), norm=norm, domain=(dlo, dhi))
+    start = input_set.project(centers[0])
+    br.offer_points(np.array([0]), start[None, :], _margins(network, start[None, :], labels), "center")
+    ball = None if norm == "linf" else (centers, eps_arr, norm)
+    bounds = symbolic_bounds_batch(network, lo, hi, ball=ball)
+    env = _EnvelopeLP(network, lp_lines, None)
+    rel = _Relaxations(env, bounds)
+    _branch_and_bound(env, rel, br, 0, 0, k, lo[0], hi[0], input_set, node_limit, tolerance=tolerance)
+    point = br.points[0, k]
+    return float(br.lower[0, k]), float(br.upper[0, k]), None if np.isnan(point).any() else point.copy()

@@ -144,3 +144,28 @@ def test_malformed_queries_raise_typed_errors(bad):
 def test_settings_reject_bad_limits(field, value):
     with pytest.raises(InvalidInputError, match=field):
         CascadeSettings(**{field: value})
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000))
+def test_branch_and_bound_minimum_margin_matches_enumeration_and_the_refined_mip(seed):
+    from formulations.cascade import minimum_margin_bb
+    from formulations.robustness import minimum_margin
+    from tests.formulations.helpers import random_network as rnet, relu_enumeration_min_margin
+
+    rng = np.random.default_rng(seed)
+    relu = rnet(rng, (3, 4, 3, 3), "relu")
+    x = rng.uniform(0.3, 0.7, size=3)
+    label = int(relu.predict(x))
+    k = (label + 1) % 3
+    lower, upper, point = minimum_margin_bb(relu, x, label, k, 0.2, tolerance=1e-6)
+    exact = relu_enumeration_min_margin(relu, np.clip(x - 0.2, 0, 1), np.clip(x + 0.2, 0, 1), label, k)
+    assert lower <= exact + 1e-6 and abs(upper - exact) <= 1e-5 * (1 + abs(exact))
+    gelu = rnet(rng, (4, 5, 4, 3), "gelu")
+    x = rng.uniform(0.3, 0.7, size=4)
+    label = int(gelu.predict(x))
+    k = (label + 1) % 3
+    lb, ub, p = minimum_margin_bb(gelu, x, label, k, 0.1, tolerance=1e-4)
+    lm, um, _ = minimum_margin(gelu, x, label, k, 0.1, tolerance=1e-4)
+    assert ub - lb <= 1e-4 + 1e-9 and max(lb, lm) <= min(ub, um) + 1e-6
+    assert margins(gelu, p, label)[k] == pytest.approx(ub)
