@@ -35,8 +35,12 @@ def make_celery() -> Celery:
         task_time_limit=hard,
         # a worker SIGKILLed while it holds Redis' restore mutex would block redelivery for the mutex's
         # default 300 s: let the mutex expire with the visibility timeout instead
+        # and sweep for abandoned tasks every min(60, visibility timeout) seconds, every sweep a scan: kombu's
+        # defaults (interval 10 s, a scan every 10th sweep) left a dead worker's chunk waiting ~100 s
         broker_transport_options={"visibility_timeout": settings.visibility_timeout,
-                                  "unacked_mutex_expire": min(300, settings.visibility_timeout)},
+                                  "unacked_mutex_expire": min(300, settings.visibility_timeout),
+                                  "unacked_restore_interval": max(1, min(60, settings.visibility_timeout)),
+                                  "unacked_restore_throttle": 1},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
@@ -65,6 +69,7 @@ def _refuse_unmigrated_database(**_kwargs) -> None:
 @worker_process_init.connect
 def _load_the_engine(**_kwargs) -> None:
     """Import the engine when a pool process starts, not inside its first task (seconds of imports)."""
-    from workers.execution import default_certify
+    from workers.execution import default_certify, default_certify_batch
 
     default_certify()
+    default_certify_batch()
