@@ -56,7 +56,8 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .backends import available_solvers, default_mip_solver, solve
+from .backends.registry import require
+from .backends import default_mip_solver, solve
 from .backends.base import SolveParameters, Termination
 from .bounds import LayerBounds, symbolic_bounds
 from .certificate import Certificate, UnknownReason, Verdict
@@ -510,12 +511,8 @@ def maximize_with_refinement(query: PairQuery, *, solver: str, tolerance: float,
 
 
 def _check_solver(name: str) -> None:
-    avail = available_solvers()
-    if name not in avail:
-        raise SolverNotAvailableError(f"unknown solver {name!r}; known: {', '.join(sorted(avail))}")
-    if not avail[name]:
-        usable = ", ".join(sorted(k for k, v in avail.items() if v))
-        raise SolverNotAvailableError(f"solver {name!r} is not installed or has no working licence here; usable: {usable}")
+    """Fail early, with a message naming the solver and what is usable, before any work is done."""
+    require(name)
 
 
 def _check_norm(norm) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .attack import pgd_attack
+from .backends.registry import require
 from .backends import available_solvers, default_lp_solver, default_mip_solver, solve
 from .backends.base import SolveParameters, Termination
 from .bounds import margin_bounds, symbolic_bounds
@@ -98,12 +99,8 @@ def validate_query(network: Network, x: Array, label: int, eps: float, method: s
 
 
 def _check_solver(name: str) -> None:
-    avail = available_solvers()
-    if name not in avail:
-        raise SolverNotAvailableError(f"unknown solver {name!r}; known: {', '.join(sorted(avail))}")
-    if not avail[name]:
-        usable = ", ".join(sorted(k for k, v in avail.items() if v))
-        raise SolverNotAvailableError(f"solver {name!r} is not installed or has no working licence here; usable: {usable}")
+    """Fail early, with a message naming the solver and what is usable, before any work is done."""
+    require(name)
 
 
 def _check_contradiction(t: _Target) -> None:
