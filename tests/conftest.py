@@ -1,3 +1,5 @@
+"""Fixtures shared by the service and worker tests: embedded settings on a fresh, migrated SQLite file."""
+
 from __future__ import annotations
 
 import pytest
