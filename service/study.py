@@ -525,7 +525,8 @@ def write_report(out: Path, network: Network, command: str, opts: StudyOptions, 
     md += ["## Signatures (item 3)", "",
            f"For each digit d, the first {opts.signature_per_digit} test images of class d (correctly classified or "
            f"not); maximise logit d over the eps = {opts.signature_eps} ball with the LP envelope relaxation and with "
-           "the exact MIP (refined until bound and achieved value are within 1e-4). Heatmaps: share of optima with "
+           f"the exact MIP (refined until bound and achieved value are within {opts.signature_tolerance:g}, or no segment "
+           "at the optimum is left to split). Heatmaps: share of optima with "
            "each pixel at its lower / upper bound. Significance: per pixel (and per neuron feature), an exact "
            "two-sided binomial test of digit d's count against the **baseline rate of the same feature pooled over "
            "the other nine digits**, Benjamini–Hochberg at false discovery rate 5 % within each map "
