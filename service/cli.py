@@ -23,7 +23,8 @@ from service.db.migrate import DatabaseNotMigratedError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="PolyCert: exact verification of feed-forward networks.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
 app.add_typer(db_app, name="db")
-console = Console()
+# piped or captured output (CI logs, `| tee`) gets rich's default of 80 columns, which cut the tables' headers
+console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 EXIT_JOB_FAILED, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_QUEUE = 1, 2, 3, 4, 5
