@@ -143,6 +143,9 @@ def _mip(run: _Run, input_set: InputSet, bounds: list[LayerBounds], solver: str)
     pending = sorted(run.open, key=lambda k: run.lower[k])
     while pending and run.counterexample is None:
         k = pending.pop(0)
+        if not pending and run.remaining() > 1.0:
+            # a round is over: targets its time shares left open get the time the others did not use
+            pending = [j for j in sorted(run.open, key=lambda j: run.lower[j]) if j != k]
         share = run.remaining() / (len(pending) + 1)
         if share <= 0.5:
             return
