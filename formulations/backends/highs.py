@@ -54,13 +54,6 @@ class HighsBackend(Backend):
     requires = "highspy"
     capabilities = Capabilities(lp=True, mip=True, duals=True, quadratic=False, needs_second_opinion=True)
 
-    def is_installed(self) -> bool:
-        try:
-            import highspy  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
     def _build(self, model: Model, params: SolveParameters, *, zero_objective: bool = False):
         import highspy
 

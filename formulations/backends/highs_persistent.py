@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-from .highs import new_highs
+from .highs import HighsBackend, new_highs
 from ..errors import SolverError, SolverNotAvailableError
 from ..model import Model, Sense
 from .base import SolveParameters, SolveResult, Termination
@@ -33,11 +33,7 @@ NAME = "highs-persistent"
 
 
 def is_installed() -> bool:
-    try:
-        import highspy  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return HighsBackend().is_installed()
 
 
 class PersistentLP:

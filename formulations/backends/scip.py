@@ -43,13 +43,6 @@ class ScipBackend(Backend):
     requires = "pyscipopt"
     capabilities = Capabilities(lp=True, mip=True, sos2=True, quadratic=True, duals=False)
 
-    def is_installed(self) -> bool:
-        try:
-            import pyscipopt  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
     def _build(self, model: Model, params: SolveParameters, *, zero_objective: bool = False):
         from pyscipopt import Model as ScipModel
         from pyscipopt.scip import Expr, ExprCons, Term
