@@ -95,15 +95,20 @@ def _tighten_layer_lp(prefix: Network, input_set: InputSet, bounds: list[LayerBo
             c[z[j]] = 0.0
             res = lp.solve(SolveParameters(time_limit=remaining))
             solves += 1
-            if res.dual_bound is None or not np.isfinite(res.dual_bound):
-                continue
-            if sense == Sense.MINIMIZE:
-                lower[j] = max(lower[j], sound_lower(res.dual_bound))
-            else:
-                upper[j] = min(upper[j], _sound_upper(res.dual_bound))
-            if lower[j] >= 0.0 or upper[j] <= 0.0:
+            if _tighten_one(lower, upper, j, sense, res.dual_bound):
                 break  # stable now: the other side no longer enters the encoding
     return lower, upper, solves
+
+
+def _tighten_one(lower: Array, upper: Array, j: int, sense: Sense, dual_bound: float | None) -> bool:
+    """Move neuron j's bound on the solved side to the solver's dual bound (outward by the slack), never
+    looser than it was; returns whether the neuron is now stable (its other side no longer matters)."""
+    if dual_bound is not None and np.isfinite(dual_bound):
+        if sense == Sense.MINIMIZE:
+            lower[j] = max(lower[j], sound_lower(dual_bound))
+        else:
+            upper[j] = min(upper[j], _sound_upper(dual_bound))
+    return bool(lower[j] >= 0.0 or upper[j] <= 0.0)
 
 
 def _tighten_layer_mip(prefix: Network, input_set: InputSet, bounds: list[LayerBounds], neurons: Array,
@@ -127,13 +132,7 @@ def _tighten_layer_mip(prefix: Network, input_set: InputSet, bounds: list[LayerB
             model.set_objective({int(z[j]): 1.0}, sense=sense)
             res = solve(model, solver, SolveParameters(time_limit=limit))
             solves += 1
-            if res.dual_bound is None or not np.isfinite(res.dual_bound):
-                continue
-            if sense == Sense.MINIMIZE:
-                lower[j] = max(lower[j], sound_lower(res.dual_bound))
-            else:
-                upper[j] = min(upper[j], _sound_upper(res.dual_bound))
-            if lower[j] >= 0.0 or upper[j] <= 0.0:
+            if _tighten_one(lower, upper, j, sense, res.dual_bound):
                 break
     return lower, upper, solves
 
