@@ -13,9 +13,11 @@ Usage::
 |---|---|---|
 | ``--benchmark`` | ``../shared/benchmarks/vnncomp2022_mnist_fc`` | folder with instances.csv, answers.csv, onnx/, vnnlib/ |
 | ``--networks`` | all | comma-separated network tags (``256x2``) to run |
+| ``--properties`` | all | comma-separated property names (``prop_3_0.05``) to run |
 | ``--limit`` | all | only the first N selected instances |
 | ``--timeout-scale`` | 1.0 | multiply every competition time limit |
 | ``--csv`` | none | also write the per-instance rows as CSV |
+| ``--jobs`` | 1 | instance processes at once; each gets ``cores // jobs`` BLAS threads (the solvers use one) |
 | ``--check-only`` | off | the old skeleton's checks: parse, labels, centre (no verifier) |
 
 Reads ../shared (a script may; tests never do). Wrong answers must be 0: the exit status is 1 otherwise.
@@ -27,11 +29,13 @@ import argparse
 import csv
 import gzip
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,11 +144,13 @@ def run_one(onnx: Path, vnnlib: Path, timeout: float, started: float, result: Pa
     return {"answer": ans.word, "stage": ans.stage, "times": {k: round(v, 3) for k, v in ans.times.items()}}
 
 
-def _spawn(inst: Instance, timeout: float) -> tuple[dict, float]:
+def _spawn(inst: Instance, timeout: float, threads: int) -> tuple[dict, float]:
     start = time.monotonic()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(inst.onnx), str(inst.vnnlib), str(timeout)]
+    # processes side by side must not oversubscribe the cores through BLAS's own thread pools
+    env = dict(os.environ, **{v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + GRACE_S, cwd=ROOT)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + GRACE_S, cwd=ROOT, env=env)
     except subprocess.TimeoutExpired:
         return {"answer": "unknown", "stage": "killed"}, time.monotonic() - start
     elapsed = time.monotonic() - start
@@ -196,10 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark", type=Path, default=DEFAULT_BENCHMARK)
     parser.add_argument("--networks", default=None)
+    parser.add_argument("--properties", default=None)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--timeout-scale", type=float, default=1.0)
     parser.add_argument("--csv", type=Path, default=None)
     parser.add_argument("--check-only", action="store_true")
+    parser.add_argument("--jobs", type=int, default=1, help="instance processes at once (default 1)")
     args = parser.parse_args(argv)
     if args.check_only:
         return check_main(args)
@@ -208,23 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.networks:
         tags = [t.strip() for t in args.networks.split(",")]
         instances = [i for i in instances if any(f"_{t}." in i.onnx.name for t in tags)]
+    if args.properties:
+        names = {f"{t.strip()}.vnnlib" for t in args.properties.split(",")}
+        instances = [i for i in instances if i.vnnlib.name.removesuffix(".gz") in names]
     instances = instances[: args.limit]
     answers, winner = read_answers(args.benchmark), _read_winner(args.benchmark)
-    print(f"# {len(instances)} instances, timeout scale {args.timeout_scale}, one process each", flush=True)
+    jobs = max(1, args.jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    print(f"# {len(instances)} instances, timeout scale {args.timeout_scale}, one process each, {jobs} at once"
+          f" ({os.cpu_count()} cores, {threads} BLAS thread(s) each)", flush=True)
     print(",".join(RUN_COLUMNS), flush=True)
-    rows = []
-    for inst in instances:
-        timeout = inst.timeout_s * args.timeout_scale
-        out, elapsed = _spawn(inst, timeout)
-        key = (inst.onnx.name, inst.vnnlib.name.removesuffix(".gz"))
-        expected = answers.get(key, "unknown")
-        w_word, w_time = winner.get(key, ("unknown", float("nan")))
-        row = {"network": inst.onnx.stem.removeprefix("mnist-net_"), "property": key[1], "timeout_s": timeout,
-               "expected": expected, "answer": out["answer"], "verdict": _verdict(out["answer"], expected),
-               "stage": out.get("stage", ""), "time_s": round(elapsed, 2),
-               "winner": w_word, "winner_time_s": w_time}
-        rows.append(row)
-        print(",".join(str(row[c]) for c in RUN_COLUMNS), flush=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_spawn, inst, inst.timeout_s * args.timeout_scale, threads) for inst in instances]
+        rows = [_row(inst, inst.timeout_s * args.timeout_scale, *future.result(), answers, winner)
+                for inst, future in zip(instances, futures)]
     print_table(rows)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
@@ -232,6 +237,19 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(rows)
     return 1 if any(r["verdict"] == "WRONG" for r in rows) else 0
+
+
+def _row(inst: Instance, timeout: float, out: dict, elapsed: float, answers: dict, winner: dict) -> dict:
+    """One instance's table row (printed as it is made, in the instances' order)."""
+    key = (inst.onnx.name, inst.vnnlib.name.removesuffix(".gz"))
+    expected = answers.get(key, "unknown")
+    w_word, w_time = winner.get(key, ("unknown", float("nan")))
+    row = {"network": inst.onnx.stem.removeprefix("mnist-net_"), "property": key[1], "timeout_s": timeout,
+           "expected": expected, "answer": out["answer"], "verdict": _verdict(out["answer"], expected),
+           "stage": out.get("stage", ""), "time_s": round(elapsed, 2),
+           "winner": w_word, "winner_time_s": w_time}
+    print(",".join(str(row[c]) for c in RUN_COLUMNS), flush=True)
+    return row
 
 
 if __name__ == "__main__":
