@@ -7,14 +7,20 @@ targets it decides:
 1. ``centre``: the box centre, evaluated on the real network;
 2. ``symbolic``: DeepPoly/CROWN back-substitution of every margin (:func:`formulations.bounds.margin_bounds`);
 3. ``attack``: PGD on the targets still open (Madry et al. 2018), :func:`formulations.attack.pgd_attack`;
-4. ``tightening``: progressive LP tightening of the unstable ReLUs (:mod:`formulations.tightening`,
-   MIPVerify's order), then the margins again, symbolically and by the triangle LP over all layers;
-5. ``mip``: the exact big-M MIP per remaining target (Tjeng et al. 2019), with the solver's cutoff at a
-   small positive margin so that it prunes everything it can prove safe, and its time share of the budget.
+4. ``tightening``: alpha-CROWN bounds of every hidden layer (:func:`formulations.relu_bab.optimised_bounds`,
+   seconds), then progressive LP tightening of the unstable ReLUs with a small share of the time
+   (:mod:`formulations.tightening`, MIPVerify's order), then the margins again, symbolically and by the
+   triangle LP over all layers;
+5. ``bab``: branch and bound over ReLU splits with optimised linear bounds (alpha/beta-CROWN,
+   :mod:`formulations.relu_bab`) per remaining target, on the tightened bounds, with ``BAB_SHARE`` of the
+   time left;
+6. ``mip``: the exact big-M MIP per remaining target (Tjeng et al. 2019), with the solver's cutoff at a
+   small positive margin so that it prunes everything it can prove safe, and the rest of the budget.
 
 Answers (design.md, Soundness rules): ``violated`` only with a point that
 :func:`formulations.vnnlib.check_counterexample` accepts on the real network in float64; ``holds`` only when
-*every* target has a sound lower bound > 0 (a symbolic bound, or a solver's dual bound moved outward by
+*every* target has a sound lower bound > 0 (a symbolic bound, a branch-and-bound's smallest leaf bound
+(each a Lagrangian dual bound, moved outward like a solver's), or a solver's dual bound moved outward by
 :func:`formulations.refinement.sound_lower`); anything else is ``unknown``.
 """
 
@@ -33,6 +39,7 @@ from .input_sets import InputSet
 from .model import Model, Sense
 from .network import Network
 from .refinement import sound_lower
+from .relu_bab import optimised_bounds
 from .tightening import tighten_bounds
 from .vnnlib import VnnlibProperty, check_counterexample, robustness_view
 
@@ -41,8 +48,10 @@ Array = np.ndarray
 HOLDS, VIOLATED, UNKNOWN = "holds", "violated", "unknown"
 #: The MIP is asked only whether a margin below this exists; its infeasibility proves margin >= this > 0.
 MIP_CUTOFF = 1e-4
-#: Fractions of the budget the tightening stage may use before the per-target MIPs.
-TIGHTEN_SHARE = 0.4
+#: Fraction of the time left that LP tightening may use (after alpha-CROWN, which is as tight and faster).
+TIGHTEN_SHARE = 0.1
+#: Fraction of the time left after the LP stage that branch and bound may use before the MIPs.
+BAB_SHARE = 0.7
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,25 @@ def _margin_lp(run: _Run, input_set: InputSet, bounds: list[LayerBounds]) -> Non
             run.offer_lower(k, sound_lower(res.dual_bound), "lp")
 
 
+def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: float) -> None:
+    """ReLU branch and bound per open target, hardest first; a target's unused time passes to the next."""
+    from .relu_bab import FALSIFIED, VERIFIED, relu_bab
+
+    lo, hi = input_set.box()
+    deadline = time.monotonic() + budget
+    pending = sorted(run.open, key=lambda k: run.lower[k])
+    for i, k in enumerate(pending):
+        share = (deadline - time.monotonic()) / (len(pending) - i)
+        if share <= 0.5:
+            return
+        res = relu_bab(run.network, lo, hi, bounds, run.label, k, time_limit=share)
+        if res.status == FALSIFIED and run.offer_point(input_set.project(res.x), "bab"):
+            return
+        run.offer_lower(k, res.lower, "bab")  # a proven bound whatever the status
+        if res.status != VERIFIED:
+            return  # one target left open leaves the property open: the MIPs get the rest of the time
+
+
 def _mip(run: _Run, input_set: InputSet, bounds: list[LayerBounds], solver: str) -> None:
     """Exact big-M MIP per open target, hardest (lowest bound) first, each with a share of the time left."""
     from .backends import solve
@@ -221,9 +249,10 @@ def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, so
     if run.counterexample is not None or not relu:
         return run.answer()
 
-    # 4. progressive LP tightening, then the margins symbolically and by LP
+    # 4. alpha-CROWN and progressive LP tightening, then the margins symbolically and by LP
     t0 = time.monotonic()
     if tighten:
+        bounds = optimised_bounds(network, lo, hi, bounds, deadline=time.monotonic() + 0.3 * run.remaining())
         bounds = tighten_bounds(network, input_set, bounds, method=LP, time_limit=TIGHTEN_SHARE * run.remaining())
         m_lo, _ = margin_bounds(network, lo, hi, label, bounds=bounds)
         for k in targets:
@@ -237,7 +266,14 @@ def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, so
     if not run.open or run.remaining() <= 1.0:
         return run.answer()
 
-    # 5. exact MIP for what remains
+    # 5. branch and bound over ReLU splits
+    t0 = time.monotonic()
+    _bab(run, input_set, bounds, BAB_SHARE * run.remaining())
+    run.timed("bab", t0)
+    if not run.open or run.counterexample is not None or run.remaining() <= 1.0:
+        return run.answer()
+
+    # 6. exact MIP for what remains
     t0 = time.monotonic()
     _mip(run, input_set, bounds, solver)
     run.timed("mip", t0)

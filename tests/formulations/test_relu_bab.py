@@ -1,0 +1,129 @@
+"""ReLU branch and bound (alpha/beta-CROWN): every bound below the exact minimum, every verdict right.
+
+The oracle is activation-pattern enumeration (one LP per pattern, scipy's HiGHS): independent of the
+code under test. Thresholds just above and below the exact minimum make "verified" and "falsified"
+both reachable, so a wrong answer on either side fails.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from formulations.bounds import symbolic_bounds
+from formulations.errors import InvalidInputError
+from formulations.relu_bab import FALSIFIED, UNKNOWN, VERIFIED, BabSettings, optimised_bounds, relu_bab
+from tests.formulations.helpers import random_network, relu_enumeration_min_margin
+
+SMALL = BabSettings(batch=16, iterations=8, first_iterations=20)
+
+
+def _instance(seed: int):
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, (3, 5, 4, 3), "relu")
+    x = rng.uniform(0.3, 0.7, size=3)
+    label = int(net.predict(x))
+    target = (label + 1 + int(rng.integers(0, 2))) % 3
+    eps = float(rng.uniform(0.05, 0.3))
+    lo, hi = np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+    return net, lo, hi, label, target
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 100_000), offset=st.sampled_from([-0.05, -1e-3, 1e-3, 0.05]))
+def test_verdicts_and_bounds_agree_with_enumeration(seed, offset):
+    net, lo, hi, label, target = _instance(seed)
+    exact = relu_enumeration_min_margin(net, lo, hi, label, target)
+    threshold = exact + offset
+    result = relu_bab(net, lo, hi, symbolic_bounds(net, lo, hi), label, target, time_limit=20.0,
+                      settings=SMALL, threshold=threshold)
+    assert result.lower <= exact + 1e-9  # a proven bound never exceeds the true minimum
+    if result.status == VERIFIED:
+        assert exact > threshold and result.lower > threshold
+    if result.status == FALSIFIED:
+        y = net.forward(result.x)
+        assert np.all(result.x >= lo) and np.all(result.x <= hi)
+        assert y[label] - y[target] < 0 and exact < 0
+    if offset < 0 and exact > 0:
+        # complete on a network this small: a threshold below a positive minimum is proven
+        assert result.status == VERIFIED
+
+
+def test_a_negative_minimum_is_never_verified_and_usually_falsified():
+    falsified = 0
+    for seed in range(30):
+        net, lo, hi, label, target = _instance(seed)
+        exact = relu_enumeration_min_margin(net, lo, hi, label, target)
+        if exact >= 0:
+            continue
+        result = relu_bab(net, lo, hi, symbolic_bounds(net, lo, hi), label, target, time_limit=20.0, settings=SMALL)
+        assert result.status != VERIFIED
+        falsified += result.status == FALSIFIED
+    assert falsified >= 1
+
+
+def test_time_limit_gives_unknown_with_a_sound_bound():
+    rng = np.random.default_rng(3)
+    net = random_network(rng, (10, 40, 40, 10), "relu")
+    x = rng.uniform(0.3, 0.7, size=10)
+    label = int(net.predict(x))
+    target = (label + 1) % 10
+    lo, hi = np.clip(x - 0.3, 0, 1), np.clip(x + 0.3, 0, 1)
+    result = relu_bab(net, lo, hi, symbolic_bounds(net, lo, hi), label, target, time_limit=0.0, settings=SMALL)
+    samples = rng.uniform(lo, hi, size=(2000, 10))
+    y = net.forward(samples)
+    assert result.status in (UNKNOWN, FALSIFIED, VERIFIED)
+    assert result.lower <= float(np.min(y[:, label] - y[:, target])) + 1e-9
+
+
+def test_smooth_activations_are_refused():
+    rng = np.random.default_rng(0)
+    net = random_network(rng, (3, 4, 3), "gelu")
+    lo, hi = np.zeros(3), np.ones(3)
+    with pytest.raises(InvalidInputError, match="ReLU"):
+        relu_bab(net, lo, hi, symbolic_bounds(net, lo, hi), 0, 1, time_limit=1.0)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 100_000))
+def test_verdicts_agree_with_the_exact_mip_on_wider_networks(seed):
+    """32 hidden ReLUs (too many to enumerate): the MIP's bracket of the minimum margin is the oracle."""
+    from formulations.robustness import minimum_margin
+
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, (6, 16, 16, 3), "relu")
+    x = rng.uniform(0.3, 0.7, size=6)
+    label = int(net.predict(x))
+    target = (label + 1) % 3
+    eps = 0.15
+    lo, hi = np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+    mip_lower, mip_upper, _ = minimum_margin(net, x, label, target, eps, tolerance=1e-6)
+    bounds = symbolic_bounds(net, lo, hi)
+    for threshold in (mip_lower - 0.02, mip_upper + 0.02):
+        result = relu_bab(net, lo, hi, bounds, label, target, time_limit=30.0, settings=SMALL, threshold=threshold)
+        assert result.lower <= mip_upper + 1e-7
+        if result.status == VERIFIED:
+            assert threshold < mip_upper
+        if result.status == FALSIFIED:
+            y = net.forward(result.x)
+            assert y[label] - y[target] < 0
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 100_000))
+def test_optimised_bounds_contain_every_sampled_pre_activation_and_never_loosen(seed):
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, (5, 20, 20, 20, 4), "relu")
+    x = rng.uniform(0.2, 0.8, size=5)
+    lo, hi = np.clip(x - 0.25, 0, 1), np.clip(x + 0.25, 0, 1)
+    given_bounds = symbolic_bounds(net, lo, hi)
+    tight = optimised_bounds(net, lo, hi, given_bounds, iterations=10)
+    samples = np.vstack([rng.uniform(lo, hi, size=(3000, 5)), np.where(rng.random((500, 5)) < 0.5, lo, hi)])
+    a = samples
+    for layer, old, new in zip(net.layers, given_bounds, tight):
+        z = layer.pre_activation(a)
+        assert np.all(z >= new.lower) and np.all(z <= new.upper)
+        assert np.all(new.lower >= old.lower - 1e-12) and np.all(new.upper <= old.upper + 1e-12)
+        a = layer.activation(z)
