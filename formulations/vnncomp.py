@@ -50,6 +50,8 @@ HOLDS, VIOLATED, UNKNOWN = "holds", "violated", "unknown"
 MIP_CUTOFF = 1e-4
 #: Fraction of the time left that LP tightening may use (after alpha-CROWN, which is as tight and faster).
 TIGHTEN_SHARE = 0.1
+#: Fraction of the time left that the margin LPs may use.
+LP_SHARE = 0.1
 #: Fraction of the time left after the LP stage that branch and bound may use before the MIPs.
 BAB_SHARE = 0.7
 
@@ -122,8 +124,10 @@ class _Run:
         return VnncompAnswer(UNKNOWN, stage="", times=dict(self.times), lower=lower, undecided=tuple(self.open))
 
 
-def _margin_lp(run: _Run, input_set: InputSet, bounds: list[LayerBounds]) -> None:
-    """Triangle-LP lower bounds of every open margin (one persistent model, one objective per target)."""
+def _margin_lp(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: float) -> None:
+    """Triangle-LP lower bounds of every open margin (one persistent model, one objective per target),
+    within ``budget`` seconds (on deep networks with loose bounds one LP can take a minute; branch and
+    bound's root bound is nearly as tight)."""
     from .backends.base import SolveParameters
     from .backends.highs_persistent import PersistentLP
 
@@ -131,13 +135,15 @@ def _margin_lp(run: _Run, input_set: InputSet, bounds: list[LayerBounds]) -> Non
     enc = encode_network(model, run.network, input_set, bounds, mode=LP)
     lp = PersistentLP(model)
     y = enc.outputs
+    deadline = time.monotonic() + budget
     for k in run.open:
-        if run.remaining() <= 0:
+        left = min(run.remaining(), deadline - time.monotonic())
+        if left <= 0:
             return
         c = np.zeros(model.num_variables)
         c[y[run.label]], c[y[k]] = 1.0, -1.0
         lp.set_objective(c, sense=Sense.MINIMIZE)
-        res = lp.solve(SolveParameters(time_limit=run.remaining()))
+        res = lp.solve(SolveParameters(time_limit=left))
         if res.dual_bound is not None and np.isfinite(res.dual_bound):
             run.offer_lower(k, sound_lower(res.dual_bound), "lp")
 
@@ -261,7 +267,7 @@ def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, so
     if not run.open:
         return run.answer()
     t0 = time.monotonic()
-    _margin_lp(run, input_set, bounds)
+    _margin_lp(run, input_set, bounds, LP_SHARE * run.remaining())
     run.timed("lp", t0)
     if not run.open or run.remaining() <= 1.0:
         return run.answer()
