@@ -25,6 +25,12 @@ Reads ../shared (a script may; tests never do). Wrong answers must be 0: the exi
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/queue.py would shadow the standard `queue` (which concurrent.futures imports): keep bench/ off the path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import csv
 import gzip
@@ -33,11 +39,9 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
