@@ -25,23 +25,29 @@ import subprocess
 import time
 import uuid
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/13"
 
 
-def serial(network, x, y, eps_list, method, chunk_size) -> tuple[float, float]:
-    """Every chunk in this process, one after the other, through the same engine call as a worker's chunk
-    (the batched cascade): (wall seconds, summed engine seconds)."""
-    from formulations.cascade import certify_batch
+def serial(network, x, y, eps_list, method, chunk_size, time_limit) -> tuple[float, float]:
+    """Every chunk in this process, one after the other, through the very engine call a worker makes for a
+    chunk (``workers.execution.cascade_call``: the cascade, the service's settings, the job's time
+    limit), storing nothing: (wall seconds, summed engine seconds)."""
+    from workers.execution import cascade_call, default_certify_batch
 
+    certify_batch = default_certify_batch()
     solve = 0.0
     start = time.perf_counter()
     for lo in range(0, len(x), chunk_size):
         for eps in eps_list:
+            xs, ys = x[lo:lo + chunk_size], y[lo:lo + chunk_size]
             t = time.perf_counter()
-            certify_batch(network, x[lo:lo + chunk_size], y[lo:lo + chunk_size], eps, method=method)
+            cascade_call(certify_batch, network, xs, ys, np.full(len(xs), eps), method=method, norm="linf",
+                         parameters={"time_limit": time_limit})
             solve += time.perf_counter() - t
     return time.perf_counter() - start, solve
 
@@ -83,17 +89,19 @@ def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int,
     get_settings.cache_clear()
     upgrade(url)
     redis.Redis.from_url(REDIS).flushdb()
-    procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "prefork",
-                               "-c", "1", "-Q", queue, "-l", "warning", "--without-gossip", "--without-mingle",
-                               "--without-heartbeat", "-n", f"bench{i}@%h"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(n_workers)]
+    logs = [open(args.worker_log / f"worker{n_workers}-{i}.log", "w") if args.worker_log else subprocess.DEVNULL
+            for i in range(n_workers)]
+    procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", args.pool,
+                               "-c", "1", "-Q", queue, "-l", "info" if args.worker_log else "warning",
+                               "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bench{i}@%h"],
+                              cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT)
+             for i in range(n_workers)]
     sessions = session_factory(get_engine(url))
     try:
         time.sleep(4.0)  # let the workers import the engine before the clock starts
         request = batches.BatchRequest(network=network_name, dataset={"name": args.dataset, "start": 0, "stop": args.images},
                                        eps=args.eps, methods=args.method, time_limit=args.time_limit)
         with sessions() as session:
-            start = time.perf_counter()
             submitted_at = datetime.datetime.now(datetime.timezone.utc)
             job = batches.submit_batch(session, get_dispatcher(get_settings()), request, created_by="bench",
                                        chunk_size=args.chunk_size)
@@ -101,16 +109,23 @@ def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int,
         while True:
             with sessions() as session:
                 if batches.get_job_or_raise(session, job_id).status == "done":
-                    wall = time.perf_counter() - start
                     solve = session.scalar(select(func.sum(CertificateRow.wall_time)).where(CertificateRow.job_id == job_id))
-                    spans = session.execute(select(ChunkRow.started_at, ChunkRow.finished_at)
+                    spans = session.execute(select(ChunkRow.started_at, ChunkRow.finished_at, ChunkRow.worker)
                                             .where(ChunkRow.job_id == job_id)).all()
-                    in_chunks = sum((b - a).total_seconds() for a, b in spans)
-                    first = min(a for a, _ in spans)
+                    in_chunks = sum((b - a).total_seconds() for a, b, _ in spans)
+                    first = min(a for a, _, _ in spans)
+                    # submit to the last chunk's commit, from the workers' own clock (same machine): the
+                    # poll's own period does not count
+                    wall = (max(b for _, b, _ in spans) - submitted_at).total_seconds()
+                    between = []  # a worker's idle time from one chunk's end to its next chunk's start
+                    for name in {w for _, _, w in spans}:
+                        mine = sorted((a, b) for a, b, w in spans if w == name)
+                        between += [(a2 - b1).total_seconds() for (_, b1), (a2, _) in zip(mine, mine[1:])]
                     break
-            time.sleep(0.2)
+            time.sleep(0.05)
         print(f"#   {n_workers} worker(s): {wall:.2f} s wall; inside chunks {in_chunks:.2f} worker-s, of which engine"
-              f" {solve:.2f}; submit to first chunk start {(first - submitted_at).total_seconds():.2f} s", flush=True)
+              f" {solve:.2f}; submit to first chunk start {(first - submitted_at).total_seconds():.2f} s; between"
+              f" chunks {1000 * sum(between) / max(1, len(between)):.1f} ms on average", flush=True)
         return wall, chunks, float(solve or 0.0)
     finally:
         for p in procs:
@@ -132,6 +147,9 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=25)
     parser.add_argument("--time-limit", type=float, default=60.0)
     parser.add_argument("--skip-serial", action="store_true", help="only the Celery runs")
+    parser.add_argument("--worker-log", type=Path, default=None, help="folder for the workers' INFO logs")
+    parser.add_argument("--pool", default="prefork", choices=["prefork", "solo"],
+                        help="Celery pool of each worker process (prefork: the deployed one, with time limits)")
     args = parser.parse_args()
 
     from service.datasets import load_preprocessed
@@ -144,10 +162,10 @@ def main() -> None:
     print(f"# bench/queue.py  {time.strftime('%Y-%m-%d %H:%M')}  python {platform.python_version()}  cores {os.cpu_count()}")
     print(f"# {n} queries: {args.network} {network.architecture}, {len(x)} images x eps {args.eps}, method {args.method},"
           f" chunk size {args.chunk_size}")
-    serial(network, x[:2], y[:2], args.eps[:1], args.method, args.chunk_size)  # warm caches and solvers
+    serial(network, x[:2], y[:2], args.eps[:1], args.method, args.chunk_size, args.time_limit)  # warm caches
     rows = []
     if not args.skip_serial:
-        wall0, solve0 = serial(network, x, y, args.eps, args.method, args.chunk_size)
+        wall0, solve0 = serial(network, x, y, args.eps, args.method, args.chunk_size, args.time_limit)
         rows.append(("in-process serial", 0, wall0, 0, solve0))
         print(f"#   serial: {wall0:.2f} s", flush=True)
     for workers in (1, 2):

@@ -30,7 +30,7 @@ from service.db.models import QueryRow
 from service.settings import get_settings
 from sqlalchemy.orm import Session
 
-from .networks import cached_network
+from .networks import stored_network
 
 try:  # Celery's soft time limit, raised inside the task when the chunk runs out of time
     from billiard.exceptions import SoftTimeLimitExceeded as _SoftTimeLimit
@@ -162,8 +162,11 @@ class _Buffer:
         if time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, then: Callable[[], None] | None = None) -> None:
+        """Store the waiting answers and run ``then`` (more writes) in the same transaction, then commit."""
         self.stored += repo.store_answers(self.session, self.answers)
+        if then is not None:
+            then()
         self.session.commit()
         self.answers, self.last = [], time.monotonic()
 
@@ -187,17 +190,24 @@ def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str] | No
 
 def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any]) -> list[Certificate]:
     """One cascade call for a group of queries sharing (method, norm); one certificate per query, in order."""
-    options = get_settings().cascade
-    settings = options.engine_settings(query_time_limit=parameters.get("time_limit"),
-                                       n_targets=network.output_size - 1, solver=parameters.get("solver"))
-    xs = np.asarray([q.input for q in group], dtype=np.float64)
-    labels = np.asarray([q.label for q in group], dtype=np.int64)
-    eps = np.asarray([q.eps for q in group], dtype=np.float64)
-    certs = certify_batch(network, xs, labels, eps, method=group[0].method, settings=settings, norm=group[0].norm,
-                          domain=input_domain(network))
+    certs = cascade_call(certify_batch, network, np.asarray([q.input for q in group], dtype=np.float64),
+                         np.asarray([q.label for q in group], dtype=np.int64),
+                         np.asarray([q.eps for q in group], dtype=np.float64),
+                         method=group[0].method, norm=group[0].norm, parameters=parameters)
     if len(certs) != len(group):
         raise RuntimeError(f"the cascade answered {len(certs)} of {len(group)} queries")
     return list(certs)
+
+
+def cascade_call(certify_batch: CertifyBatch, network, xs: np.ndarray, labels: np.ndarray, eps: np.ndarray, *,
+                 method: str, norm: str, parameters: dict[str, Any]) -> list[Certificate]:
+    """The engine call a worker makes for a chunk: the cascade with the service's settings and the job's
+    limits (``bench/queue.py`` times the same call in process, as the serial baseline)."""
+    settings = get_settings().cascade.engine_settings(query_time_limit=parameters.get("time_limit"),
+                                                      n_targets=network.output_size - 1,
+                                                      solver=parameters.get("solver"))
+    return certify_batch(network, xs, labels, eps, method=method, settings=settings, norm=norm,
+                         domain=input_domain(network))
 
 
 def _answer(query: QueryRow, cert: Certificate, wall_time: float) -> repo.Answer:
@@ -226,15 +236,14 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     cascade call raised. A per-query ``certify`` given without ``certify_batch`` (a stand-in engine) is
     called query by query.
     """
-    chunk = repo.claim_chunk(session, chunk_id, worker or worker_name())
-    session.commit()
+    chunk = repo.claim_chunk(session, chunk_id, worker or worker_name())  # committed with the reads below
     if chunk is None:
         return ChunkOutcome(chunk_id, 0, 0, "missing")
     job = repo.get_job(session, chunk.job_id)
     assert job is not None
     network_row = repo.get_network(session, job.network_id)
     assert network_row is not None
-    network = cached_network(network_row.digest, network_row.weights)
+    network = stored_network(network_row)
     parameters = dict(job.parameters or {})
     if parameters.get("time_limit") is None:  # every query has a limit: the job's, or the service's
         parameters["time_limit"] = get_settings().query_time_limit
@@ -243,7 +252,7 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     engine = certify or default_certify()
 
     queries = repo.pending_queries(session, chunk_id)
-    session.commit()
+    session.commit()  # the claim is durable (attempts count) and no transaction stays open during the engine
     buffer = _Buffer(session)
     if chunk.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
         _give_up(buffer, queries, f"the chunk lost its worker {chunk.attempts - 1} times")
@@ -251,7 +260,7 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     if job.kind != "robustness":  # invertibility and VNN-COMP: one expensive engine call per query
         return _run_other_kind(session, buffer, chunk_id, job, network, parameters, queries)
     groups = batch_groups(queries) if certify_batch is not None else [(None, [q]) for q in queries]
-    checked, cancelled, answered = -math.inf, False, set()
+    checked, cancelled, answered = time.monotonic(), job.status == "cancelled", set()
 
     def add(answer: repo.Answer) -> None:
         buffer.add(answer)
@@ -296,7 +305,7 @@ def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, job, netwo
         row = repo.get_network(session, int(parameters["second_network_id"]))
         if row is None:
             raise ValueError(f"job {job.id}: its second network {parameters['second_network_id']} is gone")
-        second = cached_network(row.digest, row.weights)
+        second = stored_network(row)
     for i, query in enumerate(queries):
         if repo.job_status(session, job.id) == "cancelled":  # one round trip per (expensive) query is cheap
             session.commit()
@@ -309,7 +318,7 @@ def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, job, netwo
                 net = network
                 if own is not None and own != job.network_id:
                     row = repo.get_network(session, int(own))
-                    net = cached_network(row.digest, row.weights)
+                    net = stored_network(row)
                 timeout = float((query.parameters or {}).get("timeout") or parameters["time_limit"])
                 record = kinds.vnncomp_record(net, query.parameters["vnnlib"], timeout, parameters.get("solver"))
             else:
@@ -328,9 +337,8 @@ def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, job, netwo
 
 
 def _finish(buffer: _Buffer, chunk_id: int, status: str, n_queries: int) -> ChunkOutcome:
-    buffer.flush()
-    repo.finish_chunk(buffer.session, chunk_id, status)
-    buffer.session.commit()
+    # the last answers and the chunk's status in one transaction
+    buffer.flush(then=lambda: repo.finish_chunk(buffer.session, chunk_id, status))
     return ChunkOutcome(chunk_id, buffer.stored, n_queries - buffer.stored, status)
 
 

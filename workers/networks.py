@@ -7,7 +7,9 @@ in the engine's ``(n_out, n_in)`` orientation, the activation names and the netw
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+import threading
+from collections import OrderedDict
+from typing import Callable
 
 import numpy as np
 
@@ -35,10 +37,32 @@ def network_from_bytes(blob: bytes) -> Network:
     return Network.from_arrays(weights, biases, activations, name=name)
 
 
-@lru_cache(maxsize=16)
 def cached_network(digest: str, blob: bytes) -> Network:
-    """One decoded network per digest and process (a worker answers many chunks of one network)."""
-    network = network_from_bytes(blob)
+    """The network of ``blob``, checked against its ``digest``; decoded once per digest and process."""
+    return _decoded(digest, lambda: blob)
+
+
+def stored_network(row) -> Network:
+    """The network of a ``NetworkRow``: its (deferred) weights are read from the database only the first
+    time this process meets its digest (a worker answers many chunks of one network)."""
+    return _decoded(row.digest, lambda: row.weights)
+
+
+_CACHE: OrderedDict[str, Network] = OrderedDict()
+_CACHE_SIZE = 16
+_LOCK = threading.Lock()  # the embedded worker's threads share the cache
+
+
+def _decoded(digest: str, blob: Callable[[], bytes]) -> Network:
+    with _LOCK:
+        if digest in _CACHE:
+            _CACHE.move_to_end(digest)
+            return _CACHE[digest]
+    network = network_from_bytes(blob())
     if network.digest() != digest:
         raise ValueError(f"stored weights do not match the network's digest {digest[:12]}")
+    with _LOCK:
+        _CACHE[digest] = network
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return network

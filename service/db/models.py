@@ -45,7 +45,9 @@ class NetworkRow(Base):
     source_format: Mapped[str] = mapped_column(String(20))  # builtin / npz / pt / onnx
     input_size: Mapped[int] = mapped_column(Integer)
     output_size: Mapped[int] = mapped_column(Integer)
-    weights: Mapped[bytes] = mapped_column(LargeBinary)  # npz bytes, so workers on any machine can load it
+    # npz bytes, so workers on any machine can load it; deferred: a worker that has decoded the network
+    # already (keyed by digest) never fetches them again, which matters for megabyte ONNX networks
+    weights: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
 
 

@@ -6,10 +6,12 @@ except where a function says it commits because its writes must be durable one q
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import Table, and_, case, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -26,6 +28,48 @@ def _insert(session: Session, table):
     """A dialect insert that supports ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike)."""
     dialect = session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _bulk_insert(session: Session, table: Table, rows: Sequence[dict[str, Any]], *,
+                 conflict: Sequence[str] = (), returning: Sequence[str] = ()) -> list[tuple]:
+    """Insert ``rows`` (one key set) in one statement; with ``conflict``, rows that clash on those columns
+    are skipped; returns the ``returning`` columns of the rows inserted.
+
+    On PostgreSQL the rows travel as one JSON document read by ``json_populate_recordset``: the statement's
+    text is the same for any number of rows (neither SQLAlchemy nor psycopg re-compiles or re-parses it
+    per batch) and the encoding is one ``json.dumps``. The multi-VALUES form cost about 0.6 ms a
+    certificate here, this one a tenth of that. SQLite, in process, takes the plain executemany.
+    """
+    if not rows:
+        return []
+    columns = list(rows[0])
+    if session.get_bind().dialect.name != "postgresql":
+        stmt = _insert(session, table)
+        if conflict:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))
+        if returning:
+            return [tuple(r) for r in session.execute(stmt.returning(*(table.c[c] for c in returning)), rows)]
+        session.execute(stmt, rows)
+        return []
+    quote = postgresql.dialect().identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    sql = (f"INSERT INTO {quote(table.name)} ({names}) "
+           f"SELECT {names} FROM json_populate_recordset(NULL::{quote(table.name)}, CAST(:rows AS json))")
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO NOTHING"
+    if returning:
+        sql += f" RETURNING {', '.join(quote(c) for c in returning)}"
+    document = json.dumps([{c: _json_scalar(row[c]) for c in columns} for row in rows])
+    result = session.execute(text(sql), {"rows": document})
+    return [tuple(r) for r in result] if returning else []
+
+
+def _json_scalar(value: Any) -> Any:
+    """A column value inside the JSON document: JSON has no infinities, so a non-finite float travels as
+    the text PostgreSQL's float input reads ('Infinity', '-Infinity', 'NaN')."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
 
 
 # -- networks ---------------------------------------------------------------------------------------
@@ -72,15 +116,17 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    chunk_ids = []
-    for position, start in enumerate(range(0, len(queries), chunk_size)):
-        chunk = ChunkRow(job_id=job.id, position=position, status="queued", attempts=0, worker="")
-        session.add(chunk)
-        session.flush()
-        chunk_ids.append(chunk.id)
-        session.add_all(QueryRow(job_id=job.id, chunk_id=chunk.id, **q) for q in queries[start : start + chunk_size])
-    session.flush()
+    starts = range(0, len(queries), chunk_size)
+    chunks = [dict(job_id=job.id, position=p, status="queued", attempts=0, worker="") for p in range(len(starts))]
+    inserted = _bulk_insert(session, ChunkRow.__table__, chunks, returning=("id", "position"))
+    chunk_ids = [cid for cid, _ in sorted(inserted, key=lambda r: r[1])]
+    rows = [dict(dict.fromkeys(_QUERY_FIELDS), **q, job_id=job.id, chunk_id=chunk_ids[i // chunk_size])
+            for i, q in enumerate(queries)]
+    _bulk_insert(session, QueryRow.__table__, rows)
     return job, chunk_ids
+
+
+_QUERY_FIELDS = ("item", "source_index", "input", "label", "target", "eps", "norm", "method", "parameters")
 
 
 def get_job(session: Session, job_id: int) -> JobRow | None:
@@ -114,19 +160,19 @@ def job_status(session: Session, job_id: int) -> str | None:
 
 
 def claim_chunk(session: Session, chunk_id: int, worker: str) -> ChunkRow | None:
-    """Record that ``worker`` starts (or restarts) a chunk; moves its job from queued to running."""
-    chunk = session.get(ChunkRow, chunk_id)
-    if chunk is None:
-        return None
-    session.execute(
+    """Record that ``worker`` starts (or restarts) a chunk; moves its job from queued to running.
+    Two statements (UPDATE ... RETURNING the chunk, then the job's status): a worker pays this per chunk."""
+    chunk = session.scalars(
         update(ChunkRow).where(ChunkRow.id == chunk_id)
         .values(attempts=ChunkRow.attempts + 1, worker=worker[:200], started_at=_now(),
                 status=case((ChunkRow.status == "cancelled", "cancelled"), else_="running"))
-    )
+        .returning(ChunkRow), execution_options={"populate_existing": True}
+    ).one_or_none()
+    if chunk is None:
+        return None
     session.execute(
         update(JobRow).where(JobRow.id == chunk.job_id, JobRow.status == "queued").values(status="running", started_at=_now())
     )
-    session.refresh(chunk)
     return chunk
 
 
@@ -172,18 +218,15 @@ def store_answers(session: Session, answers: Sequence[Answer]) -> int:
     by_query = {a.query.id: a for a in answers}
     rows = [dict(dict(answer=None, extra=None), **a.certificate, query_id=a.query.id, job_id=a.query.job_id,
                  method=a.query.method) for a in answers]  # one key set for the batched INSERT
-    stmt = (_insert(session, CertificateRow).on_conflict_do_nothing(index_elements=["query_id", "method"])
-            .returning(CertificateRow.id, CertificateRow.query_id))
-    inserted = session.execute(stmt, rows).all()  # executemany + RETURNING: one batched INSERT
+    inserted = _bulk_insert(session, CertificateRow.__table__, rows, conflict=("query_id", "method"),
+                            returning=("id", "query_id"))
     if not inserted:
         return 0
     signatures = [dict(s, certificate_id=cid) for cid, qid in inserted for s in by_query[qid].signatures]
-    if signatures:
-        session.execute(insert(SignatureRow).returning(SignatureRow.id), signatures).all()
+    _bulk_insert(session, SignatureRow.__table__, signatures)
     attacks = [dict(by_query[qid].attack, certificate_id=cid, query_id=qid) for cid, qid in inserted
                if by_query[qid].attack is not None]
-    if attacks:
-        session.execute(insert(AttackRow).returning(AttackRow.id), attacks).all()
+    _bulk_insert(session, AttackRow.__table__, attacks)
     per_job: dict[int, list[int]] = {}
     for _, qid in inserted:
         counts = per_job.setdefault(by_query[qid].query.job_id, [0, 0])
