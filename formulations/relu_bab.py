@@ -32,7 +32,7 @@ import heapq
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from .bounds import LayerBounds
 from .errors import InvalidInputError
 from .network import Network
 from .refinement import sound_lower
+
+if TYPE_CHECKING:  # torch is imported where it is used: the engine loads without it
+    import torch
 
 Array = np.ndarray
 VERIFIED, FALSIFIED, UNKNOWN = "verified", "falsified", "unknown"

@@ -18,7 +18,7 @@ from formulations.errors import InvalidInputError, PolyCertError
 from formulations.network import Network
 from service.db import repositories as repo
 from service.db.models import JobRow, NetworkRow
-from workers.networks import network_from_bytes, network_to_bytes
+from workers.networks import network_to_bytes, stored_network
 
 from .errors import NotFoundError, QueueUnavailableError
 
@@ -231,7 +231,7 @@ def resolve_network(session: Session, *, network_id: int | None, name: str | Non
 
 
 def load_stored(row: NetworkRow) -> Network:
-    return network_from_bytes(row.weights)
+    return stored_network(row)
 
 
 # -- jobs ---------------------------------------------------------------------------------------------

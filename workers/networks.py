@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
-from typing import Callable
 
 import numpy as np
 
@@ -37,32 +36,23 @@ def network_from_bytes(blob: bytes) -> Network:
     return Network.from_arrays(weights, biases, activations, name=name)
 
 
-def cached_network(digest: str, blob: bytes) -> Network:
-    """The network of ``blob``, checked against its ``digest``; decoded once per digest and process."""
-    return _decoded(digest, lambda: blob)
-
-
-def stored_network(row) -> Network:
-    """The network of a ``NetworkRow``: its (deferred) weights are read from the database only the first
-    time this process meets its digest (a worker answers many chunks of one network)."""
-    return _decoded(row.digest, lambda: row.weights)
-
-
 _CACHE: OrderedDict[str, Network] = OrderedDict()
 _CACHE_SIZE = 16
 _LOCK = threading.Lock()  # the embedded worker's threads share the cache
 
 
-def _decoded(digest: str, blob: Callable[[], bytes]) -> Network:
+def stored_network(row) -> Network:
+    """The network of a ``NetworkRow``, checked against its digest. Its (deferred) weights are read from the
+    database only the first time this process meets the digest (a worker answers many chunks of one network)."""
     with _LOCK:
-        if digest in _CACHE:
-            _CACHE.move_to_end(digest)
-            return _CACHE[digest]
-    network = network_from_bytes(blob())
-    if network.digest() != digest:
-        raise ValueError(f"stored weights do not match the network's digest {digest[:12]}")
+        if row.digest in _CACHE:
+            _CACHE.move_to_end(row.digest)
+            return _CACHE[row.digest]
+    network = network_from_bytes(row.weights)
+    if network.digest() != row.digest:
+        raise ValueError(f"stored weights do not match the network's digest {row.digest[:12]}")
     with _LOCK:
-        _CACHE[digest] = network
+        _CACHE[row.digest] = network
         if len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return network

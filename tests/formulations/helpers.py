@@ -16,6 +16,16 @@ def random_network(rng: np.random.Generator, sizes: tuple[int, ...], activation:
     return Network.from_arrays(weights, biases, activation, name=f"random-{activation}")
 
 
+def relu_margin_instance(rng: np.random.Generator, sizes: tuple[int, ...], eps: float):
+    """A random ReLU network, an input in [0.3, 0.7]^d, its predicted label, the next class as target and the
+    eps-box around the input clipped to [0, 1]: (net, x, label, target, lo, hi)."""
+    net = random_network(rng, sizes, "relu")
+    x = rng.uniform(0.3, 0.7, size=sizes[0])
+    label = int(net.predict(x))
+    target = (label + 1) % sizes[-1]
+    return net, x, label, target, np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+
+
 def relu_enumeration_min_margin(net: Network, lo, hi, label: int, target: int) -> float:
     """Exact minimum margin by enumerating every activation pattern of a small ReLU network (LP per pattern)."""
     hidden = net.hidden_layers

@@ -151,15 +151,12 @@ def test_settings_reject_bad_limits(field, value):
 def test_branch_and_bound_minimum_margin_matches_enumeration_and_the_refined_mip(seed):
     from formulations.cascade import minimum_margin_bb
     from formulations.robustness import minimum_margin
-    from tests.formulations.helpers import random_network as rnet, relu_enumeration_min_margin
+    from tests.formulations.helpers import random_network as rnet, relu_enumeration_min_margin, relu_margin_instance
 
     rng = np.random.default_rng(seed)
-    relu = rnet(rng, (3, 4, 3, 3), "relu")
-    x = rng.uniform(0.3, 0.7, size=3)
-    label = int(relu.predict(x))
-    k = (label + 1) % 3
+    relu, x, label, k, lo, hi = relu_margin_instance(rng, (3, 4, 3, 3), 0.2)
     lower, upper, point = minimum_margin_bb(relu, x, label, k, 0.2, tolerance=1e-6)
-    exact = relu_enumeration_min_margin(relu, np.clip(x - 0.2, 0, 1), np.clip(x + 0.2, 0, 1), label, k)
+    exact = relu_enumeration_min_margin(relu, lo, hi, label, k)
     assert lower <= exact + 1e-6 and abs(upper - exact) <= 1e-5 * (1 + abs(exact))
     gelu = rnet(rng, (4, 5, 4, 3), "gelu")
     x = rng.uniform(0.3, 0.7, size=4)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from formulations.bounds import symbolic_bounds
 from formulations.errors import InvalidInputError
 from formulations.relu_bab import FALSIFIED, UNKNOWN, VERIFIED, BabSettings, optimised_bounds, relu_bab
-from tests.formulations.helpers import random_network, relu_enumeration_min_margin
+from tests.formulations.helpers import random_network, relu_enumeration_min_margin, relu_margin_instance
 
 SMALL = BabSettings(batch=16, iterations=8, first_iterations=20)
 
@@ -92,13 +92,8 @@ def test_verdicts_agree_with_the_exact_mip_on_wider_networks(seed):
     """32 hidden ReLUs (too many to enumerate): the MIP's bracket of the minimum margin is the oracle."""
     from formulations.robustness import minimum_margin
 
-    rng = np.random.default_rng(seed)
-    net = random_network(rng, (6, 16, 16, 3), "relu")
-    x = rng.uniform(0.3, 0.7, size=6)
-    label = int(net.predict(x))
-    target = (label + 1) % 3
     eps = 0.15
-    lo, hi = np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+    net, x, label, target, lo, hi = relu_margin_instance(np.random.default_rng(seed), (6, 16, 16, 3), eps)
     mip_lower, mip_upper, _ = minimum_margin(net, x, label, target, eps, tolerance=1e-6)
     bounds = symbolic_bounds(net, lo, hi)
     for threshold in (mip_lower - 0.02, mip_upper + 0.02):

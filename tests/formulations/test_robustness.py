@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from formulations import InvalidInputError, Network, SolverNotAvailableError, Verdict
 from formulations.backends import available_solvers
 from formulations.robustness import certify, margins, minimum_margin
-from tests.formulations.helpers import random_network, relu_enumeration_min_margin
+from tests.formulations.helpers import random_network, relu_enumeration_min_margin, relu_margin_instance
 
 
 def sampled_min_margin(network: Network, x: np.ndarray, label: int, eps: float, rng, n: int = 4000) -> float:
@@ -54,14 +54,10 @@ def test_no_verified_answer_is_contradicted_by_sampling_and_lp_below_mip(activat
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000))
 def test_relu_mip_equals_activation_pattern_enumeration(seed):
-    rng = np.random.default_rng(seed)
-    net = random_network(rng, (3, 4, 3, 3), "relu")
-    x = rng.uniform(0.3, 0.7, size=3)
-    label = int(net.predict(x))
-    target = (label + 1) % 3
     eps = 0.2
+    net, x, label, target, lo, hi = relu_margin_instance(np.random.default_rng(seed), (3, 4, 3, 3), eps)
     lower, upper, point = minimum_margin(net, x, label, target, eps, tolerance=1e-6)
-    exact = relu_enumeration_min_margin(net, np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1), label, target)
+    exact = relu_enumeration_min_margin(net, lo, hi, label, target)
     assert lower <= exact + 1e-6
     assert abs(upper - exact) <= 1e-5 * (1 + abs(exact))
 

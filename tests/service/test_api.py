@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.batches import register_network
@@ -19,13 +18,6 @@ def pool(settings):
     pool = EmbeddedPool(settings.resolved_database_url, certify=interval_certify)
     yield pool
     pool.shutdown()
-
-
-@pytest.fixture
-def client(settings, pool):
-    with TestClient(create_app(settings, dispatcher=pool)) as client:
-        client.headers["Authorization"] = f"Bearer {settings.api_token}"
-        yield client
 
 
 @pytest.fixture

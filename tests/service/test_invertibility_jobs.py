@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from formulations.network import Network
-from service.api.app import create_app
 from service.batches import register_network
 from service.cli import app as cli
 from service.dispatch import reset_dispatchers
@@ -28,13 +26,6 @@ def pool(settings):
     pool = EmbeddedPool(settings.resolved_database_url)
     yield pool
     pool.shutdown()
-
-
-@pytest.fixture
-def client(settings, pool):
-    with TestClient(create_app(settings, dispatcher=pool)) as client:
-        client.headers["Authorization"] = f"Bearer {settings.api_token}"
-        yield client
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from tests.service.factories import small_network
-from workers.networks import cached_network, network_from_bytes, network_to_bytes
+from workers.networks import network_from_bytes, network_to_bytes, stored_network
 
 
 def test_a_network_survives_the_round_trip_through_bytes():
@@ -15,4 +17,4 @@ def test_a_network_survives_the_round_trip_through_bytes():
 
 def test_weights_that_do_not_match_the_digest_are_refused():
     with pytest.raises(ValueError, match="digest"):
-        cached_network("0" * 64, network_to_bytes(small_network(4)))
+        stored_network(SimpleNamespace(digest="0" * 64, weights=network_to_bytes(small_network(4))))
