@@ -48,6 +48,8 @@ Array = np.ndarray
 HOLDS, VIOLATED, UNKNOWN = "holds", "violated", "unknown"
 #: The MIP is asked only whether a margin below this exists; its infeasibility proves margin >= this > 0.
 MIP_CUTOFF = 1e-4
+#: Output-diversification steps before PGD from each random start (formulations.attack).
+ATTACK_ODI_STEPS = 10
 #: Fraction of the time left that LP tightening may use (after alpha-CROWN, which is as tight and faster).
 TIGHTEN_SHARE = 0.1
 #: Fraction of the time left that the margin LPs may use.
@@ -201,7 +203,7 @@ def _mip(run: _Run, input_set: InputSet, bounds: list[LayerBounds], solver: str)
 
 
 def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, solver: str = "scip",
-                   seed: int = 0, attack_restarts: int = 4, attack_steps: int = 60,
+                   seed: int = 0, attack_restarts: int = 20, attack_steps: int = 50,
                    tighten: bool = True) -> VnncompAnswer:
     """Decide a VNN-LIB property on a ReLU network within ``timeout`` seconds (module docstring).
 
@@ -248,8 +250,11 @@ def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, so
 
     # 3. attack the targets the bounds left open
     t0 = time.monotonic()
+    # large steps (eps / 4) and output-diversified starts: small steps from uniform starts all settle in the
+    # same basin and miss the narrow violations of the deeper networks
     found = pgd_attack(network, input_set.center, label, input_set.eps, domain=input_set.domain,
-                       steps=attack_steps, restarts=attack_restarts, seed=seed, targets=run.open)
+                       steps=attack_steps, restarts=attack_restarts, step_size=input_set.eps / 4, seed=seed,
+                       targets=run.open, odi_steps=ATTACK_ODI_STEPS)
     run.offer_point(found.points[0], "attack")
     run.timed("attack", t0)
     if run.counterexample is not None or not relu:

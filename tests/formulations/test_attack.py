@@ -64,14 +64,15 @@ def test_a_point_that_stays_in_its_class_is_not_reported_found():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(ACTIVATIONS), st.sampled_from(NORMS), st.integers(0, 10_000), st.floats(0.0, 0.7))
-def test_points_are_inside_and_margins_are_re_evaluated_and_above_the_sound_bound(act, norm, seed, eps):
+@given(st.sampled_from(ACTIVATIONS), st.sampled_from(NORMS), st.integers(0, 10_000), st.floats(0.0, 0.7),
+       st.integers(0, 3))
+def test_points_are_inside_and_margins_are_re_evaluated_and_above_the_sound_bound(act, norm, seed, eps, odi):
     net = random_network(act, seed)
     rng = np.random.default_rng(seed)
     centers = rng.uniform(-0.1, 1.0, size=(4, 4))  # some centres slightly outside the domain
     eps = eps + {"linf": 0.1, "l2": 0.2, "l1": 0.4}[norm]  # every ball must still meet [0, 1]^4
     labels = net.predict(np.clip(centers, 0, 1))
-    result = pgd_attack(net, centers, labels, eps, norm=norm, steps=10, restarts=2, seed=seed)
+    result = pgd_attack(net, centers, labels, eps, norm=norm, steps=10, restarts=2, seed=seed, odi_steps=odi)
     e = np.full(4, eps)
     assert contains_points(result.points, centers, e, norm, np.zeros(4), np.ones(4), tol=0.0).all()
     logits = net.forward(result.points)
@@ -93,10 +94,11 @@ def test_same_seed_same_answer_and_targets_restrict_the_attack():
     net = random_network("tanh", 1, sizes=(4, 6, 5, 4))
     centers = np.random.default_rng(2).uniform(size=(6, 4))
     labels = net.predict(centers)
-    a = pgd_attack(net, centers, labels, 0.2, seed=5, steps=15)
-    b = pgd_attack(net, centers, labels, 0.2, seed=5, steps=15)
-    np.testing.assert_array_equal(a.points, b.points)
-    np.testing.assert_array_equal(a.per_target_margins, b.per_target_margins)
+    for odi in (0, 5):
+        a = pgd_attack(net, centers, labels, 0.2, seed=5, steps=15, odi_steps=odi)
+        b = pgd_attack(net, centers, labels, 0.2, seed=5, steps=15, odi_steps=odi)
+        np.testing.assert_array_equal(a.points, b.points)
+        np.testing.assert_array_equal(a.per_target_margins, b.per_target_margins)
     only = pgd_attack(net, centers, labels, 0.2, seed=5, steps=15, targets=[3])
     other = np.arange(4) != 3
     assert np.isinf(only.per_target_margins[:, other]).all()
@@ -145,6 +147,8 @@ def test_bad_inputs_raise_invalid_input_error():
         pgd_attack(net, c, [0, 1], 0.1, norm="l7")
     with pytest.raises(InvalidInputError, match="steps"):
         pgd_attack(net, c, [0, 1], 0.1, steps=-1)
+    with pytest.raises(InvalidInputError, match="odi_steps"):
+        pgd_attack(net, c, [0, 1], 0.1, odi_steps=-2)
     with pytest.raises(InvalidInputError, match="step_size"):
         pgd_attack(net, c, [0, 1], 0.1, step_size=0.0)
     with pytest.raises(InvalidInputError, match="target"):
