@@ -21,9 +21,12 @@ back-substitution coefficients (the intercept score of BaBSR, Bunel et al. 2020)
 lowest bounds are split first, a batch at a time. Each bound's minimiser over the box (a box corner) is
 evaluated on the real network: a negative margin there is a counterexample.
 
-Numbers: float64 throughout; a domain counts as verified only when :func:`formulations.refinement.sound_lower`
-of its bound is positive (the slack dwarfs float64's rounding on these sizes), the same rule as for a
-solver's dual bound.
+Numbers: the root, the alpha-CROWN intermediate bounds and every proof are float64; a domain counts as
+verified only when :func:`formulations.refinement.sound_lower` of its float64 bound is positive (the slack
+dwarfs float64's rounding on these sizes), the same rule as for a solver's dual bound. The search itself
+(the optimiser's steps over batches of domains) runs in float32 by default: it only *chooses* alpha and
+beta, which give a valid bound whatever they are, and a domain closes only after its bound is recomputed
+in float64 at those parameters (:func:`_confirm`).
 """
 
 from __future__ import annotations
@@ -46,13 +49,16 @@ if TYPE_CHECKING:  # torch is imported where it is used: the engine loads withou
 
 Array = np.ndarray
 VERIFIED, FALSIFIED, UNKNOWN = "verified", "falsified", "unknown"
+#: Optimiser steps (and their geometric step-size decay) for a domain with every unstable neuron split.
+POLISH_ITERATIONS, POLISH_DECAY = 300, 0.98
 
 
 @dataclass(frozen=True)
 class BabSettings:
     """``batch``: domains split per round (each makes two); ``iterations``: optimiser steps for a round's
     children (``first_iterations`` for the root); ``lr_alpha``, ``lr_beta``: Adam step sizes;
-    ``max_domains``: open domains kept before giving up (memory)."""
+    ``max_domains``: open domains kept before giving up (memory); ``float32_search``: bound the domains in
+    float32 (about twice the throughput) and re-bound in float64 every domain that would close."""
 
     batch: int = 512
     iterations: int = 12
@@ -60,6 +66,7 @@ class BabSettings:
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
     max_domains: int = 400_000
+    float32_search: bool = True
 
 
 @dataclass
@@ -83,11 +90,12 @@ class _Problem:
     the same function) or one row per domain (alpha-CROWN's intermediate bounds: one neuron side each)."""
 
     def __init__(self, hidden: Sequence, bounds: Sequence[LayerBounds], lo: Array, hi: Array, w_out: Array,
-                 b_out: Array | float) -> None:
+                 b_out: Array | float, *, dtype: "torch.dtype | None" = None) -> None:
         import torch
 
         self.torch = torch
-        t = lambda a: torch.tensor(np.asarray(a, dtype=np.float64))  # noqa: E731  (a copy: the arrays are read-only)
+        self.dtype = dtype or torch.float64
+        t = lambda a: torch.tensor(np.asarray(a, dtype=np.float64), dtype=self.dtype)  # noqa: E731  (a copy)
         self.W = [t(layer.weight) for layer in hidden]
         self.b = [t(layer.bias) for layer in hidden]
         self.w_out, self.b_out = t(w_out), t(b_out)
@@ -107,17 +115,17 @@ class _Problem:
 
     @classmethod
     def margin(cls, network: Network, bounds: Sequence[LayerBounds], lo: Array, hi: Array, label: int,
-               target: int) -> "_Problem":
+               target: int, *, dtype: "torch.dtype | None" = None) -> "_Problem":
         """``f(x)[label] - f(x)[target]``: the last layer folded with ``e_label - e_target``."""
         last = network.layers[-1]
         return cls(network.hidden_layers, bounds, lo, hi, last.weight[label] - last.weight[target],
-                   float(last.bias[label] - last.bias[target]))
+                   float(last.bias[label] - last.bias[target]), dtype=dtype)
 
     def initial_alphas(self, rows: int):
         """CROWN's adaptive lower slopes (1 where ``u >= -l``, else 0) as the optimiser's start."""
         torch = self.torch
-        start = [(self.upper[i][idx] >= -self.lower[i][idx]).double() for i, idx in enumerate(self.unstable)]
-        flat = torch.cat(start) if start else torch.zeros(0, dtype=torch.float64)
+        start = [(self.upper[i][idx] >= -self.lower[i][idx]).to(self.dtype) for i, idx in enumerate(self.unstable)]
+        flat = torch.cat(start) if start else torch.zeros(0, dtype=self.dtype)
         return flat.expand(rows, -1).clone()
 
     def per_layer(self, rows):
@@ -147,7 +155,7 @@ class _Problem:
             # stable neurons: h = z (active) or h = 0 (inactive), whole layer at once
             coef = torch.where(l >= 0, lam, torch.zeros_like(lam))
             open_ = (s == 0)
-            slope = uu / (uu - lu).clamp(min=1e-300)
+            slope = uu / (uu - lu).clamp(min=torch.finfo(self.dtype).tiny)
             alpha = alphas[i].clamp(0.0, 1.0)
             relaxed = torch.where(a >= 0, a * alpha, a * slope)
             c_u = torch.where(s > 0, a, torch.where(s < 0, torch.zeros_like(a), relaxed))
@@ -166,19 +174,22 @@ class _Problem:
 
 
 def _optimise(problem: _Problem, splits: "torch.Tensor", alphas: "torch.Tensor", betas: "torch.Tensor",
-              iterations: int, settings: BabSettings):
+              iterations: int, settings: BabSettings, *, decay: float = 1.0):
     """Adam ascent on the sum of the batch's bounds. Domains are rows over all unstable neurons (layers
     concatenated). Returns the best bound seen per domain (each one valid), its minimiser, the branching
-    scores of the last step and the parameters reached."""
+    scores of the last step and the parameters that gave the best bound (the last step's are often worse:
+    Adam oscillates, and children started from them lost most of what their parents had gained).
+    ``decay`` < 1 shrinks the step sizes geometrically, to converge rather than explore."""
     torch = problem.torch
     alphas = alphas.clone().requires_grad_(True)
     betas = betas.clone().requires_grad_(True)
     opt = torch.optim.Adam([{"params": [alphas], "lr": settings.lr_alpha},
                             {"params": [betas], "lr": settings.lr_beta}])
+    schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=decay)
     layer_splits = problem.per_layer(splits)
     if splits.shape[1] == 0:
         iterations = 0  # no unstable neuron: the bound has no parameters to optimise
-    best = best_x = scores = None
+    best = best_x = best_alphas = best_betas = scores = None
     for step in range(iterations + 1):
         last = step == iterations
         with torch.set_grad_enabled(not last):
@@ -187,20 +198,21 @@ def _optimise(problem: _Problem, splits: "torch.Tensor", alphas: "torch.Tensor",
         v = value.detach()
         if best is None:
             best, best_x = v.clone(), x_star.detach().clone()
-        else:
+            best_alphas, best_betas = alphas.detach().clone(), betas.detach().clone()
+        else:  # per domain, the best bound and the parameters that gave it: the children start from those
             better = v > best
             best = torch.where(better, v, best)
             best_x = torch.where(better[:, None], x_star.detach(), best_x)
+            best_alphas = torch.where(better[:, None], alphas.detach(), best_alphas)
+            best_betas = torch.where(better[:, None], betas.detach(), best_betas)
         if last:
             scores = torch.cat(layer_scores, dim=1) if layer_scores else torch.zeros((v.shape[0], 0))
             break
         opt.zero_grad()
         (-value.sum()).backward()
         opt.step()
-    with torch.no_grad():
-        alphas = alphas.detach().clamp_(0.0, 1.0)
-        betas = betas.detach().clamp_(min=0.0)
-    return best, best_x, scores, alphas, betas
+        schedule.step()
+    return best, best_x, scores, best_alphas.clamp(0.0, 1.0), best_betas.clamp(min=0.0)
 
 
 def optimised_bounds(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBounds], *,
@@ -271,7 +283,9 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
     if len(bounds) < len(network.hidden_layers):
         raise InvalidInputError(f"{len(bounds)} layer bounds for {len(network.hidden_layers)} hidden layers")
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-    problem = _Problem.margin(network, bounds, lo, hi, label, target)
+    problem = _Problem.margin(network, bounds, lo, hi, label, target)  # float64: the root and every proof
+    search = _Problem.margin(network, bounds, lo, hi, label, target, dtype=torch.float32) \
+        if settings.float32_search else problem
     n = problem.total_unstable
 
     def margin_at(x: Array) -> Array:
@@ -281,47 +295,74 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
     value, x_star, scores, alphas, betas = _optimise(
         problem, torch.zeros((1, n), dtype=torch.float64), problem.initial_alphas(1),
         torch.zeros((1, n), dtype=torch.float64), settings.first_iterations, settings)
-    result = BabResult(UNKNOWN, sound_lower(float(value[0])), domains=1)
+    root = sound_lower(float(value[0]))
+    result = BabResult(UNKNOWN, root, domains=1)
     if margin_at(x_star.numpy())[0] < 0:
         return _done(result, FALSIFIED, started, x=np.clip(x_star.numpy()[0], lo, hi))
     if result.lower > threshold:
         return _done(result, VERIFIED, started)
 
-    # open domains, lowest bound first: (bound, tiebreak, splits int8, alphas, betas, scores) as 1-D rows
+    # open domains, lowest bound first: (bound, tiebreak, splits int8, alphas, betas, scores) as 1-D rows;
+    # bounds in the search precision (float32 by default): a guide for the order, never a proof
     counter = itertools.count()
     heap = [(float(value[0]), next(counter), torch.zeros(n, dtype=torch.int8), alphas[0].float(), betas[0].float(),
              scores[0].float())]
-    proven = np.inf  # the smallest sound bound among the domains closed so far
+    proven = np.inf  # the smallest sound (float64) bound among the domains closed so far
     rounds = 0
+    result.stats["unconfirmed"] = 0
     while heap:
         if time.monotonic() - started > time_limit or len(heap) > settings.max_domains:
-            result.lower = min(proven, sound_lower(heap[0][0]))
+            # the open domains' float32 bounds prove nothing: report the root's (float64, below them all)
+            result.lower = min(proven, root)
             result.stats["reason"] = "time limit" if len(heap) <= settings.max_domains else "domain limit"
+            result.stats["open_bound"] = heap[0][0]
             return _done(result, UNKNOWN, started, rounds=rounds)
         rounds += 1
         parents = [heapq.heappop(heap) for _ in range(min(settings.batch, len(heap)))]
-        p_splits = torch.stack([p[2] for p in parents]).double()
-        p_scores = torch.stack([p[5] for p in parents]).double()
+        p_splits = torch.stack([p[2] for p in parents]).to(search.dtype)
+        p_scores = torch.stack([p[5] for p in parents]).to(search.dtype)
         p_scores = torch.where(p_splits != 0, torch.full_like(p_scores, -1.0), p_scores)
         best_score, branch = p_scores.max(dim=1) if n else (torch.full((len(parents),), -1.0), None)
-        if bool((best_score < 0).any()):  # a domain with every unstable neuron split: nothing left to branch on
-            result.lower = min(proven, sound_lower(parents[0][0]))
-            result.stats["reason"] = "a domain with nothing left to split stayed undecided"
-            return _done(result, UNKNOWN, started, rounds=rounds)
+        full = np.flatnonzero((best_score < 0).numpy())
+        if full.size:
+            # every unstable neuron split: the domain is a polytope and its Lagrangian bound is exact at the
+            # optimal beta, so converge on it (float64, decaying steps) instead of branching further
+            f_value, f_x, _, _, _ = _optimise(
+                problem, p_splits[full].double(), torch.stack([parents[i][3] for i in full]).double(),
+                torch.stack([parents[i][4] for i in full]).double(), POLISH_ITERATIONS, settings, decay=POLISH_DECAY)
+            points = f_x.numpy()
+            bad = np.flatnonzero(margin_at(points) < 0)
+            if bad.size:
+                return _done(result, FALSIFIED, started, x=np.clip(points[bad[0]], lo, hi), rounds=rounds)
+            bounds_ = [sound_lower(float(v)) for v in f_value.numpy()]
+            if min(bounds_) <= threshold:
+                result.lower = min(proven, root)
+                result.stats["reason"] = "a domain with nothing left to split stayed undecided"
+                return _done(result, UNKNOWN, started, rounds=rounds)
+            proven = min(proven, min(bounds_))
+            keep = np.setdiff1d(np.arange(len(parents)), full)
+            if keep.size == 0:
+                continue
+            parents = [parents[i] for i in keep]
+            p_splits, p_scores, branch = p_splits[keep], p_scores[keep], branch[keep]
         rows = torch.arange(len(parents))
         active, inactive = p_splits.clone(), p_splits.clone()
         active[rows, branch], inactive[rows, branch] = 1.0, -1.0
         splits = torch.cat([active, inactive])
-        p_alphas = torch.stack([p[3] for p in parents]).double()
-        p_betas = torch.stack([p[4] for p in parents]).double()
-        value, x_star, scores, alphas, betas = _optimise(problem, splits, torch.cat([p_alphas, p_alphas]),
+        p_alphas = torch.stack([p[3] for p in parents]).to(search.dtype)
+        p_betas = torch.stack([p[4] for p in parents]).to(search.dtype)
+        value, x_star, scores, alphas, betas = _optimise(search, splits, torch.cat([p_alphas, p_alphas]),
                                                          torch.cat([p_betas, p_betas]), settings.iterations, settings)
         result.domains += int(value.shape[0])
-        margins = margin_at(x_star.numpy())
-        bad = np.flatnonzero(margins < 0)
+        points = x_star.double().numpy()
+        bad = np.flatnonzero(margin_at(points) < 0)
         if bad.size:
-            return _done(result, FALSIFIED, started, x=np.clip(x_star.numpy()[bad[0]], lo, hi), rounds=rounds)
-        values = value.numpy()
+            return _done(result, FALSIFIED, started, x=np.clip(points[bad[0]], lo, hi), rounds=rounds)
+        values = value.double().numpy()
+        closing = np.flatnonzero([sound_lower(float(v)) > threshold for v in values])
+        if closing.size and search is not problem:
+            # a proof is a float64 bound: re-bound the closing domains at the parameters found in float32
+            values[closing] = _confirm(problem, splits[closing], alphas[closing], betas[closing])
         for d in range(values.shape[0]):
             bound = sound_lower(float(values[d]))
             if bound > threshold:
@@ -329,8 +370,19 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
                 continue
             heapq.heappush(heap, (float(values[d]), next(counter), splits[d].to(torch.int8), alphas[d].float(),
                                   betas[d].float(), scores[d].float()))
+        result.stats["unconfirmed"] += int(closing.size) - int(sum(sound_lower(float(values[d])) > threshold
+                                                                   for d in closing))
     result.lower = proven
     return _done(result, VERIFIED, started, rounds=rounds)
+
+
+def _confirm(problem: _Problem, splits, alphas, betas) -> Array:
+    """Float64 bounds of domains at the given (float32-found) parameters: valid whatever the parameters are."""
+    torch = problem.torch
+    with torch.no_grad():
+        value, _, _ = problem.bound(problem.per_layer(splits.double()), problem.per_layer(alphas.double()),
+                                    problem.per_layer(betas.double()))
+    return value.numpy()
 
 
 def _done(result: BabResult, status: str, started: float, *, x: Array | None = None, rounds: int = 0) -> BabResult:
