@@ -87,7 +87,12 @@ class BabResult:
 class _Problem:
     """Linear lower bounds of ``w_out . h_last + b_out`` through ReLU hidden layers ``(W_i, b_i)`` with
     box-wide pre-activation bounds, as torch tensors. ``w_out`` is one row (a margin: every domain bounds
-    the same function) or one row per domain (alpha-CROWN's intermediate bounds: one neuron side each)."""
+    the same function) or one row per domain (alpha-CROWN's intermediate bounds: one neuron side each).
+
+    Layout: a stably inactive neuron (``u <= 0``) outputs 0 on the whole box, so it is dropped from its layer
+    and from the next layer's inputs; the others are ordered unstable first, then stably active (an identity
+    layer is all active). Every product below then runs over the neurons that matter, and the unstable
+    block is a slice rather than a gather."""
 
     def __init__(self, hidden: Sequence, bounds: Sequence[LayerBounds], lo: Array, hi: Array, w_out: Array,
                  b_out: Array | float, *, dtype: "torch.dtype | None" = None) -> None:
@@ -95,21 +100,31 @@ class _Problem:
 
         self.torch = torch
         self.dtype = dtype or torch.float64
-        t = lambda a: torch.tensor(np.asarray(a, dtype=np.float64), dtype=self.dtype)  # noqa: E731  (a copy)
-        self.W = [t(layer.weight) for layer in hidden]
-        self.b = [t(layer.bias) for layer in hidden]
-        self.w_out, self.b_out = t(w_out), t(b_out)
-        self.lower = [t(bounds[i].lower) for i in range(len(hidden))]
-        self.upper = [t(bounds[i].upper) for i in range(len(hidden))]
-        self.lo, self.hi = t(lo), t(hi)
-        # an identity layer is a ReLU that is always active
+        t = lambda a: torch.tensor(np.ascontiguousarray(a, dtype=np.float64), dtype=self.dtype)  # noqa: E731
+        self.W_u, self.W_a, self.b_u, self.b_a, self.lower, self.upper = [], [], [], [], [], []
+        self.n_unstable = []
+        previous = np.arange(len(lo))  # the inputs, all kept, in order
         for i, layer in enumerate(hidden):
             if layer.activation.name == "identity":
-                self.lower[i] = torch.full_like(self.lower[i], np.inf)
-                self.upper[i] = torch.full_like(self.upper[i], np.inf)
-        # the unstable neurons of each layer: the only ones with alpha, beta or a split
-        self.unstable = [torch.nonzero((l < 0) & (u > 0)).reshape(-1) for l, u in zip(self.lower, self.upper)]
-        self.n_unstable = [int(idx.numel()) for idx in self.unstable]
+                unstable, active = np.zeros(0, dtype=int), np.arange(layer.n_out)
+            else:
+                lower, upper = np.asarray(bounds[i].lower), np.asarray(bounds[i].upper)
+                unstable = np.flatnonzero((lower < 0) & (upper > 0))
+                active = np.flatnonzero(lower >= 0)
+            weight = np.asarray(layer.weight)[:, previous]
+            self.W_u.append(t(weight[unstable]))
+            self.W_a.append(t(weight[active]))
+            self.b_u.append(t(layer.bias[unstable]))
+            self.b_a.append(t(layer.bias[active]))
+            self.lower.append(t(np.asarray(bounds[i].lower)[unstable]))  # of the unstable neurons only
+            self.upper.append(t(np.asarray(bounds[i].upper)[unstable]))
+            self.n_unstable.append(int(unstable.size))
+            previous = np.concatenate([unstable, active])
+        w_out = np.asarray(w_out, dtype=np.float64)
+        self.w_out, self.b_out = t(w_out[..., previous]), t(b_out)
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        self.lo, self.hi = t(lo), t(hi)
+        self.mid, self.rad = t((lo + hi) / 2), t((hi - lo) / 2)
         self.offsets = np.concatenate([[0], np.cumsum(self.n_unstable)]).astype(int)
         self.total_unstable = int(self.offsets[-1])
 
@@ -124,17 +139,18 @@ class _Problem:
     def initial_alphas(self, rows: int):
         """CROWN's adaptive lower slopes (1 where ``u >= -l``, else 0) as the optimiser's start."""
         torch = self.torch
-        start = [(self.upper[i][idx] >= -self.lower[i][idx]).to(self.dtype) for i, idx in enumerate(self.unstable)]
+        start = [(u >= -l).to(self.dtype) for l, u in zip(self.lower, self.upper)]
         flat = torch.cat(start) if start else torch.zeros(0, dtype=self.dtype)
         return flat.expand(rows, -1).clone()
 
     def per_layer(self, rows):
         """Split (D, total_unstable) rows into one (D, n_unstable_i) view per hidden layer."""
-        return [rows[:, self.offsets[i]:self.offsets[i + 1]] for i in range(len(self.W))]
+        return [rows[:, self.offsets[i]:self.offsets[i + 1]] for i in range(len(self.W_u))]
 
-    def bound(self, splits: list, alphas: list, betas: list, *, scores: bool = False):
-        """Lower bounds of the margin for a batch of domains: (D,) bounds, (D, d) minimisers and, with
-        ``scores``, the branching score of every unstable neuron (one (D, n_unstable_i) per layer).
+    def bound(self, splits: list, alphas: list, betas: list, *, scores: bool = False, points: bool = False):
+        """Lower bounds of the objective for a batch of domains: (D,) bounds, with ``points`` their (D, d)
+        minimisers over the box (else None) and, with ``scores``, the branching score of every unstable
+        neuron (one (D, n_unstable_i) per layer).
 
         ``splits[i]``: (D, n_unstable_i) in {-1, 0, +1}; ``alphas[i]``, ``betas[i]``: same shape (clamped
         here into [0, 1] and [0, inf))."""
@@ -142,42 +158,34 @@ class _Problem:
         D = splits[0].shape[0] if splits else 1
         lam = self.w_out.expand(D, -1) if self.w_out.ndim == 1 else self.w_out  # coefficient on the last h
         const = self.b_out.expand(D).clone() if self.b_out.ndim == 0 else self.b_out.clone()
-        score_list = [None] * len(self.W)
-        for i in range(len(self.W) - 1, -1, -1):
-            idx = self.unstable[i]
+        score_list = [None] * len(self.W_u)
+        for i in range(len(self.W_u) - 1, -1, -1):
+            n_u = self.n_unstable[i]
             s = splits[i]
-            l = self.lower[i].expand(D, -1)
-            u = self.upper[i].expand(D, -1)
-            a = lam[:, idx]  # coefficients on the unstable neurons' h
-            lu, uu = l[:, idx], u[:, idx]
-            lu = torch.where(s > 0, torch.clamp(lu, min=0.0), lu)
-            uu = torch.where(s < 0, torch.clamp(uu, max=0.0), uu)
-            # stable neurons: h = z (active) or h = 0 (inactive), whole layer at once
-            coef = torch.where(l >= 0, lam, torch.zeros_like(lam))
-            open_ = (s == 0)
+            a, active = lam[:, :n_u], lam[:, n_u:]  # coefficients on the unstable and the active neurons' h
+            lu = torch.where(s > 0, torch.clamp(self.lower[i], min=0.0), self.lower[i])
+            uu = torch.where(s < 0, torch.clamp(self.upper[i], max=0.0), self.upper[i])
+            open_ = s == 0
             slope = uu / (uu - lu).clamp(min=torch.finfo(self.dtype).tiny)
-            alpha = alphas[i].clamp(0.0, 1.0)
-            relaxed = torch.where(a >= 0, a * alpha, a * slope)
+            relaxed = torch.where(a >= 0, a * alphas[i].clamp(0.0, 1.0), a * slope)
             c_u = torch.where(s > 0, a, torch.where(s < 0, torch.zeros_like(a), relaxed))
             c_u = c_u - s * betas[i].clamp(min=0.0)
             intercept = torch.where(open_ & (a < 0), a * (-slope * lu), torch.zeros_like(a))
-            const = const + intercept.sum(dim=1)
             if scores:
                 score_list[i] = torch.where(open_, (torch.relu(-a) + 0.1 * torch.relu(a)) * (-slope * lu),
                                             torch.full_like(a, -1.0)).detach()
-            coef = coef.index_put((torch.arange(D)[:, None], idx[None, :]), c_u) if idx.numel() else coef
-            const = const + coef @ self.b[i]
-            lam = coef @ self.W[i]
-        x_star = torch.where(lam >= 0, self.lo, self.hi)
-        value = const + (lam * x_star).sum(dim=1)
+            const = const + intercept.sum(dim=1) + c_u @ self.b_u[i] + active @ self.b_a[i]
+            lam = c_u @ self.W_u[i] + active @ self.W_a[i]
+        value = const + lam @ self.mid - lam.abs() @ self.rad  # the box's minimum of lam . x
+        x_star = torch.where(lam >= 0, self.lo, self.hi).detach() if points else None
         return value, x_star, score_list
 
 
 def _optimise(problem: _Problem, splits: "torch.Tensor", alphas: "torch.Tensor", betas: "torch.Tensor",
               iterations: int, settings: BabSettings, *, decay: float = 1.0):
     """Adam ascent on the sum of the batch's bounds. Domains are rows over all unstable neurons (layers
-    concatenated). Returns the best bound seen per domain (each one valid), its minimiser, the branching
-    scores of the last step and the parameters that gave the best bound (the last step's are often worse:
+    concatenated). Returns the best bound seen per domain (each one valid), the last step's minimiser (a
+    point of the box to try on the real network) and branching scores and the parameters that gave the best bound (the last step's are often worse:
     Adam oscillates, and children started from them lost most of what their parents had gained).
     ``decay`` < 1 shrinks the step sizes geometrically, to converge rather than explore."""
     torch = problem.torch
@@ -189,20 +197,19 @@ def _optimise(problem: _Problem, splits: "torch.Tensor", alphas: "torch.Tensor",
     layer_splits = problem.per_layer(splits)
     if splits.shape[1] == 0:
         iterations = 0  # no unstable neuron: the bound has no parameters to optimise
-    best = best_x = best_alphas = best_betas = scores = None
+    best = best_alphas = best_betas = scores = x_star = None
     for step in range(iterations + 1):
         last = step == iterations
         with torch.set_grad_enabled(not last):
             value, x_star, layer_scores = problem.bound(layer_splits, problem.per_layer(alphas),
-                                                        problem.per_layer(betas), scores=last)
+                                                        problem.per_layer(betas), scores=last, points=last)
         v = value.detach()
         if best is None:
-            best, best_x = v.clone(), x_star.detach().clone()
+            best = v.clone()
             best_alphas, best_betas = alphas.detach().clone(), betas.detach().clone()
         else:  # per domain, the best bound and the parameters that gave it: the children start from those
             better = v > best
             best = torch.where(better, v, best)
-            best_x = torch.where(better[:, None], x_star.detach(), best_x)
             best_alphas = torch.where(better[:, None], alphas.detach(), best_alphas)
             best_betas = torch.where(better[:, None], betas.detach(), best_betas)
         if last:
@@ -212,7 +219,7 @@ def _optimise(problem: _Problem, splits: "torch.Tensor", alphas: "torch.Tensor",
         (-value.sum()).backward()
         opt.step()
         schedule.step()
-    return best, best_x, scores, best_alphas.clamp(0.0, 1.0), best_betas.clamp(min=0.0)
+    return best, x_star, scores, best_alphas.clamp(0.0, 1.0), best_betas.clamp(min=0.0)
 
 
 def optimised_bounds(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBounds], *,

@@ -53,9 +53,9 @@ ATTACK_ODI_STEPS = 10
 #: Fraction of the time left that LP tightening may use (after alpha-CROWN, which is as tight and faster).
 TIGHTEN_SHARE = 0.1
 #: Fraction of the time left that the margin LPs may use.
-LP_SHARE = 0.1
+LP_SHARE = 0.05
 #: Fraction of the time left after the LP stage that branch and bound may use before the MIPs.
-BAB_SHARE = 0.7
+BAB_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -151,12 +151,13 @@ def _margin_lp(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget
 
 
 def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: float) -> None:
-    """ReLU branch and bound per open target, hardest first; a target's unused time passes to the next."""
+    """ReLU branch and bound per open target, easiest (highest bound) first, each with an equal share of the
+    time left: the easy ones finish early and pass their time on, so the hardest gets the most."""
     from .relu_bab import FALSIFIED, VERIFIED, relu_bab
 
     lo, hi = input_set.box()
     deadline = time.monotonic() + budget
-    pending = sorted(run.open, key=lambda k: run.lower[k])
+    pending = sorted(run.open, key=lambda k: -run.lower[k])
     for i, k in enumerate(pending):
         share = (deadline - time.monotonic()) / (len(pending) - i)
         if share <= 0.5:
