@@ -319,7 +319,7 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
     result.stats["unconfirmed"] = 0
     while heap:
         if time.monotonic() - started > time_limit or len(heap) > settings.max_domains:
-            # the open domains' float32 bounds prove nothing: report the root's (float64, below them all)
+            # the open domains' float32 bounds prove nothing: report the root's, a float64 bound on the whole box
             result.lower = min(proven, root)
             result.stats["reason"] = "time limit" if len(heap) <= settings.max_domains else "domain limit"
             result.stats["open_bound"] = heap[0][0]

@@ -68,8 +68,14 @@ def _refuse_unmigrated_database(**_kwargs) -> None:
 
 @worker_process_init.connect
 def _load_the_engine(**_kwargs) -> None:
-    """Import the engine when a pool process starts, not inside its first task (seconds of imports)."""
+    """Import the engine when a pool process starts, not inside its first task (seconds of imports), then
+    freeze what is loaded: the garbage collector's full passes stop walking Celery's, SQLAlchemy's and the
+    solvers' module objects (hundreds of thousands of them, none of which will ever be garbage)."""
+    import gc
+
     from workers.execution import default_certify, default_certify_batch
 
     default_certify()
     default_certify_batch()
+    gc.collect()
+    gc.freeze()
