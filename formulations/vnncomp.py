@@ -6,7 +6,8 @@ targets it decides:
 
 1. ``centre``: the box centre, evaluated on the real network;
 2. ``symbolic``: DeepPoly/CROWN back-substitution of every margin (:func:`formulations.bounds.margin_bounds`);
-3. ``attack``: PGD on the targets still open (Madry et al. 2018), :func:`formulations.attack.pgd_attack`;
+3. ``attack``: PGD on the targets still open (Madry et al. 2018), :func:`formulations.attack.pgd_attack`, with
+   steps of eps/4 from output-diversified random starts (Tashiro et al. 2020);
 4. ``tightening``: alpha-CROWN bounds of every hidden layer (:func:`formulations.relu_bab.optimised_bounds`,
    seconds), then progressive LP tightening of the unstable ReLUs with a small share of the time
    (:mod:`formulations.tightening`, MIPVerify's order), then the margins again, symbolically and by the
