@@ -185,8 +185,9 @@ def _optimise(problem: _Problem, splits: "torch.Tensor", alphas: "torch.Tensor",
               iterations: int, settings: BabSettings, *, decay: float = 1.0):
     """Adam ascent on the sum of the batch's bounds. Domains are rows over all unstable neurons (layers
     concatenated). Returns the best bound seen per domain (each one valid), the last step's minimiser (a
-    point of the box to try on the real network) and branching scores and the parameters that gave the best bound (the last step's are often worse:
-    Adam oscillates, and children started from them lost most of what their parents had gained).
+    point of the box to try on the real network) and branching scores, and the parameters that gave the
+    best bound (the last step's are often worse: Adam oscillates, and children started from them lost
+    most of what their parents had gained).
     ``decay`` < 1 shrinks the step sizes geometrically, to converge rather than explore."""
     torch = problem.torch
     alphas = alphas.clone().requires_grad_(True)
@@ -330,13 +331,14 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
         p_scores = torch.stack([p[5] for p in parents]).to(search.dtype)
         p_scores = torch.where(p_splits != 0, torch.full_like(p_scores, -1.0), p_scores)
         best_score, branch = p_scores.max(dim=1) if n else (torch.full((len(parents),), -1.0), None)
+        p_alphas = torch.stack([p[3] for p in parents]).to(search.dtype)
+        p_betas = torch.stack([p[4] for p in parents]).to(search.dtype)
         full = np.flatnonzero((best_score < 0).numpy())
         if full.size:
             # every unstable neuron split: the domain is a polytope and its Lagrangian bound is exact at the
             # optimal beta, so converge on it (float64, decaying steps) instead of branching further
-            f_value, f_x, _, _, _ = _optimise(
-                problem, p_splits[full].double(), torch.stack([parents[i][3] for i in full]).double(),
-                torch.stack([parents[i][4] for i in full]).double(), POLISH_ITERATIONS, settings, decay=POLISH_DECAY)
+            f_value, f_x, _, _, _ = _optimise(problem, p_splits[full].double(), p_alphas[full].double(),
+                                              p_betas[full].double(), POLISH_ITERATIONS, settings, decay=POLISH_DECAY)
             points = f_x.numpy()
             bad = np.flatnonzero(margin_at(points) < 0)
             if bad.size:
@@ -351,13 +353,11 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
             if keep.size == 0:
                 continue
             parents = [parents[i] for i in keep]
-            p_splits, p_scores, branch = p_splits[keep], p_scores[keep], branch[keep]
+            p_splits, branch, p_alphas, p_betas = p_splits[keep], branch[keep], p_alphas[keep], p_betas[keep]
         rows = torch.arange(len(parents))
         active, inactive = p_splits.clone(), p_splits.clone()
         active[rows, branch], inactive[rows, branch] = 1.0, -1.0
         splits = torch.cat([active, inactive])
-        p_alphas = torch.stack([p[3] for p in parents]).to(search.dtype)
-        p_betas = torch.stack([p[4] for p in parents]).to(search.dtype)
         value, x_star, scores, alphas, betas = _optimise(search, splits, torch.cat([p_alphas, p_alphas]),
                                                          torch.cat([p_betas, p_betas]), settings.iterations, settings)
         result.domains += int(value.shape[0])
@@ -370,15 +370,14 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
         if closing.size and search is not problem:
             # a proof is a float64 bound: re-bound the closing domains at the parameters found in float32
             values[closing] = _confirm(problem, splits[closing], alphas[closing], betas[closing])
+        sound = np.array([sound_lower(float(v)) for v in values])
+        result.stats["unconfirmed"] += int((sound[closing] <= threshold).sum())  # float32 said closed, float64 not
         for d in range(values.shape[0]):
-            bound = sound_lower(float(values[d]))
-            if bound > threshold:
-                proven = min(proven, bound)
+            if sound[d] > threshold:
+                proven = min(proven, sound[d])
                 continue
             heapq.heappush(heap, (float(values[d]), next(counter), splits[d].to(torch.int8), alphas[d].float(),
                                   betas[d].float(), scores[d].float()))
-        result.stats["unconfirmed"] += int(closing.size) - int(sum(sound_lower(float(values[d])) > threshold
-                                                                   for d in closing))
     result.lower = proven
     return _done(result, VERIFIED, started, rounds=rounds)
 
