@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -30,7 +32,7 @@ from service.db.models import QueryRow
 from service.settings import get_settings
 from sqlalchemy.orm import Session
 
-from .networks import stored_network
+from .networks import cached_network, stored_network
 
 try:  # Celery's soft time limit, raised inside the task when the chunk runs out of time
     from billiard.exceptions import SoftTimeLimitExceeded as _SoftTimeLimit
@@ -40,6 +42,7 @@ except ImportError:  # pragma: no cover - billiard ships with Celery
 
 Certify = Callable[..., Certificate]
 CertifyBatch = Callable[..., list[Certificate]]
+OnDecided = Callable[[list[int], list[Certificate]], None]  # formulations.cascade.OnDecided
 INPUT_KINDS = ("input_lower", "input_upper")
 CANCEL_CHECK_SECONDS = 0.5  # how stale a worker's view of "cancelled" may be
 FLUSH_SECONDS = 0.5  # how stale a job's progress may be
@@ -152,23 +155,89 @@ class ChunkOutcome:
 class _Buffer:
     """Answers waiting to be written: flushed in one transaction at most every FLUSH_SECONDS, so the
     database costs a few round trips per flush instead of per query. A worker killed before a flush
-    loses only unflushed answers, which the redelivered chunk recomputes (still one certificate each)."""
+    loses only unflushed answers, which the redelivered chunk recomputes (still one certificate each).
 
-    def __init__(self, session: Session) -> None:
+    With ``background=True`` answers handed to :meth:`send` are written by a :class:`_Writer` thread while
+    the engine goes on with the rest of the chunk; :meth:`flush` with ``finish`` waits for it first, so a
+    chunk is marked done only after every answer it wrote is committed."""
+
+    def __init__(self, session: Session, *, background: bool = False) -> None:
         self.session, self.answers, self.stored, self.last = session, [], 0, time.monotonic()
+        self.writer = _Writer(session.get_bind()) if background else None
 
     def add(self, answer: repo.Answer) -> None:
         self.answers.append(answer)
         if time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
 
-    def flush(self, then: Callable[[], None] | None = None) -> None:
-        """Store the waiting answers and run ``then`` (more writes) in the same transaction, then commit."""
-        self.stored += repo.store_answers(self.session, self.answers)
-        if then is not None:
-            then()
+    def send(self, answers: list[repo.Answer]) -> None:
+        """Answers that are final while the engine still works: to the writer thread, if there is one."""
+        if self.writer is None:
+            for answer in answers:
+                self.add(answer)
+        else:
+            self.writer.put(answers)
+
+    def flush(self, finish: str | None = None, chunk_id: int | None = None) -> None:
+        """Store the waiting answers (and, with ``finish``, the chunk's status) in one transaction."""
+        if finish is not None:
+            self.close()
+        self.stored += repo.store_answers(self.session, self.answers,
+                                          finish=None if finish is None else (chunk_id, finish))
         self.session.commit()
         self.answers, self.last = [], time.monotonic()
+
+    def abandon(self) -> None:
+        """Stop the writer thread after an error elsewhere (its own error, if any, is not the one to report)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                self.stored += writer.close()
+            except BaseException:  # noqa: BLE001
+                pass
+
+    def close(self) -> None:
+        """Wait for the writer thread; re-raise what it failed with (its answers are then not stored: the
+        task's retry, or the redelivered chunk, answers those queries again)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            self.stored += writer.close()
+
+
+class _Writer:
+    """A thread with its own session that stores batches of answers, one transaction each.
+
+    Why: on PostgreSQL most of a store's cost is the server's (parsing the JSON rows, index and foreign-key
+    checks), which runs in another process; done here, the worker would wait for it between two stages of
+    the engine, while the second core sits idle. The GIL is released while the thread waits on the socket."""
+
+    def __init__(self, bind) -> None:
+        self.stored, self.error = 0, None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, args=(bind,), name="polycert-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, answers: list[repo.Answer]) -> None:
+        self._queue.put(answers)
+
+    def close(self) -> int:
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.stored
+
+    def _run(self, bind) -> None:
+        with Session(bind, expire_on_commit=False) as session:
+            while (answers := self._queue.get()) is not None:
+                if self.error is not None:
+                    continue  # drain: the first error is the one close() reports
+                try:
+                    self.stored += repo.store_answers(session, answers)
+                    session.commit()
+                except BaseException as exc:  # noqa: BLE001 - handed to the task's thread by close()
+                    session.rollback()
+                    self.error = exc
 
 
 def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str] | None, list[QueryRow]]]:
@@ -188,26 +257,28 @@ def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str] | No
     return out
 
 
-def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any]) -> list[Certificate]:
+def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
+                  on_decided: OnDecided | None = None) -> list[Certificate]:
     """One cascade call for a group of queries sharing (method, norm); one certificate per query, in order."""
     certs = cascade_call(certify_batch, network, np.asarray([q.input for q in group], dtype=np.float64),
                          np.asarray([q.label for q in group], dtype=np.int64),
                          np.asarray([q.eps for q in group], dtype=np.float64),
-                         method=group[0].method, norm=group[0].norm, parameters=parameters)
+                         method=group[0].method, norm=group[0].norm, parameters=parameters, on_decided=on_decided)
     if len(certs) != len(group):
         raise RuntimeError(f"the cascade answered {len(certs)} of {len(group)} queries")
     return list(certs)
 
 
 def cascade_call(certify_batch: CertifyBatch, network, xs: np.ndarray, labels: np.ndarray, eps: np.ndarray, *,
-                 method: str, norm: str, parameters: dict[str, Any]) -> list[Certificate]:
+                 method: str, norm: str, parameters: dict[str, Any], on_decided: OnDecided | None = None) -> list[Certificate]:
     """The engine call a worker makes for a chunk: the cascade with the service's settings and the job's
     limits (``bench/queue.py`` times the same call in process, as the serial baseline)."""
     settings = get_settings().cascade.engine_settings(query_time_limit=parameters.get("time_limit"),
                                                       n_targets=network.output_size - 1,
                                                       solver=parameters.get("solver"))
+    extra = {} if on_decided is None else {"on_decided": on_decided}  # stand-in engines need not know it
     return certify_batch(network, xs, labels, eps, method=method, settings=settings, norm=norm,
-                         domain=input_domain(network))
+                         domain=input_domain(network), **extra)
 
 
 def _answer(query: QueryRow, cert: Certificate, wall_time: float) -> repo.Answer:
@@ -236,15 +307,15 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     cascade call raised. A per-query ``certify`` given without ``certify_batch`` (a stand-in engine) is
     called query by query.
     """
-    chunk = repo.claim_chunk(session, chunk_id, worker or worker_name())  # committed with the reads below
-    if chunk is None:
+    claim = repo.claim_chunk(session, chunk_id, worker or worker_name())  # committed with the reads below
+    if claim is None:
         return ChunkOutcome(chunk_id, 0, 0, "missing")
-    job = repo.get_job(session, chunk.job_id)
-    assert job is not None
-    network_row = repo.get_network(session, job.network_id)
-    assert network_row is not None
-    network = stored_network(network_row)
-    parameters = dict(job.parameters or {})
+    network = cached_network(claim.network_digest)
+    if network is None:  # the first chunk of this network in this process: read and decode its weights
+        network_row = repo.get_network(session, claim.network_id)
+        assert network_row is not None
+        network = stored_network(network_row)
+    parameters = dict(claim.job_parameters)
     if parameters.get("time_limit") is None:  # every query has a limit: the job's, or the service's
         parameters["time_limit"] = get_settings().query_time_limit
     if certify_batch is None and certify is None:
@@ -253,14 +324,26 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
 
     queries = repo.pending_queries(session, chunk_id)
     session.commit()  # the claim is durable (attempts count) and no transaction stays open during the engine
-    buffer = _Buffer(session)
-    if chunk.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
-        _give_up(buffer, queries, f"the chunk lost its worker {chunk.attempts - 1} times")
-        return _finish(buffer, chunk_id, "done", len(queries))
-    if job.kind != "robustness":  # invertibility and VNN-COMP: one expensive engine call per query
-        return _run_other_kind(session, buffer, chunk_id, job, network, parameters, queries)
+    # on PostgreSQL, the answers a cascade's cheap stages decide are written while it works on the rest
+    background = claim.job_kind == "robustness" and session.get_bind().dialect.name == "postgresql"
+    buffer = _Buffer(session, background=background)
+    try:
+        if claim.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
+            _give_up(buffer, queries, f"the chunk lost its worker {claim.attempts - 1} times")
+            return _finish(buffer, chunk_id, "done", len(queries))
+        if claim.job_kind != "robustness":  # invertibility and VNN-COMP: one expensive engine call per query
+            return _run_other_kind(session, buffer, chunk_id, claim, network, parameters, queries)
+        return _run_robustness(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch)
+    finally:
+        buffer.abandon()  # only on an error path: the normal paths closed the writer in _finish
+
+
+def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network,
+                    parameters: dict[str, Any], queries: Sequence[QueryRow], engine: Certify,
+                    certify_batch: CertifyBatch | None) -> ChunkOutcome:
+    """Robustness queries: a cascade call per (method, norm) group, single-target queries one by one."""
     groups = batch_groups(queries) if certify_batch is not None else [(None, [q]) for q in queries]
-    checked, cancelled, answered = time.monotonic(), job.status == "cancelled", set()
+    checked, cancelled, answered = time.monotonic(), claim.job_status == "cancelled", set()
 
     def add(answer: repo.Answer) -> None:
         buffer.add(answer)
@@ -269,33 +352,61 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     for key, group in groups:
         if time.monotonic() - checked > CANCEL_CHECK_SECONDS:  # a round trip per query would cost ~10 %
             checked = time.monotonic()
-            cancelled = repo.job_status(session, job.id) == "cancelled"
+            cancelled = repo.job_status(session, claim.job_id) == "cancelled"
             session.commit()
         if cancelled:
             return _finish(buffer, chunk_id, "cancelled", len(queries))
-        start = time.perf_counter()
         try:
             if key is None:
                 _one_by_one(engine, network, group, parameters, add)
                 continue
             try:
-                certs = certify_group(certify_batch, network, group, parameters)
+                _cascade_group(certify_batch, network, group, parameters, buffer, answered)
             except _SoftTimeLimit:
                 raise
             except Exception as exc:  # the cascade failed on this group: answer its queries one by one
                 note = f"cascade failed ({type(exc).__name__}: {str(exc)[:300]}); per query: "
-                _one_by_one(engine, network, group, parameters, add, note)
-                continue
-            each = (time.perf_counter() - start) / len(group)
-            for query, cert in zip(group, certs):
-                add(_answer(query, cert, each))
+                _one_by_one(engine, network, [q for q in group if q.id not in answered], parameters, add, note)
         except _SoftTimeLimit:
             _give_up(buffer, [q for q in queries if q.id not in answered], "the chunk reached its time limit")
             return _finish(buffer, chunk_id, "done", len(queries))
     return _finish(buffer, chunk_id, "done", len(queries))
 
 
-def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, job, network, parameters: dict[str, Any],
+def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
+                   buffer: _Buffer, answered: set[int]) -> None:
+    """One cascade call for a group. The answers its cheap stages decide are sent to the buffer as soon as
+    the cascade reports them, the rest when it returns.
+
+    Each certificate's ``wall_time`` is its share of the engine time: the time up to the early report is
+    shared by every query of the group, the time after it by the queries still open then; the shares add
+    up to the call's wall time."""
+    start = time.perf_counter()
+    early: dict[int, float] = {}
+    handing_over = 0.0  # time spent in the callback is the service's, not the engine's
+
+    def decided(indices: list[int], certs: list[Certificate]) -> None:
+        nonlocal handing_over
+        now = time.perf_counter()
+        share = (now - start) / len(group)
+        buffer.send([_answer(group[i], cert, share) for i, cert in zip(indices, certs)])
+        early.update(dict.fromkeys(indices, share))
+        answered.update(group[i].id for i in indices)
+        handing_over += time.perf_counter() - now
+
+    certs = certify_group(certify_batch, network, group, parameters, on_decided=decided)
+    total = time.perf_counter() - start - handing_over
+    late = [i for i in range(len(group)) if i not in early]
+    if not late:
+        return
+    shared = next(iter(early.values()), 0.0)  # what every query got of the time before the early report
+    each = shared + (total - shared * len(group)) / len(late)
+    for i in late:
+        buffer.add(_answer(group[i], certs[i], each))
+        answered.add(group[i].id)
+
+
+def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network, parameters: dict[str, Any],
                     queries: Sequence[QueryRow]) -> ChunkOutcome:
     """Invertibility and VNN-COMP queries (:mod:`workers.kinds`), each answered on its own."""
     from . import kinds
@@ -304,25 +415,25 @@ def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, job, netwo
     if parameters.get("second_network_id") is not None:
         row = repo.get_network(session, int(parameters["second_network_id"]))
         if row is None:
-            raise ValueError(f"job {job.id}: its second network {parameters['second_network_id']} is gone")
+            raise ValueError(f"job {claim.job_id}: its second network {parameters['second_network_id']} is gone")
         second = stored_network(row)
     for i, query in enumerate(queries):
-        if repo.job_status(session, job.id) == "cancelled":  # one round trip per (expensive) query is cheap
+        if repo.job_status(session, claim.job_id) == "cancelled":  # one round trip per (expensive) query is cheap
             session.commit()
             return _finish(buffer, chunk_id, "cancelled", len(queries))
         session.commit()
         start = time.perf_counter()
         try:
-            if job.kind == kinds.VNNCOMP:
+            if claim.job_kind == kinds.VNNCOMP:
                 own = (query.parameters or {}).get("network_id")
                 net = network
-                if own is not None and own != job.network_id:
+                if own is not None and own != claim.network_id:
                     row = repo.get_network(session, int(own))
                     net = stored_network(row)
                 timeout = float((query.parameters or {}).get("timeout") or parameters["time_limit"])
                 record = kinds.vnncomp_record(net, query.parameters["vnnlib"], timeout, parameters.get("solver"))
             else:
-                cert = kinds.invertibility_certificate(job.kind, network, np.asarray(query.input, dtype=np.float64),
+                cert = kinds.invertibility_certificate(claim.job_kind, network, np.asarray(query.input, dtype=np.float64),
                                                        parameters, second)
                 record = kinds.invertibility_record(cert, time.perf_counter() - start)
         except _SoftTimeLimit:
@@ -337,8 +448,7 @@ def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, job, netwo
 
 
 def _finish(buffer: _Buffer, chunk_id: int, status: str, n_queries: int) -> ChunkOutcome:
-    # the last answers and the chunk's status in one transaction
-    buffer.flush(then=lambda: repo.finish_chunk(buffer.session, chunk_id, status))
+    buffer.flush(finish=status, chunk_id=chunk_id)  # the last answers and the chunk's status: one transaction
     return ChunkOutcome(chunk_id, buffer.stored, n_queries - buffer.stored, status)
 
 

@@ -41,6 +41,15 @@ _CACHE_SIZE = 16
 _LOCK = threading.Lock()  # the embedded worker's threads share the cache
 
 
+def cached_network(digest: str) -> Network | None:
+    """The network with this digest if this process has decoded it already (no database read)."""
+    with _LOCK:
+        if digest in _CACHE:
+            _CACHE.move_to_end(digest)
+            return _CACHE[digest]
+    return None
+
+
 def stored_network(row) -> Network:
     """The network of a ``NetworkRow``, checked against its digest. Its (deferred) weights are read from the
     database only the first time this process meets the digest (a worker answers many chunks of one network)."""

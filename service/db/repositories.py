@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+import orjson
 from sqlalchemy import Table, and_, case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
@@ -159,21 +160,56 @@ def job_status(session: Session, job_id: int) -> str | None:
     return session.scalar(select(JobRow.status).where(JobRow.id == job_id))
 
 
-def claim_chunk(session: Session, chunk_id: int, worker: str) -> ChunkRow | None:
-    """Record that ``worker`` starts (or restarts) a chunk; moves its job from queued to running.
-    Two statements (UPDATE ... RETURNING the chunk, then the job's status): a worker pays this per chunk."""
-    chunk = session.scalars(
+@dataclass(frozen=True)
+class Claim:
+    """What a worker learns when it claims a chunk: the chunk after the claim, its job and the job's network."""
+
+    chunk_id: int
+    job_id: int
+    attempts: int  # deliveries of this chunk so far, this one included
+    job_status: str  # as the claim found it ('cancelled' stops the chunk)
+    job_kind: str
+    job_parameters: dict[str, Any]
+    network_id: int
+    network_digest: str
+
+
+def claim_chunk(session: Session, chunk_id: int, worker: str) -> Claim | None:
+    """Record that ``worker`` starts (or restarts) a chunk (attempts + 1; a cancelled chunk stays
+    cancelled) and move its job from queued to running; returns the claim, or None for no such chunk.
+
+    A worker pays this per chunk: on PostgreSQL it is one statement (the two updates as CTEs, then the
+    job and network read beside them); SQLite takes an UPDATE ... RETURNING and two more."""
+    now = _now()
+    if session.get_bind().dialect.name == "postgresql":
+        row = session.execute(_CLAIM_POSTGRESQL, dict(chunk_id=chunk_id, worker=worker[:200], now=now)).one_or_none()
+        return None if row is None else Claim(*row)
+    chunk = session.execute(
         update(ChunkRow).where(ChunkRow.id == chunk_id)
-        .values(attempts=ChunkRow.attempts + 1, worker=worker[:200], started_at=_now(),
+        .values(attempts=ChunkRow.attempts + 1, worker=worker[:200], started_at=now,
                 status=case((ChunkRow.status == "cancelled", "cancelled"), else_="running"))
-        .returning(ChunkRow), execution_options={"populate_existing": True}
+        .returning(ChunkRow.job_id, ChunkRow.attempts)
     ).one_or_none()
     if chunk is None:
         return None
-    session.execute(
-        update(JobRow).where(JobRow.id == chunk.job_id, JobRow.status == "queued").values(status="running", started_at=_now())
-    )
-    return chunk
+    job_id, attempts = chunk
+    job = session.execute(
+        select(JobRow.status, JobRow.kind, JobRow.parameters, JobRow.network_id, NetworkRow.digest)
+        .join(NetworkRow, NetworkRow.id == JobRow.network_id).where(JobRow.id == job_id)
+    ).one()
+    session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "queued").values(status="running", started_at=now))
+    return Claim(chunk_id, job_id, attempts, job.status, job.kind, dict(job.parameters or {}), job.network_id, job.digest)
+
+
+_CLAIM_POSTGRESQL = text("""
+WITH k AS (UPDATE chunks SET attempts = attempts + 1, worker = :worker, started_at = CAST(:now AS timestamptz),
+                             status = CASE WHEN status = 'cancelled' THEN 'cancelled' ELSE 'running' END
+           WHERE id = :chunk_id RETURNING id, job_id, attempts),
+j AS (UPDATE jobs SET status = 'running', started_at = CAST(:now AS timestamptz)
+      FROM k WHERE jobs.id = k.job_id AND jobs.status = 'queued')
+SELECT k.id, k.job_id, k.attempts, jobs.status, jobs.kind, coalesce(jobs.parameters, '{}'::json), jobs.network_id,
+       networks.digest
+FROM k JOIN jobs ON jobs.id = k.job_id JOIN networks ON networks.id = jobs.network_id""")
 
 
 def finish_chunk(session: Session, chunk_id: int, status: str = "done") -> None:
@@ -206,19 +242,94 @@ class Answer:
     attack: dict[str, Any] | None = None
 
 
-def store_answers(session: Session, answers: Sequence[Answer]) -> int:
+def store_answers(session: Session, answers: Sequence[Answer], *, finish: tuple[int, str] | None = None) -> int:
     """Store certificates once each: a second store of the same (query, method) is a no-op.
 
     Signatures, attack rows and the jobs' progress counters are written only for the certificates this
-    call inserted, in the caller's transaction, so counts stay exact when a task runs twice. Everything
-    is batched (a few round trips for any number of answers). Returns how many were inserted.
+    call inserted, in the caller's transaction, so counts stay exact when a task runs twice. With
+    ``finish=(chunk_id, status)`` the chunk's status is written in the same transaction. Returns how many
+    certificates were inserted.
+
+    PostgreSQL gets all of it as one statement (data-modifying CTEs over one JSON document, see
+    :func:`_store_statement`): a worker pays one round trip per flush, whatever the number of answers.
+    SQLite, in process, takes a few executemany statements.
     """
-    if not answers:
+    if session.get_bind().dialect.name == "postgresql":
+        return _store_answers_postgresql(session, answers, finish)
+    stored = _store_answers_generic(session, answers) if answers else 0
+    if finish is not None:
+        finish_chunk(session, *finish)
+    return stored
+
+
+_CERTIFICATE_COLUMNS = tuple(c.name for c in CertificateRow.__table__.columns if c.name not in ("id", "created_at"))
+_SIGNATURE_COLUMNS = ("kind", "layer", "neuron", "index", "pixel")
+
+
+def _certificate_rows(answers: Sequence[Answer]) -> list[dict[str, Any]]:
+    """One key set for every row (the batched INSERT needs it)."""
+    return [dict(dict(answer=None, extra=None), **a.certificate, query_id=a.query.id, job_id=a.query.job_id,
+                 method=a.query.method) for a in answers]
+
+
+def _store_statement(finish: bool):
+    """The PostgreSQL store as one statement: insert the certificates (skipping those already stored),
+    then, joined on what that insert returned, their signatures, their attack rows and the jobs'
+    progress counters, and (``finish``) the chunk's status. Data-modifying CTEs all run, and see the
+    certificates' RETURNING rows, whether or not the final SELECT reads them. Each table's rows come as
+    their own JSON text: a shared document would be parsed again by every ``->`` that takes a part of it."""
+    quote = postgresql.dialect().identifier_preparer.quote
+    certificate = ", ".join(quote(c) for c in _CERTIFICATE_COLUMNS)
+    signature = ", ".join(f"r.{quote(c)}" for c in _SIGNATURE_COLUMNS)
+    signature_types = ", ".join(f"{quote(c)} {'text' if c == 'kind' else 'integer'}" for c in _SIGNATURE_COLUMNS)
+    active = ", ".join(f"'{s}'" for s in ACTIVE)
+    finishes = f"jobs.done + n.done >= jobs.total AND jobs.status IN ({active})"  # on the old row
+    sql = f"""
+WITH c AS (INSERT INTO certificates ({certificate})
+      SELECT {certificate} FROM json_populate_recordset(NULL::certificates, CAST(:certificates AS json))
+      ON CONFLICT (query_id, method) DO NOTHING
+      RETURNING id, query_id, job_id, error),
+s AS (INSERT INTO signatures (certificate_id, {", ".join(quote(c) for c in _SIGNATURE_COLUMNS)})
+      SELECT c.id, {signature}
+      FROM json_to_recordset(CAST(:signatures AS json)) AS r(query_id integer, {signature_types})
+      JOIN c ON c.query_id = r.query_id),
+a AS (INSERT INTO attacks (certificate_id, query_id, found, margin, point, seconds)
+      SELECT c.id, r.query_id, r.found, r.margin, r.point, r.seconds
+      FROM json_populate_recordset(NULL::attacks, CAST(:attacks AS json)) AS r
+      JOIN c ON c.query_id = r.query_id),
+n AS (SELECT job_id, count(*) AS done, count(*) FILTER (WHERE error IS NOT NULL AND error <> '') AS errors
+      FROM c GROUP BY job_id),
+j AS (UPDATE jobs SET done = jobs.done + n.done, errors = jobs.errors + n.errors,
+             status = CASE WHEN {finishes} THEN 'done' ELSE jobs.status END,
+             finished_at = CASE WHEN {finishes} THEN CAST(:now AS timestamptz) ELSE jobs.finished_at END
+      FROM n WHERE jobs.id = n.job_id)"""
+    if finish:
+        sql += """,
+k AS (UPDATE chunks SET status = :status, finished_at = CAST(:now AS timestamptz) WHERE id = :chunk_id)"""
+    return text(sql + "\nSELECT count(*) FROM c")
+
+
+_STORE_STATEMENTS = {finish: _store_statement(finish) for finish in (False, True)}
+
+
+def _store_answers_postgresql(session: Session, answers: Sequence[Answer], finish: tuple[int, str] | None) -> int:
+    if not answers and finish is None:
         return 0
+    documents = dict(  # one JSON text per table: each is parsed once, by the function that reads it
+        certificates=[{c: _json_scalar(row.get(c)) for c in _CERTIFICATE_COLUMNS} for row in _certificate_rows(answers)],
+        signatures=[dict(s, query_id=a.query.id) for a in answers for s in a.signatures],
+        attacks=[dict(a.attack, query_id=a.query.id) for a in answers if a.attack is not None],
+    )
+    parameters: dict[str, Any] = {name: orjson.dumps(rows).decode() for name, rows in documents.items()}
+    parameters["now"] = _now()
+    if finish is not None:
+        parameters.update(chunk_id=finish[0], status=finish[1])
+    return int(session.execute(_STORE_STATEMENTS[finish is not None], parameters).scalar_one())
+
+
+def _store_answers_generic(session: Session, answers: Sequence[Answer]) -> int:
     by_query = {a.query.id: a for a in answers}
-    rows = [dict(dict(answer=None, extra=None), **a.certificate, query_id=a.query.id, job_id=a.query.job_id,
-                 method=a.query.method) for a in answers]  # one key set for the batched INSERT
-    inserted = _bulk_insert(session, CertificateRow.__table__, rows, conflict=("query_id", "method"),
+    inserted = _bulk_insert(session, CertificateRow.__table__, _certificate_rows(answers), conflict=("query_id", "method"),
                             returning=("id", "query_id"))
     if not inserted:
         return 0
