@@ -3,10 +3,16 @@
 
     .venv/bin/python bench/queue.py [--images 200] [--eps 0.005 0.01 0.02] [--method lp] [--chunk-size 20]
 
-Default: the first 600 test images at eps 0.05, exact (mip), on the shipped ``polycert-tiny`` network, in
-chunks of 25 (the batched cascade answers a chunk in one call, in the workers as in the serial run).
+Default: the first 600 test images at eps 0.05, exact (mip), on the shipped ``polycert-tiny`` network, cut
+into chunks as the service cuts them (guided sizes from the network's history, :mod:`service.chunking`;
+``--chunk-size N`` for fixed chunks). The in-process serial run replays the very chunks of the one-worker
+job through the very engine call a worker makes (the batched cascade answers a chunk in one call).
+
+Each Celery run starts on a warm service, as a running one is: fresh PostgreSQL database, workers started,
+a small warm-up job (one chunk per worker, other images) answered, then the clock starts at submission.
 Figures: wall time, throughput, per-task overhead (wall x workers - solve time, per chunk), overhead
-as a share of solve time, speed-up of 2 workers over 1. Needs PostgreSQL and Redis on 127.0.0.1.
+as a share of solve time, the same against the serial run's wall, speed-up of 2 workers over 1.
+Needs PostgreSQL and Redis on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import datetime
+import gc
 import os
 import platform
 import subprocess
@@ -33,23 +40,38 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/13"
 
 
-def serial(network, x, y, eps_list, method, chunk_size, time_limit) -> tuple[float, float]:
+def serial(network, chunks, time_limit) -> tuple[float, float]:
     """Every chunk in this process, one after the other, through the very engine call a worker makes for a
     chunk (``workers.execution.cascade_call``: the cascade, the service's settings, the job's time
-    limit), storing nothing: (wall seconds, summed engine seconds)."""
+    limit), storing nothing: (wall seconds, summed engine seconds). ``chunks``: (method, norm, inputs,
+    labels, eps) per chunk."""
     from workers.execution import cascade_call, default_certify_batch
 
     certify_batch = default_certify_batch()
     solve = 0.0
     start = time.perf_counter()
-    for lo in range(0, len(x), chunk_size):
-        for eps in eps_list:
-            xs, ys = x[lo:lo + chunk_size], y[lo:lo + chunk_size]
-            t = time.perf_counter()
-            cascade_call(certify_batch, network, xs, ys, np.full(len(xs), eps), method=method, norm="linf",
-                         parameters={"time_limit": time_limit})
-            solve += time.perf_counter() - t
+    for method, norm, xs, ys, eps in chunks:
+        t = time.perf_counter()
+        cascade_call(certify_batch, network, xs, ys, eps, method=method, norm=norm, parameters={"time_limit": time_limit})
+        solve += time.perf_counter() - t
     return time.perf_counter() - start, solve
+
+
+def job_chunks(session, job_id: int) -> list[tuple]:
+    """The queries of a job as the workers got them: (method, norm, inputs, labels, eps) per chunk (one
+    method and norm per chunk, as the default requests make them)."""
+    from sqlalchemy import select
+
+    from service.db.models import QueryRow
+
+    rows = session.execute(select(QueryRow.chunk_id, QueryRow.method, QueryRow.norm, QueryRow.input, QueryRow.label,
+                                  QueryRow.eps).where(QueryRow.job_id == job_id).order_by(QueryRow.id)).all()
+    out = []
+    for chunk_id in dict.fromkeys(r.chunk_id for r in rows):
+        mine = [r for r in rows if r.chunk_id == chunk_id]
+        out.append((mine[0].method, mine[0].norm, np.asarray([r.input for r in mine], dtype=np.float64),
+                    np.asarray([r.label for r in mine], dtype=np.int64), np.asarray([r.eps for r in mine], dtype=np.float64)))
+    return out
 
 
 def fresh_database() -> tuple[str, str]:
@@ -68,8 +90,36 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int, float]:
-    """Submit the batch, run ``n_workers`` worker processes, wait: (wall seconds, chunks, summed engine time)."""
+WARM_UP_CHUNK = 25
+
+
+def warm_up(sessions, n_workers: int, args, network_name: str) -> None:
+    """One small job, a chunk per worker, from the end of the dataset (not the measured images), run to the
+    end; it is also the network's history from which the service sizes the measured job's chunks."""
+    from service import batches
+    from service.datasets import load_preprocessed
+    from service.dispatch import get_dispatcher
+    from service.settings import get_settings
+
+    stop = len(load_preprocessed(args.dataset)[0])
+    request = batches.BatchRequest(network=network_name, dataset={"name": args.dataset, "start": stop - n_workers * WARM_UP_CHUNK,
+                                                                  "stop": stop},
+                                   eps=args.eps[:1], methods=args.method, time_limit=args.time_limit)
+    with sessions() as session:
+        job_id = batches.submit_batch(session, get_dispatcher(get_settings()), request, created_by="bench-warm-up",
+                                      chunk_size=WARM_UP_CHUNK).id
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with sessions() as session:
+            if batches.get_job_or_raise(session, job_id).status == "done":
+                return
+        time.sleep(0.05)
+    raise SystemExit("the warm-up job did not finish in 120 s: are the workers running?")
+
+
+def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int, float, list[tuple]]:
+    """Submit the batch, run ``n_workers`` worker processes, wait: (wall seconds, chunks, summed engine time,
+    the chunks' queries)."""
     import redis
     from sqlalchemy import func, select
 
@@ -77,7 +127,9 @@ def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int,
     queue = f"bench-{uuid.uuid4().hex[:6]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYCERT_")}
     env.update(POLYCERT_DATABASE_URL=url, POLYCERT_BROKER_URL=REDIS, POLYCERT_QUEUE_NAME=queue,
-               POLYCERT_CHUNK_SIZE=str(args.chunk_size), POLYCERT_ENVIRONMENT="test", PYTHONPATH=str(ROOT))
+               POLYCERT_ENVIRONMENT="test", PYTHONPATH=str(ROOT))
+    if args.chunk_size:
+        env["POLYCERT_CHUNK_SIZE"] = str(args.chunk_size)
     os.environ.update({k: v for k, v in env.items() if k.startswith("POLYCERT_")})
     from service import batches
     from service.db.migrate import upgrade
@@ -98,14 +150,20 @@ def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int,
              for i in range(n_workers)]
     sessions = session_factory(get_engine(url))
     try:
-        time.sleep(4.0)  # let the workers import the engine before the clock starts
+        # the clock starts on a warm service, as a running one is: the workers have imported the engine and
+        # answered a chunk each (their database connections, the network's weights decoded, the server's
+        # catalog caches), the client has registered the network and opened its broker connection
+        get_dispatcher(get_settings()).connect()
+        time.sleep(4.0)
+        warm_up(sessions, n_workers, args, network_name)
         request = batches.BatchRequest(network=network_name, dataset={"name": args.dataset, "start": 0, "stop": args.images},
                                        eps=args.eps, methods=args.method, time_limit=args.time_limit)
         with sessions() as session:
             submitted_at = datetime.datetime.now(datetime.timezone.utc)
             job = batches.submit_batch(session, get_dispatcher(get_settings()), request, created_by="bench",
                                        chunk_size=args.chunk_size)
-            job_id, chunks = job.id, -(-job.total // args.chunk_size)
+            submit_s = (datetime.datetime.now(datetime.timezone.utc) - submitted_at).total_seconds()
+            job_id = job.id
         while True:
             with sessions() as session:
                 if batches.get_job_or_raise(session, job_id).status == "done":
@@ -121,12 +179,14 @@ def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int,
                     for name in {w for _, _, w in spans}:
                         mine = sorted((a, b) for a, b, w in spans if w == name)
                         between += [(a2 - b1).total_seconds() for (_, b1), (a2, _) in zip(mine, mine[1:])]
+                    replay = job_chunks(session, job_id)
                     break
             time.sleep(0.05)
         print(f"#   {n_workers} worker(s): {wall:.2f} s wall; inside chunks {in_chunks:.2f} worker-s, of which engine"
-              f" {solve:.2f}; submit to first chunk start {(first - submitted_at).total_seconds():.2f} s; between"
-              f" chunks {1000 * sum(between) / max(1, len(between)):.1f} ms on average", flush=True)
-        return wall, chunks, float(solve or 0.0)
+              f" {solve:.2f}; submit {submit_s:.3f} s, to first chunk start {(first - submitted_at).total_seconds():.3f} s; between"
+              f" chunks {1000 * sum(between) / max(1, len(between)):.1f} ms on average; {len(replay)} chunks of"
+              f" {[len(c[2]) for c in replay]}", flush=True)
+        return wall, len(replay), float(solve or 0.0), replay
     finally:
         for p in procs:
             p.terminate()
@@ -144,7 +204,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--eps", type=float, nargs="+", default=[0.05])
     parser.add_argument("--method", default="mip", choices=["lp", "mip"])
-    parser.add_argument("--chunk-size", type=int, default=25)
+    parser.add_argument("--chunk-size", type=int, default=None, help="fixed chunk size (default: the service's guided sizes)")
     parser.add_argument("--time-limit", type=float, default=60.0)
     parser.add_argument("--skip-serial", action="store_true", help="only the Celery runs")
     parser.add_argument("--worker-log", type=Path, default=None, help="folder for the workers' INFO logs")
@@ -157,33 +217,42 @@ def main() -> None:
 
     network = load_builtin(args.network)
     x, y = load_preprocessed(args.dataset)
-    x, y = x[: args.images], y[: args.images]
-    n = len(x) * len(args.eps)
+    n = min(len(x), args.images) * len(args.eps)
     print(f"# bench/queue.py  {time.strftime('%Y-%m-%d %H:%M')}  python {platform.python_version()}  cores {os.cpu_count()}")
-    print(f"# {n} queries: {args.network} {network.architecture}, {len(x)} images x eps {args.eps}, method {args.method},"
-          f" chunk size {args.chunk_size}")
-    serial(network, x[:2], y[:2], args.eps[:1], args.method, args.chunk_size, args.time_limit)  # warm caches
+    print(f"# {n} queries: {args.network} {network.architecture}, {n // len(args.eps)} images x eps {args.eps},"
+          f" method {args.method}, chunks {args.chunk_size or 'guided (service default)'}")
+    serial(network, [(args.method, "linf", x[:2], y[:2], np.full(2, args.eps[0]))], args.time_limit)  # warm caches
+    # this process stands in for the API server that submits the batch; having run the engine it holds
+    # hundreds of thousands of long-lived objects, and a full garbage collection triggered by the
+    # submission's allocations would cost ~0.1 s that a server process does not pay
+    gc.collect()
+    gc.freeze()
     rows = []
-    if not args.skip_serial:
-        wall0, solve0 = serial(network, x, y, args.eps, args.method, args.chunk_size, args.time_limit)
-        rows.append(("in-process serial", 0, wall0, 0, solve0))
-        print(f"#   serial: {wall0:.2f} s", flush=True)
     for workers in (1, 2):
-        wall, chunks, solve = through_celery(workers, args, args.network)
+        wall, chunks, solve, replay = through_celery(workers, args, args.network)
         rows.append((f"celery+redis, {workers} worker{'s' * (workers > 1)}", workers, wall, chunks, solve))
+        if workers == 1 and not args.skip_serial:  # the one-worker job's very chunks, in this process
+            wall0, solve0 = serial(network, replay, args.time_limit)
+            rows.insert(0, ("in-process serial", 0, wall0, 0, solve0))
+            print(f"#   serial: {wall0:.2f} s", flush=True)
 
-    print(f"{'mode':<26}{'wall s':>9}{'queries/s':>11}{'engine s':>10}{'overhead/task ms':>18}{'overhead %':>12}{'speed-up':>10}")
+    serial_wall = next((r[2] for r in rows if r[1] == 0), None)
+    print(f"{'mode':<26}{'wall s':>9}{'queries/s':>11}{'engine s':>10}{'overhead/task ms':>18}{'overhead %':>12}"
+          f"{'vs serial':>11}{'speed-up':>10}")
     base = next(r[2] for r in rows if r[1] == 1)
     for name, workers, wall, chunks, solve in rows:
         if workers:
             overhead = wall * workers - solve  # worker-seconds not spent in the engine
             per_task = f"{1000 * overhead / chunks:.1f}"
             share = f"{100 * overhead / solve:.1f}"
+            # the same work against the in-process run: catches an engine that runs slower inside a worker
+            versus = "-" if serial_wall is None else f"{100 * (wall * workers / serial_wall - 1):+.1f}%"
             speedup = f"{base / wall:.2f}x"
         else:
-            per_task, share, speedup = "-", "-", "-"
-        print(f"{name:<26}{wall:>9.2f}{n / wall:>11.1f}{solve:>10.2f}{per_task:>18}{share:>12}{speedup:>10}")
+            per_task, share, versus, speedup = "-", "-", "-", "-"
+        print(f"{name:<26}{wall:>9.2f}{n / wall:>11.1f}{solve:>10.2f}{per_task:>18}{share:>12}{versus:>11}{speedup:>10}")
     print("# overhead = wall x workers - engine time inside the workers (queue, database writes, idle tail);"
+          " vs serial = wall x workers against the in-process run's wall (noisier: two runs);"
           " targets: overhead < 10 % of solve time, 2 workers >= 1.7x one worker")
 
 

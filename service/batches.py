@@ -20,7 +20,9 @@ from service.db import repositories as repo
 from service.db.models import JobRow, NetworkRow
 from workers.networks import network_to_bytes, stored_network
 
+from . import chunking
 from .errors import NotFoundError, QueueUnavailableError
+from .settings import Settings, get_settings
 
 Method = Literal["lp", "mip", "both"]
 UPLOAD_FORMATS = {".npz": "npz", ".pt": "pt", ".pth": "pt", ".onnx": "onnx"}
@@ -176,7 +178,7 @@ JobRequest = Annotated[
 
 
 class Dispatcher(Protocol):
-    def enqueue(self, chunk_ids: list[int]) -> None: ...
+    def enqueue(self, chunk_ids: list[int], time_limits: Sequence[tuple[float, float]] | None = None) -> None: ...
 
 
 # -- networks -----------------------------------------------------------------------------------------
@@ -322,16 +324,28 @@ def plan_instances(session: Session, request: VnncompRequest) -> list[dict[str, 
     return queries
 
 
-def create_batch(session: Session, request, *, created_by: str, chunk_size: int) -> tuple[JobRow, list[int]]:
-    """Store a job, its chunks and queries (not yet enqueued); the caller commits. Robustness queries go
-    ``chunk_size`` to a task; invertibility and VNN-COMP queries one to a task (they are expensive)."""
+def create_batch(session: Session, request, *, created_by: str, chunk_size: int | None = None,
+                 chunk_seconds: float = 0.25) -> tuple[JobRow, list[int]]:
+    """Store a job, its chunks and queries (not yet enqueued); the caller commits. Returns (job, chunk ids).
+
+    Robustness queries go ``chunk_size`` to a task, or, with ``chunk_size=None``, in guided chunk sizes
+    whose largest holds ``chunk_seconds`` of engine time at the network's history (:mod:`service.chunking`);
+    invertibility and VNN-COMP queries one to a task (they are expensive)."""
+    job, chunk_ids, _ = plan_batch(session, request, created_by=created_by, chunk_size=chunk_size,
+                                   chunk_seconds=chunk_seconds)
+    return job, chunk_ids
+
+
+def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | None, chunk_seconds: float,
+               ) -> tuple[JobRow, list[int], list[list[dict[str, Any]]]]:
+    """:func:`create_batch`, also returning each chunk's planned queries (their time limits size the
+    chunk's task)."""
     if isinstance(request, VnncompRequest):
         queries = plan_instances(session, request)
         parameters = request.model_dump(exclude={"instances"}, mode="json")
         parameters["instances"] = [dict(name=i.name, network_id=i.network_id, timeout=i.timeout) for i in request.instances]
-        return repo.create_job(session, network_id=queries[0]["parameters"]["network_id"], kind="vnncomp",
-                               parameters=parameters, created_by=created_by, queries=queries, chunk_size=1)
-    if isinstance(request, InvertibilityRequest):
+        network_id, kind, sizes = queries[0]["parameters"]["network_id"], "vnncomp", [1] * len(queries)
+    elif isinstance(request, InvertibilityRequest):
         network = resolve_network(session, network_id=request.network_id, name=request.network)
         second = None
         if request.second_network_id is not None or request.second_network is not None:
@@ -340,14 +354,23 @@ def create_batch(session: Session, request, *, created_by: str, chunk_size: int)
         queries = plan_centres(request, x, sources, network, second)
         parameters = request.model_dump(exclude={"inputs"}, mode="json")
         parameters["second_network_id"] = None if second is None else second.id
-        return repo.create_job(session, network_id=network.id, kind=request.kind, parameters=parameters,
-                               created_by=created_by, queries=queries, chunk_size=1)
-    network = resolve_network(session, network_id=request.network_id, name=request.network)
-    x, labels, sources = batch_inputs(request)
-    queries = plan_queries(request, x, labels, sources, network)
-    parameters = request.model_dump(exclude={"inputs", "labels"}, mode="json")
-    return repo.create_job(session, network_id=network.id, kind=request.kind, parameters=parameters,
-                           created_by=created_by, queries=queries, chunk_size=chunk_size)
+        network_id, kind, sizes = network.id, request.kind, [1] * len(queries)
+    else:
+        network = resolve_network(session, network_id=request.network_id, name=request.network)
+        x, labels, sources = batch_inputs(request)
+        queries = plan_queries(request, x, labels, sources, network)
+        parameters = request.model_dump(exclude={"inputs", "labels"}, mode="json")
+        network_id, kind = network.id, request.kind
+        if chunk_size is not None:
+            sizes = chunking.fixed_sizes(len(queries), chunk_size)
+        else:
+            methods = sorted({q["method"] for q in queries})
+            history = repo.mean_query_seconds(session, network.id, methods)
+            sizes = chunking.guided_sizes(len(queries), chunking.largest_chunk(history, chunk_seconds))
+    job, chunk_ids = repo.create_job(session, network_id=network_id, kind=kind, parameters=parameters,
+                                     created_by=created_by, queries=queries, chunk_sizes=sizes)
+    starts = np.cumsum([0] + sizes)
+    return job, chunk_ids, [queries[a:b] for a, b in zip(starts[:-1], starts[1:])]
 
 
 def derive_network(session: Session, network_id: int, transform: str, **options: Any) -> tuple[NetworkRow, bool]:
@@ -368,12 +391,21 @@ def derive_network(session: Session, network_id: int, transform: str, **options:
 
 
 def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_by: str,
-                 chunk_size: int) -> JobRow:
-    """Create the job, commit it, then enqueue its chunks (so a worker never sees an uncommitted chunk)."""
-    job, chunks = create_batch(session, request, created_by=created_by, chunk_size=chunk_size)
+                 chunk_size: int | None = None, settings: Settings | None = None) -> JobRow:
+    """Create the job, commit it, then enqueue its chunks (so a worker never sees an uncommitted chunk).
+
+    ``chunk_size`` overrides the settings' (whose default, None, means guided sizes). Each chunk's task
+    gets time limits from its own queries' limits (:meth:`Settings.chunk_time_limits`)."""
+    settings = settings or get_settings()
+    job, chunks, planned = plan_batch(session, request, created_by=created_by,
+                                      chunk_size=chunk_size if chunk_size is not None else settings.chunk_size,
+                                      chunk_seconds=settings.chunk_seconds)
     session.commit()
+    default_limit = (job.parameters or {}).get("time_limit") or settings.query_time_limit
+    limits = [settings.chunk_time_limits(sum(float((q.get("parameters") or {}).get("timeout") or default_limit)
+                                             for q in queries)) for queries in planned]
     try:
-        dispatcher.enqueue(chunks)
+        dispatcher.enqueue(chunks, limits)
     except Exception as exc:
         job.status = "failed"
         session.commit()

@@ -127,7 +127,7 @@ def _submit(request, engine):
     with _session(engine) as session:
         try:
             job = batches.submit_batch(session, get_dispatcher(settings), request, created_by="cli",
-                                       chunk_size=settings.chunk_size)
+                                       settings=settings)
         except NotFoundError as exc:
             raise fail(str(exc), EXIT_NOT_FOUND) from None
         except PolyCertError as exc:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_TOKEN = "polycert-dev-token"
@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     database_url: str | None = None  # None => sqlite:///<data_dir>/polycert.db
     broker_url: str | None = None  # None => embedded worker in the same process
     api_token: str = DEVELOPMENT_TOKEN
-    chunk_size: int = Field(default=20, ge=1, le=10_000)
+    chunk_size: int | None = Field(default=None, ge=1, le=10_000)  # queries per task; None: guided sizes
+    chunk_seconds: float = Field(default=0.25, gt=0)  # guided sizes: engine seconds of the largest chunk
     query_time_limit: float = Field(default=60.0, gt=0)  # seconds per query, handed to the engine
     task_time_slack: float = Field(default=30.0, ge=0)  # extra seconds per chunk before Celery's limits
     visibility_timeout: int = Field(default=3600, ge=1)  # Redis redelivery of unacknowledged tasks
@@ -88,6 +89,11 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(default=1, ge=1, le=64)
     queue_name: str = "polycert"
     cascade: CascadeOptions = Field(default_factory=CascadeOptions)  # POLYCERT_CASCADE (JSON) or POLYCERT_CASCADE__<FIELD>
+
+    @field_validator("chunk_size", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return None if value == "" else value  # compose passes ${POLYCERT_CHUNK_SIZE:-} as an empty string
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> "Settings":
@@ -112,9 +118,12 @@ class Settings(BaseSettings):
         """True when no broker is configured: jobs run in an in-process pool."""
         return not self.broker_url
 
-    def chunk_time_limits(self) -> tuple[float, float]:
-        """Celery's (soft, hard) limits for one chunk: every query may use its own limit, plus slack."""
-        soft = self.chunk_size * self.query_time_limit + self.task_time_slack
+    def chunk_time_limits(self, query_seconds: float | None = None) -> tuple[float, float]:
+        """Celery's (soft, hard) limits for a chunk whose queries' own limits add up to ``query_seconds``
+        (default: a chunk of ``chunk_size``, or 20, queries at ``query_time_limit``), plus slack."""
+        if query_seconds is None:
+            query_seconds = (self.chunk_size or 20) * self.query_time_limit
+        soft = query_seconds + self.task_time_slack
         return soft, soft + max(10.0, self.task_time_slack)
 
 

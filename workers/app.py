@@ -11,6 +11,7 @@ Start a worker with ``polycert worker`` or ``celery -A workers.app worker``.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from celery import Celery
@@ -19,6 +20,7 @@ from celery.signals import worker_init, worker_process_init
 from service.settings import get_settings
 
 CHUNK_TASK = "polycert.run_chunk"
+logger = logging.getLogger(__name__)
 
 
 def make_celery() -> Celery:
@@ -59,23 +61,40 @@ def _refuse_unmigrated_database(**_kwargs) -> None:
     from service.db.migrate import DatabaseNotMigratedError, ensure_migrated
     from service.db.session import get_engine
 
+    engine = get_engine(get_settings().resolved_database_url)
     try:
-        ensure_migrated(get_engine(get_settings().resolved_database_url))
+        ensure_migrated(engine)
     except DatabaseNotMigratedError as exc:
         print(f"polycert worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    engine.dispose()  # the pool processes forked next open their own connections
 
 
 @worker_process_init.connect
 def _load_the_engine(**_kwargs) -> None:
-    """Import the engine when a pool process starts, not inside its first task (seconds of imports), then
-    freeze what is loaded: the garbage collector's full passes stop walking Celery's, SQLAlchemy's and the
-    solvers' module objects (hundreds of thousands of them, none of which will ever be garbage)."""
+    """Make a new pool process ready for its first chunk before it takes one:
+
+    - forget the database connections inherited from the parent (which checked the schema before forking):
+      two processes on one socket corrupt each other's conversations with the server; then open this
+      process' own connection;
+    - import the engine (seconds of imports) and run it once on a toy query, so that its lazy imports and
+      caches are not paid inside the first chunk;
+    - freeze what is loaded: the garbage collector's full passes stop walking Celery's, SQLAlchemy's and the
+      solvers' module objects (hundreds of thousands of them, none of which will ever be garbage).
+    """
     import gc
 
-    from workers.execution import default_certify, default_certify_batch
+    from service.db.session import get_engine
+    from workers.execution import default_certify, default_certify_batch, warm_up
 
+    engine = get_engine(get_settings().resolved_database_url)
+    engine.dispose(close=False)  # the parent's connections stay the parent's
     default_certify()
-    default_certify_batch()
+    try:  # a head start only: a database or solver that is not there yet fails the chunks, visibly, instead
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+        warm_up(default_certify_batch())
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("worker warm-up skipped: %s: %s", type(exc).__name__, exc)
     gc.collect()
     gc.freeze()

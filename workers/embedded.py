@@ -28,7 +28,9 @@ class EmbeddedPool:
         self._futures: list[Future] = []
         self._lock = threading.Lock()
 
-    def enqueue(self, chunk_ids: list[int]) -> None:
+    def enqueue(self, chunk_ids: list[int], time_limits=None) -> None:
+        """Run the chunks on the pool's threads (threads cannot be interrupted: ``time_limits`` are not
+        enforced here; the engine's own per-query limits still hold)."""
         with self._lock:
             self._futures.extend(self._executor.submit(self._run, cid) for cid in chunk_ids)
 

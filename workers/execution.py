@@ -64,6 +64,23 @@ def default_certify_batch() -> CertifyBatch:
     return certify_batch
 
 
+def warm_up(certify_batch: CertifyBatch) -> None:
+    """Cascade calls on a toy ReLU network that go through every stage (the cheap ones switched off, so that
+    the LP, the branching and the MIP solver run too): the engine's lazy imports (the LP and MIP solvers'
+    libraries) and caches are loaded, so that a worker's first chunk costs what its later ones do."""
+    from formulations.cascade import CascadeSettings
+    from formulations.network import Network
+
+    rng = np.random.default_rng(0)
+    toy = Network.from_arrays([rng.normal(size=(3, 4)), rng.normal(size=(2, 3))], [np.zeros(3), np.zeros(2)], "relu",
+                              name="warm-up")
+    x = np.full((2, 4), 0.5)
+    labels, eps = toy.predict(x), np.array([0.01, 0.3])
+    for branching in (True, False):
+        settings = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, branching=branching)
+        certify_batch(toy, x, labels, eps, method="mip", settings=settings)
+
+
 def input_domain(network) -> tuple[float, float]:
     lo, hi = network.metadata.get("input_domain", (0.0, 1.0))
     return float(lo), float(hi)
@@ -375,8 +392,8 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
 
 def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
                    buffer: _Buffer, answered: set[int]) -> None:
-    """One cascade call for a group. The answers its cheap stages decide are sent to the buffer as soon as
-    the cascade reports them, the rest when it returns.
+    """One cascade call for a group. The answers its cheap stages decide are sent to the buffer's writer as
+    soon as the cascade reports them (unless they are the whole group), the rest when it returns.
 
     Each certificate's ``wall_time`` is its share of the engine time: the time up to the early report is
     shared by every query of the group, the time after it by the queries still open then; the shares add
@@ -389,7 +406,12 @@ def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRo
         nonlocal handing_over
         now = time.perf_counter()
         share = (now - start) / len(group)
-        buffer.send([_answer(group[i], cert, share) for i, cert in zip(indices, certs)])
+        answers = [_answer(group[i], cert, share) for i, cert in zip(indices, certs)]
+        if len(indices) < len(group):
+            buffer.send(answers)  # the engine has more to do: write these meanwhile
+        else:
+            for answer in answers:  # nothing left to overlap with: the chunk's last flush takes them
+                buffer.add(answer)
         early.update(dict.fromkeys(indices, share))
         answered.update(group[i].id for i in indices)
         handing_over += time.perf_counter() - now

@@ -108,23 +108,35 @@ def create_job(
     parameters: dict[str, Any],
     created_by: str,
     queries: Sequence[dict[str, Any]],
-    chunk_size: int,
+    chunk_sizes: Sequence[int],
 ) -> tuple[JobRow, list[int]]:
-    """A job with its queries split into chunks of ``chunk_size``; returns (job, chunk ids in order)."""
+    """A job with its queries split into consecutive chunks of ``chunk_sizes`` (which add up to the number
+    of queries); returns (job, chunk ids in order)."""
+    if sum(chunk_sizes) != len(queries) or any(n < 1 for n in chunk_sizes):
+        raise ValueError(f"chunk sizes {list(chunk_sizes)[:8]}... do not split {len(queries)} queries")
     job = JobRow(
         network_id=network_id, kind=kind, parameters=parameters, created_by=created_by, total=len(queries),
         status="queued", done=0, errors=0,
     )
     session.add(job)
     session.flush()
-    starts = range(0, len(queries), chunk_size)
-    chunks = [dict(job_id=job.id, position=p, status="queued", attempts=0, worker="") for p in range(len(starts))]
+    chunks = [dict(job_id=job.id, position=p, status="queued", attempts=0, worker="") for p in range(len(chunk_sizes))]
     inserted = _bulk_insert(session, ChunkRow.__table__, chunks, returning=("id", "position"))
     chunk_ids = [cid for cid, _ in sorted(inserted, key=lambda r: r[1])]
-    rows = [dict(dict.fromkeys(_QUERY_FIELDS), **q, job_id=job.id, chunk_id=chunk_ids[i // chunk_size])
-            for i, q in enumerate(queries)]
+    owner = [chunk_ids[p] for p, n in enumerate(chunk_sizes) for _ in range(n)]
+    rows = [dict(dict.fromkeys(_QUERY_FIELDS), **q, job_id=job.id, chunk_id=owner[i]) for i, q in enumerate(queries)]
     _bulk_insert(session, QueryRow.__table__, rows)
     return job, chunk_ids
+
+
+def mean_query_seconds(session: Session, network_id: int, methods: Sequence[str], *, recent_jobs: int = 5) -> float | None:
+    """Mean engine seconds per answered robustness query of the network's latest jobs, for these methods
+    (None without history): what sizes the next job's chunks (:mod:`service.chunking`)."""
+    jobs = (select(JobRow.id).where(JobRow.network_id == network_id, JobRow.kind == "robustness")
+            .order_by(JobRow.id.desc()).limit(recent_jobs).scalar_subquery())
+    value = session.scalar(select(func.avg(CertificateRow.wall_time)).where(
+        CertificateRow.job_id.in_(jobs), CertificateRow.method.in_(list(methods)), CertificateRow.error.is_(None)))
+    return None if value is None else float(value)
 
 
 _QUERY_FIELDS = ("item", "source_index", "input", "label", "target", "eps", "norm", "method", "parameters")

@@ -112,13 +112,18 @@ def test_a_failed_background_write_fails_the_chunk_and_its_retry_stores_every_an
             raise OperationalError("INSERT ...", {}, Exception("server closed the connection"))
         return real_store(session, answers, **kw)
 
+    def reports_two_early(network, xs, labels, eps, *, on_decided, **kw):
+        certs = cascade_batch(network, xs, labels, eps, **kw)
+        on_decided([0, 1], certs[:2])  # the rest still open: these go to the writer thread
+        return certs
+
     monkeypatch.setattr(repo, "store_answers", flaky)
     with pytest.raises(OperationalError):  # transient: the Celery task retries it
-        run_chunk(pg_session, chunks[0])
+        run_chunk(pg_session, chunks[0], certify_batch=reports_two_early)
     pg_session.rollback()
     assert pg_session.get(ChunkRow, chunks[0]).status == "running"  # not done: nothing lost silently
     monkeypatch.setattr(repo, "store_answers", real_store)
-    run_chunk(pg_session, chunks[0])
+    run_chunk(pg_session, chunks[0], certify_batch=reports_two_early)
     certs = _stored(pg_session, job.id)
     pg_session.refresh(job)
     assert (len(certs), len({c.query_id for c in certs}), job.done, job.status) == (8, 8, 8, "done")

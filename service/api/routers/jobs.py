@@ -40,7 +40,7 @@ def submit(body: JobCreate, session: SessionDep, settings: SettingsDep, dispatch
     """Submit a job: a robustness batch (``kind`` robustness, the default), invertibility queries (``kind``
     injectivity / preimage / dependence / invariance / radius) or a VNN-COMP batch (``kind`` vnncomp). The job
     is stored, split into chunks and enqueued; poll ``GET /jobs/{id}``."""
-    job = batches.submit_batch(session, dispatcher, body, created_by=user, chunk_size=settings.chunk_size)
+    job = batches.submit_batch(session, dispatcher, body, created_by=user, settings=settings)
     return job_public(session, job)
 
 
