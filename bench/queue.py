@@ -90,24 +90,25 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-WARM_UP_CHUNK = 25
+WARM_UP_QUERIES = 30  # per worker
 
 
 def warm_up(sessions, n_workers: int, args, network_name: str) -> None:
-    """One small job, a chunk per worker, from the end of the dataset (not the measured images), run to the
-    end; it is also the network's history from which the service sizes the measured job's chunks."""
+    """One small job from the end of the dataset (not the measured images), submitted as the measured one
+    is (the service's chunking) and run to the end: every worker has answered a chunk, and the network
+    has the history from which the service sizes the measured job's chunks."""
     from service import batches
     from service.datasets import load_preprocessed
     from service.dispatch import get_dispatcher
     from service.settings import get_settings
 
     stop = len(load_preprocessed(args.dataset)[0])
-    request = batches.BatchRequest(network=network_name, dataset={"name": args.dataset, "start": stop - n_workers * WARM_UP_CHUNK,
+    request = batches.BatchRequest(network=network_name, dataset={"name": args.dataset, "start": stop - n_workers * WARM_UP_QUERIES,
                                                                   "stop": stop},
                                    eps=args.eps[:1], methods=args.method, time_limit=args.time_limit)
     with sessions() as session:
         job_id = batches.submit_batch(session, get_dispatcher(get_settings()), request, created_by="bench-warm-up",
-                                      chunk_size=WARM_UP_CHUNK).id
+                                      chunk_size=args.chunk_size).id
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         with sessions() as session:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-import queue
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -42,7 +40,6 @@ except ImportError:  # pragma: no cover - billiard ships with Celery
 
 Certify = Callable[..., Certificate]
 CertifyBatch = Callable[..., list[Certificate]]
-OnDecided = Callable[[list[int], list[Certificate]], None]  # formulations.cascade.OnDecided
 INPUT_KINDS = ("input_lower", "input_upper")
 CANCEL_CHECK_SECONDS = 0.5  # how stale a worker's view of "cancelled" may be
 FLUSH_SECONDS = 0.5  # how stale a job's progress may be
@@ -174,87 +171,24 @@ class _Buffer:
     database costs a few round trips per flush instead of per query. A worker killed before a flush
     loses only unflushed answers, which the redelivered chunk recomputes (still one certificate each).
 
-    With ``background=True`` answers handed to :meth:`send` are written by a :class:`_Writer` thread while
-    the engine goes on with the rest of the chunk; :meth:`flush` with ``finish`` waits for it first, so a
-    chunk is marked done only after every answer it wrote is committed."""
+    (A writer thread that stored the cascade's early answers while its LP and MIP stages ran was tried and
+    measured slower: the GIL hands the waiting thread back only every switch interval, and the extra
+    transaction cost more than the overlap saved.)"""
 
-    def __init__(self, session: Session, *, background: bool = False) -> None:
+    def __init__(self, session: Session) -> None:
         self.session, self.answers, self.stored, self.last = session, [], 0, time.monotonic()
-        self.writer = _Writer(session.get_bind()) if background else None
 
     def add(self, answer: repo.Answer) -> None:
         self.answers.append(answer)
         if time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
 
-    def send(self, answers: list[repo.Answer]) -> None:
-        """Answers that are final while the engine still works: to the writer thread, if there is one."""
-        if self.writer is None:
-            for answer in answers:
-                self.add(answer)
-        else:
-            self.writer.put(answers)
-
     def flush(self, finish: str | None = None, chunk_id: int | None = None) -> None:
         """Store the waiting answers (and, with ``finish``, the chunk's status) in one transaction."""
-        if finish is not None:
-            self.close()
         self.stored += repo.store_answers(self.session, self.answers,
                                           finish=None if finish is None else (chunk_id, finish))
         self.session.commit()
         self.answers, self.last = [], time.monotonic()
-
-    def abandon(self) -> None:
-        """Stop the writer thread after an error elsewhere (its own error, if any, is not the one to report)."""
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            try:
-                self.stored += writer.close()
-            except BaseException:  # noqa: BLE001
-                pass
-
-    def close(self) -> None:
-        """Wait for the writer thread; re-raise what it failed with (its answers are then not stored: the
-        task's retry, or the redelivered chunk, answers those queries again)."""
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            self.stored += writer.close()
-
-
-class _Writer:
-    """A thread with its own session that stores batches of answers, one transaction each.
-
-    Why: on PostgreSQL most of a store's cost is the server's (parsing the JSON rows, index and foreign-key
-    checks), which runs in another process; done here, the worker would wait for it between two stages of
-    the engine, while the second core sits idle. The GIL is released while the thread waits on the socket."""
-
-    def __init__(self, bind) -> None:
-        self.stored, self.error = 0, None
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, args=(bind,), name="polycert-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, answers: list[repo.Answer]) -> None:
-        self._queue.put(answers)
-
-    def close(self) -> int:
-        self._queue.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.stored
-
-    def _run(self, bind) -> None:
-        with Session(bind, expire_on_commit=False) as session:
-            while (answers := self._queue.get()) is not None:
-                if self.error is not None:
-                    continue  # drain: the first error is the one close() reports
-                try:
-                    self.stored += repo.store_answers(session, answers)
-                    session.commit()
-                except BaseException as exc:  # noqa: BLE001 - handed to the task's thread by close()
-                    session.rollback()
-                    self.error = exc
 
 
 def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str] | None, list[QueryRow]]]:
@@ -274,28 +208,26 @@ def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str] | No
     return out
 
 
-def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
-                  on_decided: OnDecided | None = None) -> list[Certificate]:
+def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any]) -> list[Certificate]:
     """One cascade call for a group of queries sharing (method, norm); one certificate per query, in order."""
     certs = cascade_call(certify_batch, network, np.asarray([q.input for q in group], dtype=np.float64),
                          np.asarray([q.label for q in group], dtype=np.int64),
                          np.asarray([q.eps for q in group], dtype=np.float64),
-                         method=group[0].method, norm=group[0].norm, parameters=parameters, on_decided=on_decided)
+                         method=group[0].method, norm=group[0].norm, parameters=parameters)
     if len(certs) != len(group):
         raise RuntimeError(f"the cascade answered {len(certs)} of {len(group)} queries")
     return list(certs)
 
 
 def cascade_call(certify_batch: CertifyBatch, network, xs: np.ndarray, labels: np.ndarray, eps: np.ndarray, *,
-                 method: str, norm: str, parameters: dict[str, Any], on_decided: OnDecided | None = None) -> list[Certificate]:
+                 method: str, norm: str, parameters: dict[str, Any]) -> list[Certificate]:
     """The engine call a worker makes for a chunk: the cascade with the service's settings and the job's
     limits (``bench/queue.py`` times the same call in process, as the serial baseline)."""
     settings = get_settings().cascade.engine_settings(query_time_limit=parameters.get("time_limit"),
                                                       n_targets=network.output_size - 1,
                                                       solver=parameters.get("solver"))
-    extra = {} if on_decided is None else {"on_decided": on_decided}  # stand-in engines need not know it
     return certify_batch(network, xs, labels, eps, method=method, settings=settings, norm=norm,
-                         domain=input_domain(network), **extra)
+                         domain=input_domain(network))
 
 
 def _answer(query: QueryRow, cert: Certificate, wall_time: float) -> repo.Answer:
@@ -341,18 +273,13 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
 
     queries = repo.pending_queries(session, chunk_id)
     session.commit()  # the claim is durable (attempts count) and no transaction stays open during the engine
-    # on PostgreSQL, the answers a cascade's cheap stages decide are written while it works on the rest
-    background = claim.job_kind == "robustness" and session.get_bind().dialect.name == "postgresql"
-    buffer = _Buffer(session, background=background)
-    try:
-        if claim.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
-            _give_up(buffer, queries, f"the chunk lost its worker {claim.attempts - 1} times")
-            return _finish(buffer, chunk_id, "done", len(queries))
-        if claim.job_kind != "robustness":  # invertibility and VNN-COMP: one expensive engine call per query
-            return _run_other_kind(session, buffer, chunk_id, claim, network, parameters, queries)
-        return _run_robustness(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch)
-    finally:
-        buffer.abandon()  # only on an error path: the normal paths closed the writer in _finish
+    buffer = _Buffer(session)
+    if claim.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
+        _give_up(buffer, queries, f"the chunk lost its worker {claim.attempts - 1} times")
+        return _finish(buffer, chunk_id, "done", len(queries))
+    if claim.job_kind != "robustness":  # invertibility and VNN-COMP: one expensive engine call per query
+        return _run_other_kind(session, buffer, chunk_id, claim, network, parameters, queries)
+    return _run_robustness(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch)
 
 
 def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network,
@@ -392,40 +319,13 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
 
 def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
                    buffer: _Buffer, answered: set[int]) -> None:
-    """One cascade call for a group. The answers its cheap stages decide are sent to the buffer's writer as
-    soon as the cascade reports them (unless they are the whole group), the rest when it returns.
-
-    Each certificate's ``wall_time`` is its share of the engine time: the time up to the early report is
-    shared by every query of the group, the time after it by the queries still open then; the shares add
-    up to the call's wall time."""
+    """One cascade call for a group; each certificate's ``wall_time`` is its share of the call's time."""
     start = time.perf_counter()
-    early: dict[int, float] = {}
-    handing_over = 0.0  # time spent in the callback is the service's, not the engine's
-
-    def decided(indices: list[int], certs: list[Certificate]) -> None:
-        nonlocal handing_over
-        now = time.perf_counter()
-        share = (now - start) / len(group)
-        answers = [_answer(group[i], cert, share) for i, cert in zip(indices, certs)]
-        if len(indices) < len(group):
-            buffer.send(answers)  # the engine has more to do: write these meanwhile
-        else:
-            for answer in answers:  # nothing left to overlap with: the chunk's last flush takes them
-                buffer.add(answer)
-        early.update(dict.fromkeys(indices, share))
-        answered.update(group[i].id for i in indices)
-        handing_over += time.perf_counter() - now
-
-    certs = certify_group(certify_batch, network, group, parameters, on_decided=decided)
-    total = time.perf_counter() - start - handing_over
-    late = [i for i in range(len(group)) if i not in early]
-    if not late:
-        return
-    shared = next(iter(early.values()), 0.0)  # what every query got of the time before the early report
-    each = shared + (total - shared * len(group)) / len(late)
-    for i in late:
-        buffer.add(_answer(group[i], certs[i], each))
-        answered.add(group[i].id)
+    certs = certify_group(certify_batch, network, group, parameters)
+    each = (time.perf_counter() - start) / len(group)
+    for query, cert in zip(group, certs):
+        buffer.add(_answer(query, cert, each))
+        answered.add(query.id)
 
 
 def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network, parameters: dict[str, Any],

@@ -6,7 +6,6 @@ except where a function says it commits because its writes must be durable one q
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -38,7 +37,7 @@ def _bulk_insert(session: Session, table: Table, rows: Sequence[dict[str, Any]],
 
     On PostgreSQL the rows travel as one JSON document read by ``json_populate_recordset``: the statement's
     text is the same for any number of rows (neither SQLAlchemy nor psycopg re-compiles or re-parses it
-    per batch) and the encoding is one ``json.dumps``. The multi-VALUES form cost about 0.6 ms a
+    per batch) and the encoding is one ``orjson.dumps``. The multi-VALUES form cost about 0.6 ms a
     certificate here, this one a tenth of that. SQLite, in process, takes the plain executemany.
     """
     if not rows:
@@ -60,7 +59,8 @@ def _bulk_insert(session: Session, table: Table, rows: Sequence[dict[str, Any]],
         sql += f" ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO NOTHING"
     if returning:
         sql += f" RETURNING {', '.join(quote(c) for c in returning)}"
-    document = json.dumps([{c: _json_scalar(row[c]) for c in columns} for row in rows])
+    document = orjson.dumps([{c: _json_scalar(row[c]) for c in columns} for row in rows],
+                            option=orjson.OPT_SERIALIZE_NUMPY).decode()
     result = session.execute(text(sql), {"rows": document})
     return [tuple(r) for r in result] if returning else []
 
@@ -262,7 +262,7 @@ def store_answers(session: Session, answers: Sequence[Answer], *, finish: tuple[
     ``finish=(chunk_id, status)`` the chunk's status is written in the same transaction. Returns how many
     certificates were inserted.
 
-    PostgreSQL gets all of it as one statement (data-modifying CTEs over one JSON document, see
+    PostgreSQL gets all of it as one statement (data-modifying CTEs over one JSON text per table, see
     :func:`_store_statement`): a worker pays one round trip per flush, whatever the number of answers.
     SQLite, in process, takes a few executemany statements.
     """
@@ -332,7 +332,8 @@ def _store_answers_postgresql(session: Session, answers: Sequence[Answer], finis
         signatures=[dict(s, query_id=a.query.id) for a in answers for s in a.signatures],
         attacks=[dict(a.attack, query_id=a.query.id) for a in answers if a.attack is not None],
     )
-    parameters: dict[str, Any] = {name: orjson.dumps(rows).decode() for name, rows in documents.items()}
+    parameters: dict[str, Any] = {name: orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+                                  for name, rows in documents.items()}
     parameters["now"] = _now()
     if finish is not None:
         parameters.update(chunk_id=finish[0], status=finish[1])
