@@ -90,25 +90,25 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-WARM_UP_QUERIES = 30  # per worker
+WARM_UP_CHUNK = 40  # queries per worker: one chunk each, large enough to cost per query what a job's chunks do
 
 
 def warm_up(sessions, n_workers: int, args, network_name: str) -> None:
-    """One small job from the end of the dataset (not the measured images), submitted as the measured one
-    is (the service's chunking) and run to the end: every worker has answered a chunk, and the network
-    has the history from which the service sizes the measured job's chunks."""
+    """One small job from the end of the dataset (not the measured images), one chunk per worker, run to
+    the end: every worker has answered a chunk, and the network has the history from which the service
+    sizes the measured job's chunks."""
     from service import batches
     from service.datasets import load_preprocessed
     from service.dispatch import get_dispatcher
     from service.settings import get_settings
 
     stop = len(load_preprocessed(args.dataset)[0])
-    request = batches.BatchRequest(network=network_name, dataset={"name": args.dataset, "start": stop - n_workers * WARM_UP_QUERIES,
+    request = batches.BatchRequest(network=network_name, dataset={"name": args.dataset, "start": stop - n_workers * WARM_UP_CHUNK,
                                                                   "stop": stop},
                                    eps=args.eps[:1], methods=args.method, time_limit=args.time_limit)
     with sessions() as session:
         job_id = batches.submit_batch(session, get_dispatcher(get_settings()), request, created_by="bench-warm-up",
-                                      chunk_size=args.chunk_size).id
+                                      chunk_size=args.chunk_size or WARM_UP_CHUNK).id
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         with sessions() as session:
@@ -118,9 +118,10 @@ def warm_up(sessions, n_workers: int, args, network_name: str) -> None:
     raise SystemExit("the warm-up job did not finish in 120 s: are the workers running?")
 
 
-def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int, float, list[tuple]]:
-    """Submit the batch, run ``n_workers`` worker processes, wait: (wall seconds, chunks, summed engine time,
-    the chunks' queries)."""
+def through_celery(n_workers: int, args, network_name: str, plan: list[int] | None = None
+                   ) -> tuple[float, int, float, list[tuple]]:
+    """Submit the batch (in the chunks of ``plan`` if given, else as the service cuts it), run ``n_workers``
+    worker processes, wait: (wall seconds, chunks, summed engine time, the chunks' queries)."""
     import redis
     from sqlalchemy import func, select
 
@@ -157,12 +158,14 @@ def through_celery(n_workers: int, args, network_name: str) -> tuple[float, int,
         get_dispatcher(get_settings()).connect()
         time.sleep(4.0)
         warm_up(sessions, n_workers, args, network_name)
+        gc.collect()  # see main(): no full collection of this process' objects inside the submission
+        gc.freeze()
         request = batches.BatchRequest(network=network_name, dataset={"name": args.dataset, "start": 0, "stop": args.images},
                                        eps=args.eps, methods=args.method, time_limit=args.time_limit)
         with sessions() as session:
             submitted_at = datetime.datetime.now(datetime.timezone.utc)
             job = batches.submit_batch(session, get_dispatcher(get_settings()), request, created_by="bench",
-                                       chunk_size=args.chunk_size)
+                                       chunk_size=plan or args.chunk_size)
             submit_s = (datetime.datetime.now(datetime.timezone.utc) - submitted_at).total_seconds()
             job_id = job.id
         while True:
@@ -228,9 +231,10 @@ def main() -> None:
     # submission's allocations would cost ~0.1 s that a server process does not pay
     gc.collect()
     gc.freeze()
-    rows = []
-    for workers in (1, 2):
-        wall, chunks, solve, replay = through_celery(workers, args, args.network)
+    rows, plan = [], None
+    for workers in (1, 2):  # the two-worker job gets the one-worker job's chunks: the same work, side by side
+        wall, chunks, solve, replay = through_celery(workers, args, args.network, plan)
+        plan = [len(c[2]) for c in replay]
         rows.append((f"celery+redis, {workers} worker{'s' * (workers > 1)}", workers, wall, chunks, solve))
         if workers == 1 and not args.skip_serial:  # the one-worker job's very chunks, in this process
             wall0, solve0 = serial(network, replay, args.time_limit)

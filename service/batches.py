@@ -336,10 +336,10 @@ def create_batch(session: Session, request, *, created_by: str, chunk_size: int 
     return job, chunk_ids
 
 
-def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | None, chunk_seconds: float,
-               ) -> tuple[JobRow, list[int], list[list[dict[str, Any]]]]:
+def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | Sequence[int] | None,
+               chunk_seconds: float) -> tuple[JobRow, list[int], list[list[dict[str, Any]]]]:
     """:func:`create_batch`, also returning each chunk's planned queries (their time limits size the
-    chunk's task)."""
+    chunk's task). ``chunk_size`` may also be the list of a robustness job's chunk sizes."""
     if isinstance(request, VnncompRequest):
         queries = plan_instances(session, request)
         parameters = request.model_dump(exclude={"instances"}, mode="json")
@@ -361,7 +361,9 @@ def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | 
         queries = plan_queries(request, x, labels, sources, network)
         parameters = request.model_dump(exclude={"inputs", "labels"}, mode="json")
         network_id, kind = network.id, request.kind
-        if chunk_size is not None:
+        if isinstance(chunk_size, (list, tuple)):  # an explicit plan (bench/queue.py replays one job's chunks)
+            sizes = list(chunk_size)
+        elif chunk_size is not None:
             sizes = chunking.fixed_sizes(len(queries), chunk_size)
         else:
             methods = sorted({q["method"] for q in queries})
@@ -391,7 +393,7 @@ def derive_network(session: Session, network_id: int, transform: str, **options:
 
 
 def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_by: str,
-                 chunk_size: int | None = None, settings: Settings | None = None) -> JobRow:
+                 chunk_size: int | Sequence[int] | None = None, settings: Settings | None = None) -> JobRow:
     """Create the job, commit it, then enqueue its chunks (so a worker never sees an uncommitted chunk).
 
     ``chunk_size`` overrides the settings' (whose default, None, means guided sizes). Each chunk's task
