@@ -325,7 +325,7 @@ def plan_instances(session: Session, request: VnncompRequest) -> list[dict[str, 
 
 
 def create_batch(session: Session, request, *, created_by: str, chunk_size: int | None = None,
-                 chunk_seconds: float = 0.25) -> tuple[JobRow, list[int]]:
+                 chunk_seconds: float = 0.5) -> tuple[JobRow, list[int]]:
     """Store a job, its chunks and queries (not yet enqueued); the caller commits. Returns (job, chunk ids).
 
     Robustness queries go ``chunk_size`` to a task, or, with ``chunk_size=None``, in guided chunk sizes

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     broker_url: str | None = None  # None => embedded worker in the same process
     api_token: str = DEVELOPMENT_TOKEN
     chunk_size: int | None = Field(default=None, ge=1, le=10_000)  # queries per task; None: guided sizes
-    chunk_seconds: float = Field(default=0.25, gt=0)  # guided sizes: engine seconds of the largest chunk
+    chunk_seconds: float = Field(default=0.5, gt=0)  # guided sizes: engine seconds of the largest chunk
     query_time_limit: float = Field(default=60.0, gt=0)  # seconds per query, handed to the engine
     task_time_slack: float = Field(default=30.0, ge=0)  # extra seconds per chunk before Celery's limits
     visibility_timeout: int = Field(default=3600, ge=1)  # Redis redelivery of unacknowledged tasks
