@@ -3,6 +3,8 @@ code as on SQLite (tests/workers, tests/service)."""
 
 from __future__ import annotations
 
+import base64
+import uuid
 from collections import Counter
 
 import pytest
@@ -44,3 +46,20 @@ def test_a_chunk_run_twice_on_postgres_stores_each_certificate_once(pg_session):
     comparison = repo.comparison_pairs(pg_session, job.id)
     assert len(comparison) == 5 and all(lp is not None and mip is not None for _, lp, mip in comparison)
 
+
+
+def test_each_chunk_task_carries_its_own_time_limits_to_the_broker(redis_url, monkeypatch):
+    import json
+
+    import redis
+
+    from service.dispatch import CeleryDispatcher
+    from service.settings import Settings
+
+    queue = f"limits-{uuid.uuid4().hex[:6]}"
+    dispatcher = CeleryDispatcher(Settings(broker_url=redis_url, queue_name=queue))
+    dispatcher.enqueue([11, 12], [(70.0, 100.0), (130.0, 160.0)])
+    client = redis.Redis.from_url(redis_url)
+    messages = [json.loads(m) for m in client.lrange(queue, 0, -1)]
+    limits = {tuple(json.loads(base64.b64decode(m["body"]))[0]): m["headers"]["timelimit"] for m in messages}
+    assert limits == {(11,): [100.0, 70.0], (12,): [160.0, 130.0]}  # Celery's order: (hard, soft)
