@@ -58,7 +58,9 @@ class BabSettings:
     """``batch``: domains split per round (each makes two); ``iterations``: optimiser steps for a round's
     children (``first_iterations`` for the root); ``lr_alpha``, ``lr_beta``: Adam step sizes;
     ``max_domains``: open domains kept before giving up (memory); ``float32_search``: bound the domains in
-    float32 (about twice the throughput) and re-bound in float64 every domain that would close."""
+    float32 (about twice the throughput) and re-bound in float64 every domain that would close;
+    ``domain_bounds``: after a split, re-derive each child's pre-activation bounds of the layers after the split
+    layer (:func:`_domain_bounds`) instead of keeping the box-wide ones."""
 
     batch: int = 512
     iterations: int = 12
@@ -67,6 +69,9 @@ class BabSettings:
     lr_beta: float = 0.05
     max_domains: int = 400_000
     float32_search: bool = True
+    domain_bounds: bool = False
+    parent_keys: bool = True
+    beta_init: bool = True
 
 
 @dataclass
@@ -147,33 +152,28 @@ class _Problem:
         """Split (D, total_unstable) rows into one (D, n_unstable_i) view per hidden layer."""
         return [rows[:, self.offsets[i]:self.offsets[i + 1]] for i in range(len(self.W_u))]
 
-    def bound(self, splits: list, alphas: list, betas: list, *, scores: bool = False, points: bool = False):
+    def bound(self, splits: list, alphas: list, betas: list, *, scores: bool = False, points: bool = False,
+              lowers: list | None = None, uppers: list | None = None):
         """Lower bounds of the objective for a batch of domains: (D,) bounds, with ``points`` their (D, d)
         minimisers over the box (else None) and, with ``scores``, the branching score of every unstable
-        neuron (one (D, n_unstable_i) per layer).
+        neuron and its coefficient ``a`` on the neuron's output (one pair of (D, n_unstable_i) per layer).
 
         ``splits[i]``: (D, n_unstable_i) in {-1, 0, +1}; ``alphas[i]``, ``betas[i]``: same shape (clamped
-        here into [0, 1] and [0, inf))."""
+        here into [0, 1] and [0, inf)); ``lowers[i]``, ``uppers[i]``: the domains' own pre-activation bounds
+        of the unstable neurons, (D, n_unstable_i) (sound on each domain; default the box-wide ones)."""
         torch = self.torch
         D = splits[0].shape[0] if splits else 1
         lam = self.w_out.expand(D, -1) if self.w_out.ndim == 1 else self.w_out  # coefficient on the last h
         const = self.b_out.expand(D).clone() if self.b_out.ndim == 0 else self.b_out.clone()
         score_list = [None] * len(self.W_u)
         for i in range(len(self.W_u) - 1, -1, -1):
-            n_u = self.n_unstable[i]
-            s = splits[i]
-            a, active = lam[:, :n_u], lam[:, n_u:]  # coefficients on the unstable and the active neurons' h
-            lu = torch.where(s > 0, torch.clamp(self.lower[i], min=0.0), self.lower[i])
-            uu = torch.where(s < 0, torch.clamp(self.upper[i], max=0.0), self.upper[i])
-            open_ = s == 0
-            slope = uu / (uu - lu).clamp(min=torch.finfo(self.dtype).tiny)
-            relaxed = torch.where(a >= 0, a * alphas[i].clamp(0.0, 1.0), a * slope)
-            c_u = torch.where(s > 0, a, torch.where(s < 0, torch.zeros_like(a), relaxed))
-            c_u = c_u - s * betas[i].clamp(min=0.0)
-            intercept = torch.where(open_ & (a < 0), a * (-slope * lu), torch.zeros_like(a))
+            a, active = lam[:, :self.n_unstable[i]], lam[:, self.n_unstable[i]:]  # on unstable / active h
+            lower = self.lower[i] if lowers is None else lowers[i]
+            upper = self.upper[i] if uppers is None else uppers[i]
+            c_u, intercept, open_, slope, lu = _relu_step(a, splits[i], alphas[i], betas[i], lower, upper)
             if scores:
-                score_list[i] = torch.where(open_, (torch.relu(-a) + 0.1 * torch.relu(a)) * (-slope * lu),
-                                            torch.full_like(a, -1.0)).detach()
+                score_list[i] = (torch.where(open_, (torch.relu(-a) + 0.1 * torch.relu(a)) * (-slope * lu),
+                                             torch.full_like(a, -1.0)).detach(), a.detach())
             const = const + intercept.sum(dim=1) + c_u @ self.b_u[i] + active @ self.b_a[i]
             lam = c_u @ self.W_u[i] + active @ self.W_a[i]
         value = const + lam @ self.mid - lam.abs() @ self.rad  # the box's minimum of lam . x
@@ -181,14 +181,108 @@ class _Problem:
         return value, x_star, score_list
 
 
+def _relu_step(a, s, alpha, beta, lower, upper):
+    """One ReLU layer of CROWN's back-substitution with split constraints (Wang et al. 2021, beta-CROWN eq. 5).
+
+    ``a``: coefficients on the layer's unstable outputs ``h`` (any leading shape); ``s`` the splits, ``alpha``,
+    ``beta`` the parameters, ``lower``, ``upper`` the pre-activation bounds (all broadcast against ``a``).
+    A neuron is exact where its split or its bounds fix its phase (``l >= 0``: ``h = z``; ``u <= 0``: ``h = 0``),
+    relaxed otherwise (lower line ``alpha z`` for ``a >= 0``, the triangle's upper line for ``a < 0``).
+    Returns the coefficients on ``z``, the intercepts, the open mask, the upper line's slope and ``l``."""
+    import torch
+
+    lu = torch.where(s > 0, torch.clamp(lower, min=0.0), lower)
+    uu = torch.where(s < 0, torch.clamp(upper, max=0.0), upper)
+    on, off = lu >= 0, uu <= 0
+    open_ = ~on & ~off
+    slope = uu / (uu - lu).clamp(min=torch.finfo(a.dtype).tiny)
+    relaxed = torch.where(a >= 0, a * alpha.clamp(0.0, 1.0), a * slope)
+    c_u = torch.where(on, a, torch.where(off, torch.zeros_like(a), relaxed))
+    c_u = c_u - s * beta.clamp(min=0.0)
+    intercept = torch.where(open_ & (a < 0), a * (-slope * lu), torch.zeros_like(a))
+    return c_u, intercept, open_, slope, lu
+
+
+def _outward(values, *, down: bool):
+    """``values`` moved outward by :func:`sound_lower`'s slack (down for a lower bound, up for an upper)."""
+    from .refinement import DUAL_SLACK_ABS, DUAL_SLACK_REL
+
+    slack = DUAL_SLACK_ABS + DUAL_SLACK_REL * values.abs()
+    return values - slack if down else values + slack
+
+
+def _domain_bounds(problem: _Problem, splits: list, lowers: list, uppers: list, first: int, *,
+                   chunk: int = 32) -> tuple[list, list]:
+    """Each domain's pre-activation bounds of hidden layers ``first..``, re-derived under its splits.
+
+    beta-CROWN re-computes the intermediate bounds of the layers after a split for every domain (Wang et al.
+    2021, §3.3): a split fixes a neuron's phase, its relaxation becomes exact, and the neurons after it
+    tighten, often to stable. Here CROWN's back-substitution (Zhang et al. 2018) with the adaptive slopes
+    (``alpha = 1`` where ``u >= -l``) and no beta, through the domain's splits and bounds of the layers
+    before, in float64, moved outward by :func:`sound_lower`'s slack and intersected with the bounds given:
+    the domain is a subset of the box and every step is a valid relaxation on it, so bounds only tighten.
+
+    ``splits``, ``lowers``, ``uppers``: per layer (D, n_unstable_i) (any float type); returns float64 lists."""
+    torch = problem.torch
+    f64 = torch.float64
+    splits = [t.to(f64) for t in splits]
+    lowers, uppers = [t.to(f64).clone() for t in lowers], [t.to(f64).clone() for t in uppers]
+    W_u = [w.to(f64) for w in problem.W_u]
+    W_a = [w.to(f64) for w in problem.W_a]
+    b_u = [b.to(f64) for b in problem.b_u]
+    b_a = [b.to(f64) for b in problem.b_a]
+    mid, rad = problem.mid.to(f64), problem.rad.to(f64)
+    D = splits[0].shape[0] if splits else 0
+    for k in range(max(first, 1), len(W_u)):
+        n_k = problem.n_unstable[k]
+        if n_k == 0:
+            continue
+        w = torch.cat([W_u[k], -W_u[k]])  # rows: z_j (its lower bound) and -z_j (its upper bound)
+        b = torch.cat([b_u[k], -b_u[k]])
+        new_lo, new_hi = [], []
+        for start in range(0, D, chunk):
+            sl = slice(start, min(D, start + chunk))
+            d = sl.stop - sl.start
+            lam = w.expand(d, -1, -1)  # (d, 2 n_k, n_prev)
+            const = b.expand(d, -1).clone()
+            for i in range(k - 1, -1, -1):
+                n_u = problem.n_unstable[i]
+                a, active = lam[..., :n_u], lam[..., n_u:]
+                lower, upper = lowers[i][sl, None, :], uppers[i][sl, None, :]
+                s = splits[i][sl, None, :]
+                lu = torch.where(s > 0, torch.clamp(lower, min=0.0), lower)
+                uu = torch.where(s < 0, torch.clamp(upper, max=0.0), upper)
+                alpha = (uu >= -lu).to(f64)  # CROWN's adaptive lower slope
+                c_u, intercept, _, _, _ = _relu_step(a, s, alpha, torch.zeros_like(s), lower, upper)
+                const = const + intercept.sum(dim=-1) + c_u @ b_u[i] + active @ b_a[i]
+                lam = c_u @ W_u[i] + active @ W_a[i]
+            value = const + lam @ mid - lam.abs() @ rad  # (d, 2 n_k)
+            new_lo.append(_outward(value[:, :n_k], down=True))
+            new_hi.append(-_outward(value[:, n_k:], down=True))
+        lowers[k] = torch.maximum(lowers[k], torch.cat(new_lo))
+        uppers[k] = torch.minimum(uppers[k], torch.cat(new_hi))
+    return lowers, uppers
+
+
+def _round_outward_f32(lower, upper):
+    """float64 bounds stored in float32 without losing soundness: lower rounded down, upper rounded up."""
+    import torch
+
+    lo32, hi32 = lower.float(), upper.float()
+    lo32 = torch.where(lo32.double() > lower, torch.nextafter(lo32, torch.tensor(-np.inf)), lo32)
+    hi32 = torch.where(hi32.double() < upper, torch.nextafter(hi32, torch.tensor(np.inf)), hi32)
+    return lo32, hi32
+
+
 def _optimise(problem: _Problem, splits: "torch.Tensor", alphas: "torch.Tensor", betas: "torch.Tensor",
-              iterations: int, settings: BabSettings, *, decay: float = 1.0):
+              iterations: int, settings: BabSettings, *, decay: float = 1.0, lowers=None, uppers=None):
     """Adam ascent on the sum of the batch's bounds. Domains are rows over all unstable neurons (layers
     concatenated). Returns the best bound seen per domain (each one valid), the last step's minimiser (a
     point of the box to try on the real network) and branching scores, and the parameters that gave the
     best bound (the last step's are often worse: Adam oscillates, and children started from them lost
     most of what their parents had gained).
-    ``decay`` < 1 shrinks the step sizes geometrically, to converge rather than explore."""
+    ``decay`` < 1 shrinks the step sizes geometrically, to converge rather than explore; ``lowers``,
+    ``uppers``: the domains' own pre-activation bounds, (D, total_unstable) rows (default the box-wide ones)."""
     torch = problem.torch
     alphas = alphas.clone().requires_grad_(True)
     betas = betas.clone().requires_grad_(True)
@@ -196,14 +290,16 @@ def _optimise(problem: _Problem, splits: "torch.Tensor", alphas: "torch.Tensor",
                             {"params": [betas], "lr": settings.lr_beta}])
     schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=decay)
     layer_splits = problem.per_layer(splits)
+    own = {} if lowers is None else {"lowers": problem.per_layer(lowers.to(problem.dtype)),
+                                     "uppers": problem.per_layer(uppers.to(problem.dtype))}
     if splits.shape[1] == 0:
         iterations = 0  # no unstable neuron: the bound has no parameters to optimise
-    best = best_alphas = best_betas = scores = x_star = None
+    best = best_alphas = best_betas = scores = coefs = x_star = None
     for step in range(iterations + 1):
         last = step == iterations
         with torch.set_grad_enabled(not last):
             value, x_star, layer_scores = problem.bound(layer_splits, problem.per_layer(alphas),
-                                                        problem.per_layer(betas), scores=last, points=last)
+                                                        problem.per_layer(betas), scores=last, points=last, **own)
         v = value.detach()
         if best is None:
             best = v.clone()
@@ -214,13 +310,15 @@ def _optimise(problem: _Problem, splits: "torch.Tensor", alphas: "torch.Tensor",
             best_alphas = torch.where(better[:, None], alphas.detach(), best_alphas)
             best_betas = torch.where(better[:, None], betas.detach(), best_betas)
         if last:
-            scores = torch.cat(layer_scores, dim=1) if layer_scores else torch.zeros((v.shape[0], 0))
+            empty = torch.zeros((v.shape[0], 0), dtype=v.dtype)
+            scores = torch.cat([sc for sc, _ in layer_scores], dim=1) if layer_scores else empty
+            coefs = torch.cat([a for _, a in layer_scores], dim=1) if layer_scores else empty
             break
         opt.zero_grad()
         (-value.sum()).backward()
         opt.step()
         schedule.step()
-    return best, x_star, scores, best_alphas.clamp(0.0, 1.0), best_betas.clamp(min=0.0)
+    return best, x_star, scores, best_alphas.clamp(0.0, 1.0), best_betas.clamp(min=0.0), coefs
 
 
 def optimised_bounds(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBounds], *,
@@ -300,7 +398,7 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
         y = network.forward(np.clip(x, lo, hi))
         return y[:, label] - y[:, target]
 
-    value, x_star, scores, alphas, betas = _optimise(
+    value, x_star, scores, alphas, betas, coefs = _optimise(
         problem, torch.zeros((1, n), dtype=torch.float64), problem.initial_alphas(1),
         torch.zeros((1, n), dtype=torch.float64), settings.first_iterations, settings)
     root = sound_lower(float(value[0]))
@@ -313,8 +411,11 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
     # open domains, lowest bound first: (bound, tiebreak, splits int8, alphas, betas, scores) as 1-D rows;
     # bounds in the search precision (float32 by default): a guide for the order, never a proof
     counter = itertools.count()
+    root_lower = torch.cat(problem.lower) if n else torch.zeros(0, dtype=torch.float64)
+    root_upper = torch.cat(problem.upper) if n else torch.zeros(0, dtype=torch.float64)
+    # (..., lower, upper): the domain's own pre-activation bounds of the unstable neurons, float32 rounded outward
     heap = [(float(value[0]), next(counter), torch.zeros(n, dtype=torch.int8), alphas[0].float(), betas[0].float(),
-             scores[0].float())]
+             scores[0].float(), *_round_outward_f32(root_lower, root_upper), coefs[0].float())]
     proven = np.inf  # the smallest sound (float64) bound among the domains closed so far
     rounds = 0
     result.stats["unconfirmed"] = 0
@@ -333,12 +434,17 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
         best_score, branch = p_scores.max(dim=1) if n else (torch.full((len(parents),), -1.0), None)
         p_alphas = torch.stack([p[3] for p in parents]).to(search.dtype)
         p_betas = torch.stack([p[4] for p in parents]).to(search.dtype)
+        p_keys = np.array([p[0] for p in parents])
+        p_coefs = torch.stack([p[8] for p in parents]).to(search.dtype)
+        p_lower = torch.stack([p[6] for p in parents]).double()
+        p_upper = torch.stack([p[7] for p in parents]).double()
         full = np.flatnonzero((best_score < 0).numpy())
         if full.size:
             # every unstable neuron split: the domain is a polytope and its Lagrangian bound is exact at the
             # optimal beta, so converge on it (float64, decaying steps) instead of branching further
-            f_value, f_x, _, _, _ = _optimise(problem, p_splits[full].double(), p_alphas[full].double(),
-                                              p_betas[full].double(), POLISH_ITERATIONS, settings, decay=POLISH_DECAY)
+            f_value, f_x, *_ = _optimise(problem, p_splits[full].double(), p_alphas[full].double(),
+                                              p_betas[full].double(), POLISH_ITERATIONS, settings, decay=POLISH_DECAY,
+                                              lowers=p_lower[full], uppers=p_upper[full])
             points = f_x.numpy()
             bad = np.flatnonzero(margin_at(points) < 0)
             if bad.size:
@@ -354,12 +460,34 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
                 continue
             parents = [parents[i] for i in keep]
             p_splits, branch, p_alphas, p_betas = p_splits[keep], branch[keep], p_alphas[keep], p_betas[keep]
+            p_lower, p_upper, p_keys, p_coefs = p_lower[keep], p_upper[keep], p_keys[keep], p_coefs[keep]
         rows = torch.arange(len(parents))
         active, inactive = p_splits.clone(), p_splits.clone()
         active[rows, branch], inactive[rows, branch] = 1.0, -1.0
         splits = torch.cat([active, inactive])
-        value, x_star, scores, alphas, betas = _optimise(search, splits, torch.cat([p_alphas, p_alphas]),
-                                                         torch.cat([p_betas, p_betas]), settings.iterations, settings)
+        c_betas = torch.cat([p_betas, p_betas])
+        if settings.beta_init:
+            c_betas = _split_betas(c_betas, torch.cat([rows, rows + len(parents)]), torch.cat([branch, branch]),
+                                   torch.cat([p_coefs, p_coefs]), torch.cat([p_alphas, p_alphas]),
+                                   torch.cat([torch.ones(len(parents)), -torch.ones(len(parents))]))
+        c_lower, c_upper = torch.cat([p_lower, p_lower]), torch.cat([p_upper, p_upper])
+        c_keys = np.concatenate([p_keys, p_keys])
+        if settings.domain_bounds:
+            c_lower, c_upper = _children_bounds(problem, splits, c_lower, c_upper, torch.cat([branch, branch]))
+        c_lower, c_upper = _round_outward_f32(c_lower, c_upper)
+        # a child whose own bounds cross is empty (no input of the box meets its splits): nothing to prove
+        feasible = ~(c_lower > c_upper).any(dim=1) if n else torch.ones(splits.shape[0], dtype=torch.bool)
+        result.stats["empty"] = result.stats.get("empty", 0) + int((~feasible).sum())
+        if not bool(feasible.all()):
+            keep = torch.nonzero(feasible).flatten()
+            if keep.numel() == 0:
+                continue
+            splits, c_lower, c_upper, c_keys = splits[keep], c_lower[keep], c_upper[keep], c_keys[keep.numpy()]
+            c_alphas, c_betas = torch.cat([p_alphas, p_alphas])[keep], c_betas[keep]
+        else:
+            c_alphas = torch.cat([p_alphas, p_alphas])
+        value, x_star, scores, alphas, betas, coefs = _optimise(search, splits, c_alphas, c_betas, settings.iterations,
+                                                         settings, lowers=c_lower, uppers=c_upper)
         result.domains += int(value.shape[0])
         points = x_star.double().numpy()
         bad = np.flatnonzero(margin_at(points) < 0)
@@ -369,26 +497,66 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
         closing = np.flatnonzero([sound_lower(float(v)) > threshold for v in values])
         if closing.size and search is not problem:
             # a proof is a float64 bound: re-bound the closing domains at the parameters found in float32
-            values[closing] = _confirm(problem, splits[closing], alphas[closing], betas[closing])
+            values[closing] = _confirm(problem, splits[closing], alphas[closing], betas[closing],
+                                       c_lower[closing], c_upper[closing])
         sound = np.array([sound_lower(float(v)) for v in values])
         result.stats["unconfirmed"] += int((sound[closing] <= threshold).sum())  # float32 said closed, float64 not
         for d in range(values.shape[0]):
             if sound[d] > threshold:
                 proven = min(proven, sound[d])
                 continue
-            heapq.heappush(heap, (float(values[d]), next(counter), splits[d].to(torch.int8), alphas[d].float(),
-                                  betas[d].float(), scores[d].float()))
+            # a child is a subset of its parent: the parent's bound holds for it too (a better key for the
+            # order; never a proof, the parent was open)
+            key = max(float(values[d]), float(c_keys[d])) if settings.parent_keys else float(values[d])
+            heapq.heappush(heap, (key, next(counter), splits[d].to(torch.int8), alphas[d].float(),
+                                  betas[d].float(), scores[d].float(), c_lower[d], c_upper[d], coefs[d].float()))
     result.lower = proven
     return _done(result, VERIFIED, started, rounds=rounds)
 
 
-def _confirm(problem: _Problem, splits, alphas, betas) -> Array:
-    """Float64 bounds of domains at the given (float32-found) parameters: valid whatever the parameters are."""
+def _confirm(problem: _Problem, splits, alphas, betas, lowers, uppers) -> Array:
+    """Float64 bounds of domains at the given (float32-found) parameters and the domains' own (sound)
+    pre-activation bounds: valid whatever the parameters are."""
     torch = problem.torch
     with torch.no_grad():
         value, _, _ = problem.bound(problem.per_layer(splits.double()), problem.per_layer(alphas.double()),
-                                    problem.per_layer(betas.double()))
+                                    problem.per_layer(betas.double()), lowers=problem.per_layer(lowers.double()),
+                                    uppers=problem.per_layer(uppers.double()))
     return value.numpy()
+
+
+def _split_betas(betas, rows, branch, coefs, alphas, sides):
+    """Start values of the new split's beta that give each child its parent's bound (Wang et al. 2021, §3.2).
+
+    The parent bounded ``h_j`` (coefficient ``a >= 0``) by its lower line ``alpha z_j``. In the child ``h_j`` is
+    exact (``z_j`` when active, 0 when inactive) and the split enters through ``-s beta z_j``, so the coefficient
+    on ``z_j`` is ``a - beta`` (active) or ``beta`` (inactive): ``beta = a (1 - alpha)`` resp. ``a alpha``
+    reproduce the parent's coefficient, so the child starts at its parent's bound (at the parent's last
+    parameters) instead of below it, where beta = 0 often leaves it. For ``a < 0`` no ``beta >= 0`` matches the
+    parent's upper line; those start at 0. Any ``beta >= 0`` is valid: this only chooses the start."""
+    a = coefs[rows, branch]
+    alpha = alphas[rows, branch].clamp(0.0, 1.0)
+    start = (a * (1.0 - alpha)).where(sides > 0, a * alpha).clamp(min=0.0)
+    out = betas.clone()
+    out[rows, branch] = start.to(out.dtype)
+    return out
+
+
+def _children_bounds(problem: _Problem, splits, lowers, uppers, branch):
+    """The children's own pre-activation bounds: the layers after each child's split layer re-derived by
+    :func:`_domain_bounds` (a split changes nothing before or in its own layer but the neuron itself, which
+    the split clamps), one group per split layer. Rows (D, total_unstable), float64."""
+    torch = problem.torch
+    layer_of = torch.as_tensor(np.searchsorted(problem.offsets, branch.numpy(), side="right") - 1)
+    lowers, uppers = lowers.clone(), uppers.clone()
+    for j in torch.unique(layer_of).tolist():
+        if j + 1 >= len(problem.n_unstable):
+            continue  # a split in the last hidden layer has no layer after it
+        rows = torch.nonzero(layer_of == j).flatten()
+        lo_, hi_ = _domain_bounds(problem, problem.per_layer(splits[rows]), problem.per_layer(lowers[rows]),
+                                  problem.per_layer(uppers[rows]), j + 1)
+        lowers[rows], uppers[rows] = torch.cat(lo_, dim=1), torch.cat(hi_, dim=1)
+    return lowers, uppers
 
 
 def _done(result: BabResult, status: str, started: float, *, x: Array | None = None, rounds: int = 0) -> BabResult:

@@ -122,3 +122,94 @@ def test_optimised_bounds_contain_every_sampled_pre_activation_and_never_loosen(
         assert np.all(z >= new.lower) and np.all(z <= new.upper)
         assert np.all(new.lower >= old.lower - 1e-12) and np.all(new.upper <= old.upper + 1e-12)
         a = layer.activation(z)
+
+
+def _split_instance(seed: int):
+    """A random 3-hidden-layer net, a box, its symbolic bounds, the margin problem and random splits of the
+    unstable neurons of the first two hidden layers: (net, lo, hi, bounds, problem, unstable, splits)."""
+    import torch
+
+    from formulations.relu_bab import _Problem
+
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, (4, 12, 12, 12, 3), "relu")
+    x = rng.uniform(0.3, 0.7, size=4)
+    lo, hi = np.clip(x - 0.3, 0, 1), np.clip(x + 0.3, 0, 1)
+    bounds = symbolic_bounds(net, lo, hi)
+    problem = _Problem.margin(net, bounds, lo, hi, 0, 1)
+    unstable = [np.flatnonzero((b.lower < 0) & (b.upper > 0)) for b in bounds[:-1]]
+    splits = [torch.tensor(rng.choice([-1.0, 0.0, 1.0], size=(1, n), p=[0.3, 0.4, 0.3]) if i < 2 else np.zeros((1, n)),
+                           dtype=torch.float64) for i, n in enumerate(problem.n_unstable)]
+    return net, lo, hi, bounds, problem, unstable, splits
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 100_000))
+def test_domain_bounds_contain_every_sampled_pre_activation_that_meets_the_splits(seed):
+    from formulations.relu_bab import _domain_bounds
+
+    net, lo, hi, bounds, problem, unstable, splits = _split_instance(seed)
+    lowers, uppers = _domain_bounds(problem, splits, [l[None] for l in problem.lower],
+                                    [u[None] for u in problem.upper], 1)
+    rng = np.random.default_rng(seed + 1)
+    a = np.vstack([rng.uniform(lo, hi, size=(20000, 4)), np.where(rng.random((2000, 4)) < 0.5, lo, hi)])
+    zs, meets = [], np.ones(len(a), dtype=bool)
+    for i, layer in enumerate(net.hidden_layers):
+        z = layer.pre_activation(a)
+        zs.append(z[:, unstable[i]])
+        s = splits[i][0].numpy()
+        meets &= np.all((s == 0) | ((s > 0) & (zs[-1] >= 0)) | ((s < 0) & (zs[-1] <= 0)), axis=1)
+        a = layer.activation(z)
+    for i in range(len(zs)):
+        lower, upper = lowers[i][0].numpy(), uppers[i][0].numpy()
+        assert np.all(lower >= problem.lower[i].numpy()) and np.all(upper <= problem.upper[i].numpy())  # never loosen
+        assert np.all(zs[i][meets] >= lower) and np.all(zs[i][meets] <= upper)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 100_000), data=st.data())
+def test_split_betas_start_each_child_at_its_parents_bound(seed, data):
+    """For a neuron whose coefficient is >= 0, the start beta makes the child's bound its parent's, exactly."""
+    import torch
+
+    from formulations.relu_bab import _split_betas
+
+    net, lo, hi, bounds, problem, unstable, splits = _split_instance(seed)
+    n = problem.total_unstable
+    rng = np.random.default_rng(seed + 2)
+    flat = torch.cat(splits, dim=1)
+    alphas = torch.tensor(rng.uniform(0, 1, size=(1, n)))
+    betas = torch.tensor(rng.uniform(0, 0.5, size=(1, n))) * (flat != 0)
+    value, _, layers = problem.bound(problem.per_layer(flat), problem.per_layer(alphas), problem.per_layer(betas),
+                                     scores=True)
+    coefs = torch.cat([a for _, a in layers], dim=1)
+    candidates = np.flatnonzero(((flat[0] == 0) & (coefs[0] >= 0)).numpy())
+    if candidates.size == 0:
+        return
+    j = int(data.draw(st.sampled_from(candidates.tolist())))
+    for side in (1.0, -1.0):
+        child = flat.clone()
+        child[0, j] = side
+        start = _split_betas(betas, torch.tensor([0]), torch.tensor([j]), coefs, alphas, torch.tensor([side]))
+        child_value, _, _ = problem.bound(problem.per_layer(child), problem.per_layer(alphas),
+                                          problem.per_layer(start))
+        assert float(child_value[0]) == pytest.approx(float(value[0]), abs=1e-9)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 100_000), offset=st.sampled_from([-0.05, -1e-3, 1e-3, 0.05]))
+def test_verdicts_with_domain_bounds_agree_with_enumeration(seed, offset):
+    net, lo, hi, label, target = _instance(seed)
+    exact = relu_enumeration_min_margin(net, lo, hi, label, target)
+    threshold = exact + offset
+    result = relu_bab(net, lo, hi, symbolic_bounds(net, lo, hi), label, target, time_limit=20.0,
+                      settings=BabSettings(batch=16, iterations=8, first_iterations=20, domain_bounds=True),
+                      threshold=threshold)
+    assert result.lower <= exact + 1e-9
+    if result.status == VERIFIED:
+        assert exact > threshold
+    if result.status == FALSIFIED:
+        y = net.forward(result.x)
+        assert y[label] - y[target] < 0 and exact < 0
+    if offset < 0 and exact > 0:
+        assert result.status == VERIFIED
