@@ -63,7 +63,7 @@ class BabSettings:
     layer (:func:`_domain_bounds`) instead of keeping the box-wide ones."""
 
     batch: int = 512
-    iterations: int = 12
+    iterations: int = 10
     first_iterations: int = 60
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
@@ -425,6 +425,7 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
             result.lower = min(proven, root)
             result.stats["reason"] = "time limit" if len(heap) <= settings.max_domains else "domain limit"
             result.stats["open_bound"] = heap[0][0]
+            result.stats["open"] = len(heap)
             return _done(result, UNKNOWN, started, rounds=rounds)
         rounds += 1
         parents = [heapq.heappop(heap) for _ in range(min(settings.batch, len(heap)))]
