@@ -32,8 +32,9 @@ def largest_chunk(mean_query_seconds: float | None, target_seconds: float) -> in
 def guided_sizes(total: int, largest: int, smallest: int | None = None, share: int = SHARE) -> list[int]:
     """Chunk sizes for ``total`` queries: each takes ``ceil(remaining / share)``, within
     ``[smallest, largest]``, and a remainder smaller than ``smallest`` joins the chunk before it (unless
-    that chunk would then be larger than the one before it). ``smallest`` defaults to ``largest // SMALLEST_FRACTION``, and to no more
-    than a sixteenth of the batch. The sizes add up to ``total`` and never grow."""
+    that chunk would then be larger than the one before it). ``smallest`` defaults to
+    ``largest // SMALLEST_FRACTION``, and to no more than a sixteenth of the batch. The sizes add up to
+    ``total`` and never grow."""
     if total < 0 or largest < 1 or share < 1:
         raise ValueError(f"need total >= 0, largest >= 1, share >= 1; got {total}, {largest}, {share}")
     if smallest is None:

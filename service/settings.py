@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .chunking import FIRST_CHUNK
+
 DEVELOPMENT_TOKEN = "polycert-dev-token"
 
 
@@ -120,9 +122,9 @@ class Settings(BaseSettings):
 
     def chunk_time_limits(self, query_seconds: float | None = None) -> tuple[float, float]:
         """Celery's (soft, hard) limits for a chunk whose queries' own limits add up to ``query_seconds``
-        (default: a chunk of ``chunk_size``, or 20, queries at ``query_time_limit``), plus slack."""
+        (default: a chunk of ``chunk_size``, or of a first guided chunk, at ``query_time_limit``), plus slack."""
         if query_seconds is None:
-            query_seconds = (self.chunk_size or 20) * self.query_time_limit
+            query_seconds = (self.chunk_size or FIRST_CHUNK) * self.query_time_limit
         soft = query_seconds + self.task_time_slack
         return soft, soft + max(10.0, self.task_time_slack)
 

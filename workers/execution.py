@@ -183,10 +183,10 @@ class _Buffer:
         if time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
 
-    def flush(self, finish: str | None = None, chunk_id: int | None = None) -> None:
-        """Store the waiting answers (and, with ``finish``, the chunk's status) in one transaction."""
-        self.stored += repo.store_answers(self.session, self.answers,
-                                          finish=None if finish is None else (chunk_id, finish))
+    def flush(self, finish: tuple[int, str] | None = None) -> None:
+        """Store the waiting answers (and, with ``finish=(chunk_id, status)``, the chunk's status) in one
+        transaction."""
+        self.stored += repo.store_answers(self.session, self.answers, finish=finish)
         self.session.commit()
         self.answers, self.last = [], time.monotonic()
 
@@ -370,7 +370,7 @@ def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
 
 
 def _finish(buffer: _Buffer, chunk_id: int, status: str, n_queries: int) -> ChunkOutcome:
-    buffer.flush(finish=status, chunk_id=chunk_id)  # the last answers and the chunk's status: one transaction
+    buffer.flush(finish=(chunk_id, status))  # the last answers and the chunk's status: one transaction
     return ChunkOutcome(chunk_id, buffer.stored, n_queries - buffer.stored, status)
 
 

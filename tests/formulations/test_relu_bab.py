@@ -31,14 +31,14 @@ def _instance(seed: int):
     return net, lo, hi, label, target
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 100_000), offset=st.sampled_from([-0.05, -1e-3, 1e-3, 0.05]))
-def test_verdicts_and_bounds_agree_with_enumeration(seed, offset):
+def _agrees_with_enumeration(seed: int, offset: float, bab_settings: BabSettings) -> None:
+    """relu_bab against the exact minimum, with a threshold ``offset`` away from it: sound on both sides,
+    complete below a positive minimum (the network is small)."""
     net, lo, hi, label, target = _instance(seed)
     exact = relu_enumeration_min_margin(net, lo, hi, label, target)
     threshold = exact + offset
     result = relu_bab(net, lo, hi, symbolic_bounds(net, lo, hi), label, target, time_limit=20.0,
-                      settings=SMALL, threshold=threshold)
+                      settings=bab_settings, threshold=threshold)
     assert result.lower <= exact + 1e-9  # a proven bound never exceeds the true minimum
     if result.status == VERIFIED:
         assert exact > threshold and result.lower > threshold
@@ -49,6 +49,12 @@ def test_verdicts_and_bounds_agree_with_enumeration(seed, offset):
     if offset < 0 and exact > 0:
         # complete on a network this small: a threshold below a positive minimum is proven
         assert result.status == VERIFIED
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 100_000), offset=st.sampled_from([-0.05, -1e-3, 1e-3, 0.05]))
+def test_verdicts_and_bounds_agree_with_enumeration(seed, offset):
+    _agrees_with_enumeration(seed, offset, SMALL)
 
 
 def test_a_negative_minimum_is_never_verified_and_usually_falsified():
@@ -199,17 +205,4 @@ def test_split_betas_start_each_child_at_its_parents_bound(seed, data):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), offset=st.sampled_from([-0.05, -1e-3, 1e-3, 0.05]))
 def test_verdicts_with_domain_bounds_agree_with_enumeration(seed, offset):
-    net, lo, hi, label, target = _instance(seed)
-    exact = relu_enumeration_min_margin(net, lo, hi, label, target)
-    threshold = exact + offset
-    result = relu_bab(net, lo, hi, symbolic_bounds(net, lo, hi), label, target, time_limit=20.0,
-                      settings=BabSettings(batch=16, iterations=8, first_iterations=20, domain_bounds=True),
-                      threshold=threshold)
-    assert result.lower <= exact + 1e-9
-    if result.status == VERIFIED:
-        assert exact > threshold
-    if result.status == FALSIFIED:
-        y = net.forward(result.x)
-        assert y[label] - y[target] < 0 and exact < 0
-    if offset < 0 and exact > 0:
-        assert result.status == VERIFIED
+    _agrees_with_enumeration(seed, offset, BabSettings(batch=16, iterations=8, first_iterations=20, domain_bounds=True))
