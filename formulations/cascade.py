@@ -35,6 +35,7 @@ import heapq
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -112,6 +113,9 @@ class CascadeSettings:
                 raise InvalidInputError(f"CascadeSettings.{name} must be a positive number or None, got {value!r}")
         if not (np.isfinite(self.mip_tolerance) and self.mip_tolerance > 0):
             raise InvalidInputError(f"CascadeSettings.mip_tolerance must be > 0, got {self.mip_tolerance!r}")
+
+
+OnDecided = Callable[[list[int], list[Certificate]], None]  # (indices, their certificates)
 
 
 @dataclass
@@ -576,7 +580,7 @@ def _mip_target(network: Network, br: _Brackets, i: int, k: int, input_set: Inpu
 
 def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
                 settings: CascadeSettings | None = None, norm: str = "linf",
-                domain: tuple[float, float] = (0.0, 1.0)) -> CascadeResult:
+                domain: tuple[float, float] = (0.0, 1.0), on_decided: OnDecided | None = None) -> CascadeResult:
     """The cascade over one chunk of inputs; :func:`certify_batch` without discarding the stage times.
 
     Args: as :func:`certify_batch`.
@@ -623,6 +627,16 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
         br.offer_points(rows, res.points, _margins(network, res.points, labels[rows]), "attack")
     times["attack"] = time.monotonic() - t0
 
+    # what the cheap stages decided is final (later stages only look at open inputs): a caller may store it
+    # while the LP and MIP stages run
+    early: dict[int, Certificate] = {}
+    decided = np.flatnonzero(~br.undecided)
+    if on_decided is not None and decided.size:
+        elapsed = sum(times.values())
+        early = {int(i): _certificate(network, br, int(i), centers[i], float(eps[i]), norm, dlo, dhi, method, times,
+                                      elapsed, n) for i in decided}
+        on_decided(list(early), list(early.values()))
+
     # 3. LP, then 4. MIP, input by input
     rows = np.flatnonzero(br.undecided)
     sets = [InputSet(centers[i], float(eps[i]), norm=norm, domain=(dlo, dhi)) for i in rows]
@@ -651,14 +665,14 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
     times["mip"] = time.monotonic() - t0
 
     total = sum(times.values())
-    certificates = [_certificate(network, br, i, centers[i], float(eps[i]), norm, dlo, dhi, method, times, total, n)
-                    for i in range(n)]
+    certificates = [early.get(i) or _certificate(network, br, i, centers[i], float(eps[i]), norm, dlo, dhi, method,
+                                                 times, total, n) for i in range(n)]
     return CascadeResult(certificates, times)
 
 
 def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP,
                   settings: CascadeSettings | None = None, norm: str = "linf",
-                  domain: tuple[float, float] = (0.0, 1.0)) -> list[Certificate]:
+                  domain: tuple[float, float] = (0.0, 1.0), on_decided: OnDecided | None = None) -> list[Certificate]:
     """Certify local robustness of every input of a chunk with the cascade (module docstring).
 
     Args:
@@ -667,6 +681,9 @@ def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP
             (stages 0-3 only; what they leave is *unknown (relaxation inconclusive)*).
         settings: :class:`CascadeSettings` (thresholds and limits).
         norm, domain: the input sets, as in :class:`formulations.input_sets.InputSet`.
+        on_decided: called once, after the attack stage, with the indices and certificates of the inputs
+            the cheap stages (centre, symbolic, attack) decided; they are final (the same objects are in
+            the returned list), so a caller can store them while the LP and MIP stages run.
 
     Returns:
         One robustness :class:`Certificate` per input, in order; ``stage`` is the stage that decided it
@@ -678,7 +695,7 @@ def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP
         UnsoundAnswerError: a bound contradicted a margin the real network attains.
     """
     return run_cascade(network, xs, labels, eps, method=method, settings=settings, norm=norm,
-                       domain=domain).certificates
+                       domain=domain, on_decided=on_decided).certificates
 
 
 # -- certificates ------------------------------------------------------------------------------------------
@@ -740,7 +757,8 @@ def _certificate(network: Network, br: _Brackets, i: int, center: Array, eps: fl
         kind="robustness", verdict=verdict, lower=lower, upper=upper, method=method, stage=stage, reason=reason,
         label=label, eps=eps, norm=norm, counterexample=counterexample, counterexample_value=value,
         targets=tuple(target_bounds), solver=",".join(solvers),
-        # batched stages are shared: each query carries its share of their wall time
+        # batched stages are shared: each query carries its share of the wall time of the stages it went
+        # through (one decided by the attack carries no LP or MIP share; its batch_total is the time so far)
         times={**{f"{s}_share": float(times[s]) / n for s in STAGES}, "batch_total": float(total)},
         extra={"binding_target": int(binding), "worst_target": int(worst), "cascade": True},
     )

@@ -28,6 +28,7 @@ from formulations.errors import PolyCertError
 from service.db import repositories as repo
 from service.db.models import QueryRow
 from service.settings import get_settings
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from .networks import cached_network, stored_network
@@ -40,6 +41,7 @@ except ImportError:  # pragma: no cover - billiard ships with Celery
 
 Certify = Callable[..., Certificate]
 CertifyBatch = Callable[..., list[Certificate]]
+OnDecided = Callable[[list[int], list[Certificate]], None]  # formulations.cascade.OnDecided
 INPUT_KINDS = ("input_lower", "input_upper")
 CANCEL_CHECK_SECONDS = 0.5  # how stale a worker's view of "cancelled" may be
 FLUSH_SECONDS = 0.5  # how stale a job's progress may be
@@ -171,24 +173,49 @@ class _Buffer:
     database costs a few round trips per flush instead of per query. A worker killed before a flush
     loses only unflushed answers, which the redelivered chunk recomputes (still one certificate each).
 
-    (A writer thread that stored the cascade's early answers while its LP and MIP stages ran was tried and
-    measured slower: the GIL hands the waiting thread back only every switch interval, and the extra
-    transaction cost more than the overlap saved.)"""
+    :meth:`send` starts writing answers that are final while the engine still works (on PostgreSQL,
+    :func:`repo.send_answers`: the server writes them while this process computes, in this transaction);
+    :meth:`settle` waits for that, and the next flush counts them in the job's progress and commits them
+    with the rest. (A writer *thread* for the same purpose was measured slower: the GIL hands the waiting
+    thread back only every switch interval, and its extra transaction cost more than the overlap saved.)"""
 
     def __init__(self, session: Session) -> None:
         self.session, self.answers, self.stored, self.last = session, [], 0, time.monotonic()
+        self.pending: repo.EarlyStore | None = None
+        self.early_inserted = self.early_errors = 0
+        self.early_job: int | None = None
 
     def add(self, answer: repo.Answer) -> None:
         self.answers.append(answer)
         if time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
 
+    def send(self, answers: list[repo.Answer]) -> None:
+        """Answers the engine will not change: start writing them now where the database allows it."""
+        self.settle()
+        self.pending = repo.send_answers(self.session, answers)
+        if self.pending is None:  # SQLite: with the next flush
+            self.answers.extend(answers)
+
+    def settle(self) -> None:
+        """Wait for the answers :meth:`send` started writing (before any other statement on the session)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.settle()
+            self.early_inserted += pending.inserted
+            self.early_errors += pending.errors
+            self.early_job = pending.job_id
+
     def flush(self, finish: tuple[int, str] | None = None) -> None:
         """Store the waiting answers (and, with ``finish=(chunk_id, status)``, the chunk's status) in one
-        transaction."""
-        self.stored += repo.store_answers(self.session, self.answers, finish=finish)
+        transaction, with the settled early ones counted in the job's progress."""
+        self.settle()
+        early = None
+        if self.early_inserted:
+            early = repo.EarlyStore(job_id=self.early_job, inserted=self.early_inserted, errors=self.early_errors)
+        self.stored += repo.store_answers(self.session, self.answers, finish=finish, early=early)
         self.session.commit()
-        self.answers, self.last = [], time.monotonic()
+        self.answers, self.last, self.early_inserted, self.early_errors = [], time.monotonic(), 0, 0
 
 
 def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str] | None, list[QueryRow]]]:
@@ -208,26 +235,29 @@ def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str] | No
     return out
 
 
-def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any]) -> list[Certificate]:
+def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
+                  on_decided: OnDecided | None = None) -> list[Certificate]:
     """One cascade call for a group of queries sharing (method, norm); one certificate per query, in order."""
     certs = cascade_call(certify_batch, network, np.asarray([q.input for q in group], dtype=np.float64),
                          np.asarray([q.label for q in group], dtype=np.int64),
                          np.asarray([q.eps for q in group], dtype=np.float64),
-                         method=group[0].method, norm=group[0].norm, parameters=parameters)
+                         method=group[0].method, norm=group[0].norm, parameters=parameters, on_decided=on_decided)
     if len(certs) != len(group):
         raise RuntimeError(f"the cascade answered {len(certs)} of {len(group)} queries")
     return list(certs)
 
 
 def cascade_call(certify_batch: CertifyBatch, network, xs: np.ndarray, labels: np.ndarray, eps: np.ndarray, *,
-                 method: str, norm: str, parameters: dict[str, Any]) -> list[Certificate]:
+                 method: str, norm: str, parameters: dict[str, Any], on_decided: OnDecided | None = None
+                 ) -> list[Certificate]:
     """The engine call a worker makes for a chunk: the cascade with the service's settings and the job's
     limits (``bench/queue.py`` times the same call in process, as the serial baseline)."""
+    extra = {} if on_decided is None else {"on_decided": on_decided}  # stand-in engines need not know it
     settings = get_settings().cascade.engine_settings(query_time_limit=parameters.get("time_limit"),
                                                       n_targets=network.output_size - 1,
                                                       solver=parameters.get("solver"))
     return certify_batch(network, xs, labels, eps, method=method, settings=settings, norm=norm,
-                         domain=input_domain(network))
+                         domain=input_domain(network), **extra)
 
 
 def _answer(query: QueryRow, cert: Certificate, wall_time: float) -> repo.Answer:
@@ -294,6 +324,8 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
         answered.add(answer.query.id)
 
     for key, group in groups:
+        if buffer.answers and time.monotonic() - buffer.last >= FLUSH_SECONDS:  # progress stays visible
+            buffer.flush()
         if time.monotonic() - checked > CANCEL_CHECK_SECONDS:  # a round trip per query would cost ~10 %
             checked = time.monotonic()
             cancelled = repo.job_status(session, claim.job_id) == "cancelled"
@@ -306,8 +338,8 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
                 continue
             try:
                 _cascade_group(certify_batch, network, group, parameters, buffer, answered)
-            except _SoftTimeLimit:
-                raise
+            except (_SoftTimeLimit, SQLAlchemyError):
+                raise  # the clock, or the database: not the cascade's failure
             except Exception as exc:  # the cascade failed on this group: answer its queries one by one
                 note = f"cascade failed ({type(exc).__name__}: {str(exc)[:300]}); per query: "
                 _one_by_one(engine, network, [q for q in group if q.id not in answered], parameters, add, note)
@@ -319,13 +351,41 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
 
 def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
                    buffer: _Buffer, answered: set[int]) -> None:
-    """One cascade call for a group; each certificate's ``wall_time`` is its share of the call's time."""
+    """One cascade call for a group. The answers its cheap stages decide are sent to the database as soon
+    as the cascade reports them (unless they are the whole group: nothing left to overlap with), the rest
+    buffered when it returns.
+
+    Each certificate's ``wall_time`` is its share of the engine time: the time up to the early report is
+    shared by every query of the group, the time after it by the queries still open then; the shares add
+    up to the call's wall time, less the time spent handing the early answers over (the service's)."""
     start = time.perf_counter()
-    certs = certify_group(certify_batch, network, group, parameters)
-    each = (time.perf_counter() - start) / len(group)
-    for query, cert in zip(group, certs):
-        buffer.add(_answer(query, cert, each))
-        answered.add(query.id)
+    early: dict[int, float] = {}
+    handing_over = 0.0
+
+    def decided(indices: list[int], certs: list[Certificate]) -> None:
+        nonlocal handing_over
+        now = time.perf_counter()
+        share = (now - start) / len(group)
+        answers = [_answer(group[i], cert, share) for i, cert in zip(indices, certs)]
+        if len(indices) < len(group):
+            buffer.send(answers)
+        else:
+            buffer.answers.extend(answers)  # the chunk's last flush takes them
+        early.update(dict.fromkeys(indices, share))
+        answered.update(group[i].id for i in indices)
+        handing_over += time.perf_counter() - now
+
+    try:
+        certs = certify_group(certify_batch, network, group, parameters, on_decided=decided)
+    finally:
+        buffer.settle()  # the server wrote the early answers while the LP and MIP stages ran
+    total = time.perf_counter() - start - handing_over
+    late = [i for i in range(len(group)) if i not in early]
+    shared = next(iter(early.values()), 0.0)  # what every query got of the time before the early report
+    each = shared + (total - shared * len(group)) / max(1, len(late))
+    for i in late:
+        buffer.answers.append(_answer(group[i], certs[i], each))
+        answered.add(group[i].id)
 
 
 def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network, parameters: dict[str, Any],

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import orjson
 from sqlalchemy import Table, and_, case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, aliased
 
 from .models import AttackRow, CertificateRow, ChunkRow, JobRow, NetworkRow, QueryRow, SignatureRow
@@ -254,24 +256,89 @@ class Answer:
     attack: dict[str, Any] | None = None
 
 
-def store_answers(session: Session, answers: Sequence[Answer], *, finish: tuple[int, str] | None = None) -> int:
+def store_answers(session: Session, answers: Sequence[Answer], *, finish: tuple[int, str] | None = None,
+                  early: "EarlyStore | None" = None) -> int:
     """Store certificates once each: a second store of the same (query, method) is a no-op.
 
     Signatures, attack rows and the jobs' progress counters are written only for the certificates this
     call inserted, in the caller's transaction, so counts stay exact when a task runs twice. With
-    ``finish=(chunk_id, status)`` the chunk's status is written in the same transaction. Returns how many
-    certificates were inserted.
+    ``finish=(chunk_id, status)`` the chunk's status is written in the same transaction; with ``early``
+    (a settled :func:`send_answers`) its certificates are counted in the job's progress too. Returns how
+    many certificates were inserted, ``early``'s included.
 
     PostgreSQL gets all of it as one statement (data-modifying CTEs over one JSON text per table, see
     :func:`_store_statement`): a worker pays one round trip per flush, whatever the number of answers.
     SQLite, in process, takes a few executemany statements.
     """
     if session.get_bind().dialect.name == "postgresql":
-        return _store_answers_postgresql(session, answers, finish)
+        return _store_answers_postgresql(session, answers, finish, early)
     stored = _store_answers_generic(session, answers) if answers else 0
     if finish is not None:
         finish_chunk(session, *finish)
     return stored
+
+
+@dataclass
+class EarlyStore:
+    """Answers sent to PostgreSQL by :func:`send_answers`: ``inserted`` and ``errors`` once settled."""
+
+    job_id: int
+    pipeline: Any = None
+    cursor: Any = None
+    inserted: int = 0
+    errors: int = 0
+
+    def settle(self) -> "EarlyStore":
+        """Wait for the server (long done, usually) and read what it inserted; a second call is a no-op.
+        The server's error, if any, is raised as SQLAlchemy's (an ``OperationalError`` is transient)."""
+        if self.pipeline is not None:
+            pipeline, self.pipeline = self.pipeline, None
+            with _as_sqlalchemy_error():
+                pipeline.__exit__(None, None, None)  # syncs
+                self.inserted, self.errors = self.cursor.fetchone()
+        return self
+
+
+@contextmanager
+def _as_sqlalchemy_error():
+    """psycopg's errors, raised where SQLAlchemy is bypassed, as the ones SQLAlchemy would raise (callers and
+    Celery's retry policy know those)."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise DBAPIError.instance("early store", None, exc, psycopg.Error) from exc
+
+
+def send_answers(session: Session, answers: Sequence[Answer]) -> EarlyStore | None:
+    """Start storing ``answers`` without waiting for the server: their certificates, signatures and attack
+    rows (not the job's counters), in the caller's transaction, sent in psycopg's pipeline mode.
+
+    Why: most of a store's cost is the server's (parsing the JSON rows, index and foreign-key checks), and
+    the server is another process. A worker that sends the answers its cascade decided early, and goes
+    on with the LP and MIP stages, finds them written when it settles (:meth:`EarlyStore.settle`); the
+    chunk's last store then carries only the rest. The job's row is not updated here: its lock would be
+    held while the engine works and stall the other workers' stores; :func:`store_answers` counts the early
+    certificates (``early=``) when the chunk's last answers are stored. The caller settles before any other
+    statement on the session. Returns None (store them with the rest) where the database is not
+    PostgreSQL or there is nothing to send."""
+    if not answers or session.get_bind().dialect.name != "postgresql":
+        return None
+    raw = session.connection().connection.driver_connection
+    early = EarlyStore(job_id=answers[0].query.job_id)
+    parameters = _store_parameters(answers)
+    with _as_sqlalchemy_error():
+        pipeline = raw.pipeline()
+        pipeline.__enter__()
+        try:
+            early.cursor = raw.cursor()
+            early.cursor.execute(_EARLY_STATEMENT, parameters)
+        except BaseException as exc:
+            pipeline.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+    early.pipeline = pipeline
+    return early
 
 
 _CERTIFICATE_COLUMNS = tuple(c.name for c in CertificateRow.__table__.columns if c.name not in ("id", "created_at"))
@@ -284,18 +351,20 @@ def _certificate_rows(answers: Sequence[Answer]) -> list[dict[str, Any]]:
                  method=a.query.method) for a in answers]
 
 
-def _store_statement(finish: bool):
+def _store_statement(finish: bool, *, counters: bool = True) -> str:
     """The PostgreSQL store as one statement: insert the certificates (skipping those already stored),
-    then, joined on what that insert returned, their signatures, their attack rows and the jobs'
-    progress counters, and (``finish``) the chunk's status. Data-modifying CTEs all run, and see the
+    then, joined on what that insert returned, their signatures, their attack rows and (``counters``) the
+    jobs' progress counters, and (``finish``) the chunk's status. Data-modifying CTEs all run, and see the
     certificates' RETURNING rows, whether or not the final SELECT reads them. Each table's rows come as
-    their own JSON text: a shared document would be parsed again by every ``->`` that takes a part of it."""
+    their own JSON text: a shared document would be parsed again by every ``->`` that takes a part of it.
+    The counters also add an early store's certificates (``:early_job``, ``:early_done``, ``:early_errors``)."""
     quote = postgresql.dialect().identifier_preparer.quote
     certificate = ", ".join(quote(c) for c in _CERTIFICATE_COLUMNS)
     signature = ", ".join(f"r.{quote(c)}" for c in _SIGNATURE_COLUMNS)
     signature_types = ", ".join(f"{quote(c)} {'text' if c == 'kind' else 'integer'}" for c in _SIGNATURE_COLUMNS)
     active = ", ".join(f"'{s}'" for s in ACTIVE)
     finishes = f"jobs.done + n.done >= jobs.total AND jobs.status IN ({active})"  # on the old row
+    failed = "CASE WHEN error IS NOT NULL AND error <> '' THEN 1 ELSE 0 END"
     sql = f"""
 WITH c AS (INSERT INTO certificates ({certificate})
       SELECT {certificate} FROM json_populate_recordset(NULL::certificates, CAST(:certificates AS json))
@@ -308,9 +377,15 @@ s AS (INSERT INTO signatures (certificate_id, {", ".join(quote(c) for c in _SIGN
 a AS (INSERT INTO attacks (certificate_id, query_id, found, margin, point, seconds)
       SELECT c.id, r.query_id, r.found, r.margin, r.point, r.seconds
       FROM json_populate_recordset(NULL::attacks, CAST(:attacks AS json)) AS r
-      JOIN c ON c.query_id = r.query_id),
-n AS (SELECT job_id, count(*) AS done, count(*) FILTER (WHERE error IS NOT NULL AND error <> '') AS errors
-      FROM c GROUP BY job_id),
+      JOIN c ON c.query_id = r.query_id)"""
+    if not counters:
+        return sql + f"\nSELECT count(*), coalesce(sum({failed}), 0) FROM c"
+    sql += f""",
+n AS (SELECT job_id, sum(done) AS done, sum(errors) AS errors
+      FROM (SELECT job_id, 1 AS done, {failed} AS errors FROM c
+            UNION ALL SELECT CAST(:early_job AS integer), CAST(:early_done AS integer), CAST(:early_errors AS integer)
+            WHERE CAST(:early_done AS integer) > 0) AS e
+      GROUP BY job_id),
 j AS (UPDATE jobs SET done = jobs.done + n.done, errors = jobs.errors + n.errors,
              status = CASE WHEN {finishes} THEN 'done' ELSE jobs.status END,
              finished_at = CASE WHEN {finishes} THEN CAST(:now AS timestamptz) ELSE jobs.finished_at END
@@ -318,26 +393,34 @@ j AS (UPDATE jobs SET done = jobs.done + n.done, errors = jobs.errors + n.errors
     if finish:
         sql += """,
 k AS (UPDATE chunks SET status = :status, finished_at = CAST(:now AS timestamptz) WHERE id = :chunk_id)"""
-    return text(sql + "\nSELECT count(*) FROM c")
+    return sql + "\nSELECT count(*) FROM c"
 
 
-_STORE_STATEMENTS = {finish: _store_statement(finish) for finish in (False, True)}
+_STORE_STATEMENTS = {finish: text(_store_statement(finish)) for finish in (False, True)}
+# sent through psycopg itself (pipeline mode), so in its own parameter style
+_EARLY_STATEMENT = str(text(_store_statement(False, counters=False)).compile(dialect=postgresql.psycopg.dialect()))
 
 
-def _store_answers_postgresql(session: Session, answers: Sequence[Answer], finish: tuple[int, str] | None) -> int:
-    if not answers and finish is None:
-        return 0
+def _store_parameters(answers: Sequence[Answer]) -> dict[str, Any]:
     documents = dict(  # one JSON text per table: each is parsed once, by the function that reads it
         certificates=[{c: _json_scalar(row.get(c)) for c in _CERTIFICATE_COLUMNS} for row in _certificate_rows(answers)],
         signatures=[dict(s, query_id=a.query.id) for a in answers for s in a.signatures],
         attacks=[dict(a.attack, query_id=a.query.id) for a in answers if a.attack is not None],
     )
-    parameters: dict[str, Any] = {name: orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-                                  for name, rows in documents.items()}
-    parameters["now"] = _now()
+    return {name: orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY).decode() for name, rows in documents.items()}
+
+
+def _store_answers_postgresql(session: Session, answers: Sequence[Answer], finish: tuple[int, str] | None,
+                              early: EarlyStore | None) -> int:
+    early_done = 0 if early is None else early.inserted
+    if not answers and finish is None and not early_done:
+        return 0
+    parameters = _store_parameters(answers)
+    parameters.update(now=_now(), early_job=None if early is None else early.job_id, early_done=early_done,
+                      early_errors=0 if early is None else early.errors)
     if finish is not None:
         parameters.update(chunk_id=finish[0], status=finish[1])
-    return int(session.execute(_STORE_STATEMENTS[finish is not None], parameters).scalar_one())
+    return early_done + int(session.execute(_STORE_STATEMENTS[finish is not None], parameters).scalar_one())
 
 
 def _store_answers_generic(session: Session, answers: Sequence[Answer]) -> int:

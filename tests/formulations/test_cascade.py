@@ -166,3 +166,21 @@ def test_branch_and_bound_minimum_margin_matches_enumeration_and_the_refined_mip
     lm, um, _ = minimum_margin(gelu, x, label, k, 0.1, tolerance=1e-4)
     assert ub - lb <= 1e-4 + 1e-9 and max(lb, lm) <= min(ub, um) + 1e-6
     assert margins(gelu, p, label)[k] == pytest.approx(ub)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), activation=st.sampled_from(["relu", "gelu"]), eps=st.sampled_from([0.02, 0.1, 0.4]))
+def test_the_early_report_holds_exactly_the_final_answers_of_the_cheap_stages(seed, activation, eps):
+    _, net, xs, labels = batch(seed, activation)
+    reports = []
+    certs = certify_batch(net, xs, labels, eps, on_decided=lambda idx, cs: reports.append((list(idx), list(cs))))
+    plain = certify_batch(net, xs, labels, eps)
+    assert len(reports) <= 1
+    indices, early = reports[0] if reports else ([], [])
+    cheap = [i for i, c in enumerate(certs) if c.stage in ("center", "symbolic", "attack") and c.verdict != Verdict.UNKNOWN]
+    assert indices == cheap
+    assert all(certs[i] is c for i, c in zip(indices, early))  # the very objects returned: final when reported
+    # the report changes nothing about the answers
+    assert [(c.verdict, c.lower, c.upper, c.stage) for c in certs] == [(c.verdict, c.lower, c.upper, c.stage) for c in plain]
+    for i in indices:
+        assert certs[i].times["lp_share"] == 0.0 and certs[i].times["mip_share"] == 0.0
