@@ -112,7 +112,7 @@ class _Problem:
         self.dtype = dtype or torch.float64
         t = lambda a: torch.tensor(np.ascontiguousarray(a, dtype=np.float64), dtype=self.dtype)  # noqa: E731
         self.W_u, self.W_a, self.b_u, self.b_a, self.lower, self.upper = [], [], [], [], [], []
-        self.n_unstable = []
+        self.n_unstable, self.unstable_index, self.active_index = [], [], []
         previous = np.arange(len(lo))  # the inputs, all kept, in order
         for i, layer in enumerate(hidden):
             if layer.activation.name == "identity":
@@ -129,6 +129,8 @@ class _Problem:
             self.lower.append(t(np.asarray(bounds[i].lower)[unstable]))  # of the unstable neurons only
             self.upper.append(t(np.asarray(bounds[i].upper)[unstable]))
             self.n_unstable.append(int(unstable.size))
+            self.unstable_index.append(unstable)
+            self.active_index.append(active)
             previous = np.concatenate([unstable, active])
         w_out = np.asarray(w_out, dtype=np.float64)
         self.w_out, self.b_out = t(w_out[..., previous]), t(b_out)
@@ -456,6 +458,14 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
             if bad.size:
                 return _done(result, FALSIFIED, started, x=np.clip(points[bad[0]], lo, hi), rounds=rounds)
             bounds_ = [sound_lower(float(v)) for v in f_value.numpy()]
+            for j in np.flatnonzero(np.array(bounds_) <= threshold):
+                # the polish is a gradient method and may stop short of the exact bound: the domain's
+                # margin is affine on a polytope, so one LP gives the bound itself (and its minimiser)
+                exact, point = _leaf_lp(network, problem, p_splits[full[j]], lo, hi, label, target)
+                if point is not None and margin_at(point[None, :])[0] < 0:
+                    return _done(result, FALSIFIED, started, x=np.clip(point, lo, hi), rounds=rounds)
+                bounds_[j] = max(bounds_[j], exact)
+                result.stats["leaf_lps"] = result.stats.get("leaf_lps", 0) + 1
             if min(bounds_) <= threshold:
                 result.lower = min(proven, root)
                 result.stats["reason"] = "a domain with nothing left to split stayed undecided"
@@ -518,6 +528,68 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
                                   betas[d].float(), scores[d].float(), c_lower[d], c_upper[d], coefs[d].float()))
     result.lower = proven
     return _done(result, VERIFIED, started, rounds=rounds)
+
+
+def _leaf_lp(network: Network, problem: _Problem, splits, lo: Array, hi: Array, label: int, target: int
+             ) -> tuple[float, Array | None]:
+    """The exact minimum of the margin over a domain whose every unstable neuron is split: each hidden layer
+    is then affine on the domain (``h = D z``, ``D`` the phases), so the margin is an affine function of
+    ``x`` and the domain a polytope (the box and one half-space ``s_j z_j(x) >= 0`` per split); one LP.
+
+    Returns a sound lower bound and the LP's minimiser (None if it has none). The bound never rests on the
+    solver's word: it is the rigorous Lagrangian bound of the LP's row duals (Neumaier & Shcherbina 2004,
+    :func:`formulations.backends.safe_bounds.safe_lp_bound`) through :func:`formulations.refinement.sound_lower`.
+    An empty domain (the LP infeasible) gets the same kind of bound from the duals of the phase-one LP
+    ``max s: s_j z_j(x) >= s``, scaled up (a Farkas combination of the splits: any multiple is a valid
+    multiplier, and it grows without bound on an empty domain); ``-inf`` where neither gives one."""
+    from .backends import solve
+    from .backends.base import SolveParameters, Termination
+    from .backends.safe_bounds import safe_lp_bound
+    from .model import Model, Sense
+
+    splits = np.asarray(splits, dtype=np.float64)
+    A, c = np.eye(len(lo)), np.zeros(len(lo))  # h = A x + c, for the layer's inputs
+    rows, row_c = [np.zeros((0, len(lo)))], [np.zeros(0)]
+    for i, layer in enumerate(network.hidden_layers):
+        W, b = np.asarray(layer.weight, dtype=np.float64), np.asarray(layer.bias, dtype=np.float64)
+        zA, zc = W @ A, W @ c + b
+        if layer.activation.name == "identity":
+            A, c = zA, zc
+            continue
+        phase = np.zeros(layer.n_out)
+        phase[problem.active_index[i]] = 1.0
+        side = splits[problem.offsets[i]:problem.offsets[i + 1]]
+        unstable = problem.unstable_index[i]
+        phase[unstable] = (side > 0).astype(np.float64)
+        rows.append(side[:, None] * zA[unstable])  # s_j z_j(x) >= 0
+        row_c.append(side * zc[unstable])
+        A, c = phase[:, None] * zA, phase * zc
+    G, g = np.vstack(rows), np.concatenate(row_c)
+    last = network.layers[-1]
+    w = np.asarray(last.weight[label] - last.weight[target], dtype=np.float64)
+
+    model = Model("relu-bab-leaf")
+    x = model.add_variables(len(lo), lo, hi)
+    model.add_constraints(G, x, lo=-g)
+    model.set_objective((x, w @ A), constant=float(w @ c + last.bias[label] - last.bias[target]), sense=Sense.MINIMIZE)
+    res = solve(model, "highs", SolveParameters(time_limit=10.0))
+    point = None if res.primal is None else np.asarray(res.primal[x], dtype=np.float64)
+    if res.row_duals is not None and res.termination == Termination.OPTIMAL:
+        return float(sound_lower(safe_lp_bound(model, res.row_duals))), point
+    if res.termination != Termination.INFEASIBLE:
+        return -np.inf, point
+    phase_one = Model("relu-bab-leaf-phase-one")
+    x1 = phase_one.add_variables(len(lo), lo, hi)
+    slack = phase_one.add_variable(-1.0, 1.0)
+    phase_one.add_constraints(np.hstack([G, -np.ones((G.shape[0], 1))]), np.append(x1, slack), lo=-g)
+    phase_one.set_objective({slack: -1.0}, sense=Sense.MINIMIZE)  # max s
+    res = solve(phase_one, "highs", SolveParameters(time_limit=10.0))
+    if res.row_duals is None:
+        return -np.inf, None
+    farkas, best = np.maximum(np.asarray(res.row_duals, dtype=np.float64), 0.0), -np.inf
+    for scale in 10.0 ** np.arange(0, 13, 2):
+        best = max(best, safe_lp_bound(model, scale * farkas))
+    return float(sound_lower(best)), None
 
 
 def _confirm(problem: _Problem, splits, alphas, betas, lowers, uppers) -> Array:

@@ -206,3 +206,47 @@ def test_split_betas_start_each_child_at_its_parents_bound(seed, data):
 @given(seed=st.integers(0, 100_000), offset=st.sampled_from([-0.05, -1e-3, 1e-3, 0.05]))
 def test_verdicts_with_domain_bounds_agree_with_enumeration(seed, offset):
     _agrees_with_enumeration(seed, offset, BabSettings(batch=16, iterations=8, first_iterations=20, domain_bounds=True))
+
+
+@pytest.mark.parametrize("seed", [14812, 8066])
+def test_a_fully_split_domain_the_polish_leaves_short_is_closed_by_its_exact_lp(seed):
+    # hypothesis found both: every unstable neuron split, the polished Lagrangian bound 0.01-0.03 short of
+    # the exact minimum (14812: two leaves that are empty polytopes, which gradient steps never close)
+    net, lo, hi, label, target = _instance(seed)
+    exact = relu_enumeration_min_margin(net, lo, hi, label, target)
+    result = relu_bab(net, lo, hi, symbolic_bounds(net, lo, hi), label, target, time_limit=20.0, settings=SMALL,
+                      threshold=exact - 1e-3)
+    assert result.status == VERIFIED and exact - 1e-3 < result.lower <= exact + 1e-9
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 100_000), data=st.data())
+def test_the_leaf_lp_bounds_the_margin_on_its_domain_and_proves_only_empty_domains_empty(seed, data):
+    import torch
+
+    from formulations.relu_bab import _leaf_lp, _Problem
+
+    net, lo, hi, label, target = _instance(seed)
+    bounds = symbolic_bounds(net, lo, hi)
+    problem = _Problem.margin(net, bounds, lo, hi, label, target)
+    if problem.total_unstable == 0:
+        return
+    splits = np.array(data.draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=problem.total_unstable,
+                                         max_size=problem.total_unstable)))
+    lower, point = _leaf_lp(net, problem, torch.tensor(splits), lo, hi, label, target)
+    # the domain, sampled: points of the box whose unstable neurons have the split's signs
+    xs = np.random.default_rng(seed).uniform(lo, hi, size=(4000, len(lo)))
+    inside = np.ones(len(xs), dtype=bool)
+    h = xs
+    for i, layer in enumerate(net.hidden_layers):
+        z = h @ np.asarray(layer.weight).T + layer.bias
+        side = splits[problem.offsets[i]:problem.offsets[i + 1]]
+        inside &= np.all(side * z[:, problem.unstable_index[i]] >= 0, axis=1)
+        h = np.maximum(z, 0.0)
+    y = net.forward(xs)
+    margins = y[:, label] - y[:, target]
+    if inside.any():
+        assert lower <= margins[inside].min() + 1e-9  # sound on the domain
+        assert np.isfinite(lower)  # a non-empty domain has an optimal LP, hence a finite bound
+    if point is not None:
+        assert np.all(point >= lo - 1e-9) and np.all(point <= hi + 1e-9)
