@@ -90,6 +90,7 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+POLL_SECONDS = 0.25  # how often the client asks whether the measured job is done
 WARM_UP_CHUNK = 40  # queries per worker: one chunk each, large enough to cost per query what a job's chunks do
 
 
@@ -185,7 +186,9 @@ def through_celery(n_workers: int, args, network_name: str, plan: list[int] | No
                         between += [(a2 - b1).total_seconds() for (_, b1), (a2, _) in zip(mine, mine[1:])]
                     replay = job_chunks(session, job_id)
                     break
-            time.sleep(0.05)
+            # the wall time comes from the workers' own timestamps, not from this poll: poll as a user would,
+            # not so often that the poll's own work (a session, a query, ~2 ms of CPU) competes with the workers
+            time.sleep(POLL_SECONDS)
         print(f"#   {n_workers} worker(s): {wall:.2f} s wall; inside chunks {in_chunks:.2f} worker-s, of which engine"
               f" {solve:.2f}; submit {submit_s:.3f} s, to first chunk start {(first - submitted_at).total_seconds():.3f} s; between"
               f" chunks {1000 * sum(between) / max(1, len(between)):.1f} ms on average; {len(replay)} chunks of"
