@@ -13,8 +13,8 @@ targets it decides:
    (:mod:`formulations.tightening`, MIPVerify's order), then the margins again, symbolically and by the
    triangle LP over all layers;
 5. ``bab``: branch and bound over ReLU splits with optimised linear bounds (alpha/beta-CROWN,
-   :mod:`formulations.relu_bab`) per remaining target, on the tightened bounds, with ``BAB_SHARE`` of the
-   time left;
+   :mod:`formulations.relu_bab`) over the remaining targets in rounds (each target's search resumed where its
+   last share left it), on the tightened bounds, with ``BAB_SHARE`` of the time left;
 6. ``mip``: the exact big-M MIP per remaining target (Tjeng et al. 2019), with the solver's cutoff at a
    small positive margin so that it prunes everything it can prove safe, and the rest of the budget.
 
@@ -152,23 +152,33 @@ def _margin_lp(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget
 
 
 def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: float) -> None:
-    """ReLU branch and bound per open target, easiest (highest bound) first, each with an equal share of the
-    time left: the easy ones finish early and pass their time on, so the hardest gets the most."""
-    from .relu_bab import FALSIFIED, VERIFIED, relu_bab
+    """ReLU branch and bound over the open targets, round by round: in each round every target still open, easiest
+    (highest bound) first, gets an equal share of the time left, so the easy ones finish early and pass their
+    time on. A target its share leaves open keeps its search tree (:class:`formulations.relu_bab.BabSearch`) and
+    goes on from it in the next round: the property holds only when every target does, so no target's work is
+    wasted on the way. Ends when every target is verified, a counterexample is confirmed, the time is up, or a
+    search ends undecided for good (its domain limit: the MIPs get the time left)."""
+    from .relu_bab import FALSIFIED, VERIFIED, BabSearch
 
     lo, hi = input_set.box()
     deadline = time.monotonic() + budget
+    searches: dict[int, BabSearch] = {}
     pending = sorted(run.open, key=lambda k: -run.lower[k])
-    for i, k in enumerate(pending):
-        share = (deadline - time.monotonic()) / (len(pending) - i)
-        if share <= 0.5:
-            return
-        res = relu_bab(run.network, lo, hi, bounds, run.label, k, time_limit=share)
-        if res.status == FALSIFIED and run.offer_point(input_set.project(res.x), "bab"):
-            return
-        run.offer_lower(k, res.lower, "bab")  # a proven bound whatever the status
-        if res.status != VERIFIED:
-            return  # one target left open leaves the property open: the MIPs get the rest of the time
+    while pending:
+        for i, k in enumerate(pending):
+            share = (deadline - time.monotonic()) / (len(pending) - i)
+            if share <= 0.5:
+                return
+            if k not in searches:
+                searches[k] = BabSearch(run.network, lo, hi, bounds, run.label, k)
+            res = searches[k].run(share)
+            if res.status == FALSIFIED and run.offer_point(input_set.project(res.x), "bab"):
+                return
+            run.offer_lower(k, res.lower, "bab")  # a proven bound whatever the status
+            if searches[k].finished and res.status != VERIFIED:
+                return  # this target stays open whatever the others do: the MIPs get the rest of the time
+        pending = sorted((k for k in pending if searches[k].result.status != VERIFIED),
+                         key=lambda k: -searches[k].result.stats.get("open_bound", -np.inf))
 
 
 def _mip(run: _Run, input_set: InputSet, bounds: list[LayerBounds], solver: str) -> None:
