@@ -31,8 +31,10 @@ in float64 at those parameters (:func:`_confirm`).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
@@ -77,8 +79,6 @@ class BabSettings:
     domain_bounds: bool = False
     parent_keys: bool = True
     beta_init: bool = False
-    fsb_candidates: int = 1
-    fsb_reduce: str = "max"
 
 
 @dataclass
@@ -271,6 +271,32 @@ def _domain_bounds(problem: _Problem, splits: list, lowers: list, uppers: list, 
     return lowers, uppers
 
 
+_FLUSH = threading.local()  # nesting depth of _flushing_subnormals, per thread (the CPU flag is per thread)
+
+
+@contextlib.contextmanager
+def _flushing_subnormals():
+    """Subnormal floats flushed to zero (the CPU's flush-to-zero / denormals-are-zero modes) for the duration.
+
+    Arithmetic on subnormals is about a hundred times slower on x86; the back-substitution and the optimiser's
+    moments meet them on some margins: on 256x4 prop_10_0.05 target 2, the root's 60 steps took 40.2 s instead
+    of 0.09 s (same bound). Flushing changes a float64 value by less than its smallest normal (2.2e-308, 1.2e-38
+    in float32) per operation, which :func:`sound_lower`'s slack (1e-6 absolute) covers many times over, and the
+    float32 search only chooses parameters. torch's default (off) is restored on leaving the outermost use."""
+    import torch
+
+    depth = getattr(_FLUSH, "depth", 0)
+    if depth == 0:
+        torch.set_flush_denormal(True)
+    _FLUSH.depth = depth + 1
+    try:
+        yield
+    finally:
+        _FLUSH.depth = depth
+        if depth == 0:
+            torch.set_flush_denormal(False)
+
+
 def _round_outward_f32(lower, upper):
     """float64 bounds stored in float32 without losing soundness: lower rounded down, upper rounded up."""
     import torch
@@ -359,9 +385,11 @@ def optimised_bounds(network: Network, lo: Array, hi: Array, bounds: Sequence[La
         b_out = np.concatenate([layer.bias[idx], -layer.bias[idx]])
         problem = _Problem(hidden[:k], current[:k], lo, hi, w_out, b_out)
         rows = w_out.shape[0]
-        value, *_ = _optimise(problem, torch.zeros((rows, problem.total_unstable), dtype=torch.float64),
-                              problem.initial_alphas(rows),
-                              torch.zeros((rows, problem.total_unstable), dtype=torch.float64), iterations, settings)
+        with _flushing_subnormals():
+            value, *_ = _optimise(problem, torch.zeros((rows, problem.total_unstable), dtype=torch.float64),
+                                  problem.initial_alphas(rows),
+                                  torch.zeros((rows, problem.total_unstable), dtype=torch.float64), iterations,
+                                  settings)
         value = value.numpy()
         lows = np.array([sound_lower(v) for v in value[: idx.size]])
         highs = np.array([-sound_lower(v) for v in value[idx.size:]])
@@ -398,9 +426,10 @@ class BabSearch:
         self.search = _Problem.margin(network, bounds, lo, hi, label, target, dtype=torch.float32) \
             if settings.float32_search else problem
         n = problem.total_unstable
-        value, x_star, scores, alphas, betas, coefs = _optimise(
-            problem, torch.zeros((1, n), dtype=torch.float64), problem.initial_alphas(1),
-            torch.zeros((1, n), dtype=torch.float64), settings.first_iterations, settings)
+        with _flushing_subnormals():
+            value, x_star, scores, alphas, betas, coefs = _optimise(
+                problem, torch.zeros((1, n), dtype=torch.float64), problem.initial_alphas(1),
+                torch.zeros((1, n), dtype=torch.float64), settings.first_iterations, settings)
         self.root = sound_lower(float(value[0]))
         self.result = BabResult(UNKNOWN, self.root, domains=1)
         self.result.stats["unconfirmed"] = 0
@@ -457,7 +486,8 @@ class BabSearch:
         started = time.monotonic()
         try:
             if not self.finished:
-                self._search(started, time_limit, np.inf if rounds is None else rounds)
+                with _flushing_subnormals():
+                    self._search(started, time_limit, np.inf if rounds is None else rounds)
         finally:
             self.result.seconds += time.monotonic() - started
         return self.result
@@ -516,11 +546,7 @@ class BabSearch:
                 p_splits, p_scores, p_alphas, p_betas = p_splits[keep], p_scores[keep], p_alphas[keep], p_betas[keep]
                 p_lower, p_upper, p_keys = p_lower[keep], p_upper[keep], p_keys[keep]
                 p_coefs = p_coefs[keep] if p_coefs is not None else None
-            if settings.fsb_candidates > 1:
-                branch = _fsb_branch(search, p_splits, p_scores, p_alphas, p_betas, p_lower, p_upper,
-                                     settings.fsb_candidates, settings.fsb_reduce)
-            else:
-                branch = p_scores.argmax(dim=1)
+            branch = p_scores.argmax(dim=1)
             rows = torch.arange(len(parents))
             active, inactive = p_splits.clone(), p_splits.clone()
             active[rows, branch], inactive[rows, branch] = 1.0, -1.0
@@ -574,37 +600,6 @@ class BabSearch:
                 key = max(float(values[d]), float(c_keys[d])) if settings.parent_keys else float(values[d])
                 self._push(key, splits8[d], alphas[d], betas[d], scores[d], c_lower[d], c_upper[d], coefs[d])
         self._finish(VERIFIED)
-
-
-def _fsb_branch(problem: _Problem, splits, scores, alphas, betas, lowers, uppers, candidates: int, reduce: str):
-    """Filtered smart branching (De Palma et al. 2021, "Improved branch and bound for neural network verification
-    via Lagrangian decomposition", §5; alpha-beta-CROWN's ``branching: candidates``): per domain, the
-    ``candidates`` unsplit unstable neurons with the best intercept scores, each one's two children bounded once
-    at the parent's alphas and betas (the new split's beta 0, no optimisation, one batched pass over domains x
-    candidates), and the neuron whose children's ``reduce`` (min or max) bound is the highest.
-
-    It only chooses which neuron to split: the children are bounded and proven as any others, so the choice
-    never touches soundness. ``scores``: (D, n) with split neurons at -1; returns (D,) neuron indices."""
-    torch = problem.torch
-    D, n = splits.shape
-    k = min(candidates, n)
-    top_scores, cand = scores.topk(k, dim=1)  # (D, k)
-    rows = torch.arange(D)[:, None].expand(D, k).reshape(-1)
-    flat = cand.reshape(-1)
-    child_splits = splits[rows].clone()
-    both = []
-    for side in (1.0, -1.0):
-        child_splits[torch.arange(D * k), flat] = side
-        both.append(child_splits.clone())
-    rows2 = torch.cat([rows, rows])
-    own = lambda t: problem.per_layer(t[rows2].to(problem.dtype))  # noqa: E731
-    with torch.no_grad():
-        value, _, _ = problem.bound(problem.per_layer(torch.cat(both)), own(alphas), own(betas),
-                                    lowers=own(lowers), uppers=own(uppers))
-    value = value.reshape(2, D, k)
-    reduced = value.max(dim=0).values if reduce == "max" else value.min(dim=0).values
-    reduced = torch.where(top_scores >= 0, reduced, torch.full_like(reduced, -torch.inf))  # split or stable: none
-    return cand[torch.arange(D), reduced.argmax(dim=1)]
 
 
 def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBounds], label: int, target: int, *,

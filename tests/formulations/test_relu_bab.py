@@ -210,48 +210,12 @@ def test_verdicts_with_domain_bounds_agree_with_enumeration(seed, offset):
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 100_000), offset=st.sampled_from([-0.05, -1e-3, 1e-3, 0.05]),
-       reduce=st.sampled_from(["max", "min"]))
-def test_verdicts_with_filtered_smart_branching_agree_with_enumeration(seed, offset, reduce):
-    _agrees_with_enumeration(seed, offset, BabSettings(batch=16, iterations=8, first_iterations=20,
-                                                       fsb_candidates=3, fsb_reduce=reduce))
-
-
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 100_000), k=st.integers(1, 6))
-def test_fsb_branches_on_an_unsplit_open_neuron_among_the_candidates(seed, k):
-    import torch
-
-    from formulations.relu_bab import _fsb_branch
-
-    net, lo, hi, bounds, problem, unstable, splits = _split_instance(seed)
-    flat = torch.cat(splits, dim=1)
-    n = problem.total_unstable
-    rng = np.random.default_rng(seed + 3)
-    alphas = torch.tensor(rng.uniform(0, 1, size=(1, n)))
-    betas = torch.tensor(rng.uniform(0, 0.5, size=(1, n))) * (flat != 0)
-    _, _, layers = problem.bound(problem.per_layer(flat), problem.per_layer(alphas), problem.per_layer(betas),
-                                 scores=True)
-    scores = torch.cat([sc for sc, _ in layers], dim=1)
-    scores = torch.where(flat != 0, torch.full_like(scores, -1.0), scores)
-    if float(scores.max()) < 0:
-        return
-    lowers, uppers = torch.cat(problem.lower)[None], torch.cat(problem.upper)[None]
-    j = int(_fsb_branch(problem, flat, scores, alphas, betas, lowers, uppers, k, "max")[0])
-    assert flat[0, j] == 0 and scores[0, j] >= 0
-    assert j in scores[0].topk(min(k, n)).indices.tolist()
-    if k == 1:
-        assert j == int(scores[0].argmax())
-
-
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 100_000), offset=st.sampled_from([-0.05, -1e-3, 1e-3, 0.05]),
-       fsb=st.sampled_from([1, 3]))
-def test_a_search_resumed_round_by_round_ends_as_one_run(seed, offset, fsb):
+@given(seed=st.integers(0, 100_000), offset=st.sampled_from([-0.05, -1e-3, 1e-3, 0.05]))
+def test_a_search_resumed_round_by_round_ends_as_one_run(seed, offset):
     """The search is deterministic: slices of one round each reach one run's verdict, bound and domain count."""
     net, lo, hi, label, target = _instance(seed)
     exact = relu_enumeration_min_margin(net, lo, hi, label, target)
-    bab_settings = BabSettings(batch=4, iterations=8, first_iterations=20, fsb_candidates=fsb)
+    bab_settings = BabSettings(batch=4, iterations=8, first_iterations=20)
     bounds = symbolic_bounds(net, lo, hi)
     once = relu_bab(net, lo, hi, bounds, label, target, time_limit=60.0, settings=bab_settings, threshold=exact + offset)
     search = BabSearch(net, lo, hi, bounds, label, target, settings=bab_settings, threshold=exact + offset)
