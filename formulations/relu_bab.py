@@ -31,8 +31,10 @@ in float64 at those parameters (:func:`_confirm`).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
@@ -271,6 +273,32 @@ def _domain_bounds(problem: _Problem, splits: list, lowers: list, uppers: list, 
     return lowers, uppers
 
 
+_FLUSH = threading.local()  # nesting depth of _flushing_subnormals, per thread (the CPU flag is per thread)
+
+
+@contextlib.contextmanager
+def _flushing_subnormals():
+    """Subnormal floats flushed to zero (the CPU's flush-to-zero / denormals-are-zero modes) for the duration.
+
+    Arithmetic on subnormals is about a hundred times slower on x86; the back-substitution and the optimiser's
+    moments meet them on some margins: on 256x4 prop_10_0.05 target 2, the root's 60 steps took 40.2 s instead
+    of 0.09 s (same bound). Flushing changes a float64 value by less than its smallest normal (2.2e-308, 1.2e-38
+    in float32) per operation, which :func:`sound_lower`'s slack (1e-6 absolute) covers many times over, and the
+    float32 search only chooses parameters. torch's default (off) is restored on leaving the outermost use."""
+    import torch
+
+    depth = getattr(_FLUSH, "depth", 0)
+    if depth == 0:
+        torch.set_flush_denormal(True)
+    _FLUSH.depth = depth + 1
+    try:
+        yield
+    finally:
+        _FLUSH.depth = depth
+        if depth == 0:
+            torch.set_flush_denormal(False)
+
+
 def _round_outward_f32(lower, upper):
     """float64 bounds stored in float32 without losing soundness: lower rounded down, upper rounded up."""
     import torch
@@ -359,9 +387,11 @@ def optimised_bounds(network: Network, lo: Array, hi: Array, bounds: Sequence[La
         b_out = np.concatenate([layer.bias[idx], -layer.bias[idx]])
         problem = _Problem(hidden[:k], current[:k], lo, hi, w_out, b_out)
         rows = w_out.shape[0]
-        value, *_ = _optimise(problem, torch.zeros((rows, problem.total_unstable), dtype=torch.float64),
-                              problem.initial_alphas(rows),
-                              torch.zeros((rows, problem.total_unstable), dtype=torch.float64), iterations, settings)
+        with _flushing_subnormals():
+            value, *_ = _optimise(problem, torch.zeros((rows, problem.total_unstable), dtype=torch.float64),
+                                  problem.initial_alphas(rows),
+                                  torch.zeros((rows, problem.total_unstable), dtype=torch.float64), iterations,
+                                  settings)
         value = value.numpy()
         lows = np.array([sound_lower(v) for v in value[: idx.size]])
         highs = np.array([-sound_lower(v) for v in value[idx.size:]])
@@ -371,10 +401,222 @@ def optimised_bounds(network: Network, lo: Array, hi: Array, bounds: Sequence[La
     return symbolic_bounds(network, lo, hi, initial=current)
 
 
+class BabSearch:
+    """A resumable branch and bound for one margin (module docstring): the root is bounded on construction,
+    :meth:`run` searches for a given number of seconds and may be called again, going on from the open domains
+    it left (a search's tree is kept between calls, so time given to it in slices adds up as one run would).
+
+    ``result`` is the search's state so far: ``verified`` / ``falsified`` are final, and so is an ``unknown``
+    whose ``stats['reason']`` is not the time limit (the domain limit, or a fully split domain that stayed open:
+    more time does not help); ``finished`` says which."""
+
+    def __init__(self, network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBounds], label: int,
+                 target: int, *, settings: BabSettings | None = None, threshold: float = 0.0) -> None:
+        import torch
+
+        started = time.monotonic()
+        self.settings = settings = settings or BabSettings()
+        for i, layer in enumerate(network.hidden_layers):
+            if layer.activation.name not in ("relu", "identity"):
+                raise InvalidInputError(
+                    f"ReLU branch and bound needs ReLU layers; layer {i} is {layer.activation.name!r}")
+        if len(bounds) < len(network.hidden_layers):
+            raise InvalidInputError(f"{len(bounds)} layer bounds for {len(network.hidden_layers)} hidden layers")
+        self.network, self.label, self.target, self.threshold = network, label, target, threshold
+        self.lo, self.hi = lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        self.problem = problem = _Problem.margin(network, bounds, lo, hi, label, target)  # float64: root, proofs
+        self.search = _Problem.margin(network, bounds, lo, hi, label, target, dtype=torch.float32) \
+            if settings.float32_search else problem
+        n = problem.total_unstable
+        with _flushing_subnormals():
+            value, x_star, scores, alphas, betas, coefs = _optimise(
+                problem, torch.zeros((1, n), dtype=torch.float64), problem.initial_alphas(1),
+                torch.zeros((1, n), dtype=torch.float64), settings.first_iterations, settings)
+        self.root = sound_lower(float(value[0]))
+        self.result = BabResult(UNKNOWN, self.root, domains=1)
+        self.result.stats["unconfirmed"] = 0
+        self._final = False  # verified, falsified, or unknown for good (more time would not help)
+        self.proven = np.inf  # the smallest sound (float64) bound among the domains closed so far
+        self.counter = itertools.count()
+        # the box-wide pre-activation bounds of the unstable neurons, float32 rounded outward: every domain's
+        # own when domain_bounds is off (then the heap carries none)
+        root_lower = torch.cat(problem.lower) if n else torch.zeros(0, dtype=torch.float64)
+        root_upper = torch.cat(problem.upper) if n else torch.zeros(0, dtype=torch.float64)
+        self.box_lower, self.box_upper = _round_outward_f32(root_lower, root_upper)
+        # open domains, lowest key first: (key, tiebreak, splits int8, alphas, betas, scores, lower, upper, coefs)
+        # as 1-D rows; keys in the search precision (float32 by default): a guide for the order, never a proof
+        self.heap: list = []
+        if self._margin_at(x_star.numpy())[0] < 0:
+            self._finish(FALSIFIED, x=np.clip(x_star.numpy()[0], lo, hi))
+        elif self.root > threshold:
+            self._finish(VERIFIED)
+        else:
+            self._push(float(value[0]), torch.zeros(n, dtype=torch.int8), alphas[0], betas[0], scores[0],
+                       self.box_lower, self.box_upper, coefs[0])
+        self.result.seconds = time.monotonic() - started
+
+    @property
+    def finished(self) -> bool:
+        return self._final
+
+    def _margin_at(self, x: Array) -> Array:
+        y = self.network.forward(np.clip(x, self.lo, self.hi))
+        return y[:, self.label] - y[:, self.target]
+
+    def _finish(self, status: str, *, x: Array | None = None, reason: str | None = None) -> None:
+        self.result.status, self.result.x, self._final = status, x, True
+        if reason is not None:
+            self.result.stats["reason"] = reason
+        if status == VERIFIED:
+            self.result.lower = self.proven if np.isfinite(self.proven) else self.root
+        self.heap = []  # nothing left to search: free the tree
+
+    def _push(self, key, splits, alphas, betas, scores, lower, upper, coefs) -> None:
+        own = self.settings.domain_bounds  # without domain bounds every domain's are the box's: not stored
+        heapq.heappush(self.heap, (key, next(self.counter), splits, alphas.float(), betas.float(), scores.float(),
+                                   lower if own else None, upper if own else None,
+                                   coefs.float() if self.settings.beta_init else None))
+
+    def run(self, time_limit: float, *, rounds: int | None = None) -> BabResult:
+        """Search for at most ``time_limit`` more seconds (checked between rounds) and at most ``rounds`` more
+        rounds (batches split); returns :attr:`result`.
+
+        ``verified`` only when every domain's :func:`sound_lower` bound is above the threshold; ``falsified``
+        only with a point of the box where the real network's margin is negative; ``lower`` is a proven lower
+        bound of the margin over the box in every case (while domains are open, the root's or a closed one's:
+        the open domains' float32 bounds prove nothing)."""
+        started = time.monotonic()
+        try:
+            if not self.finished:
+                with _flushing_subnormals():
+                    self._search(started, time_limit, np.inf if rounds is None else rounds)
+        finally:
+            self.result.seconds += time.monotonic() - started
+        return self.result
+
+    def _search(self, started: float, time_limit: float, rounds: float) -> None:
+        import torch
+
+        settings, problem, search, result = self.settings, self.problem, self.search, self.result
+        threshold, heap, n = self.threshold, self.heap, problem.total_unstable
+        last_round = result.rounds + rounds
+        while heap:
+            if time.monotonic() - started > time_limit or len(heap) > settings.max_domains or result.rounds >= last_round:
+                result.lower = min(self.proven, self.root)
+                result.stats["open_bound"] = heap[0][0]
+                result.stats["open"] = len(heap)
+                result.stats["reason"] = "time limit"  # (or the rounds asked for): more would go on
+                if len(heap) > settings.max_domains:
+                    self._finish(UNKNOWN, reason="domain limit")
+                return
+            result.rounds += 1
+            parents = [heapq.heappop(heap) for _ in range(min(settings.batch, len(heap)))]
+            p_splits = torch.stack([p[2] for p in parents]).to(search.dtype)
+            p_scores = torch.stack([p[5] for p in parents]).to(search.dtype)
+            p_scores = torch.where(p_splits != 0, torch.full_like(p_scores, -1.0), p_scores)
+            best_score = p_scores.max(dim=1).values if n else torch.full((len(parents),), -1.0)
+            p_alphas = torch.stack([p[3] for p in parents]).to(search.dtype)
+            p_betas = torch.stack([p[4] for p in parents]).to(search.dtype)
+            p_keys = np.array([p[0] for p in parents])
+            if settings.domain_bounds:
+                p_lower = torch.stack([p[6] for p in parents]).double()
+                p_upper = torch.stack([p[7] for p in parents]).double()
+            else:
+                p_lower = self.box_lower.double().expand(len(parents), -1)
+                p_upper = self.box_upper.double().expand(len(parents), -1)
+            p_coefs = torch.stack([p[8] for p in parents]).to(search.dtype) if settings.beta_init else None
+            full = np.flatnonzero((best_score < 0).numpy())
+            if full.size:
+                # every unstable neuron split: the domain is a polytope and its Lagrangian bound is exact at the
+                # optimal beta, so converge on it (float64, decaying steps) instead of branching further
+                f_value, f_x, *_ = _optimise(problem, p_splits[full].double(), p_alphas[full].double(),
+                                             p_betas[full].double(), POLISH_ITERATIONS, settings, decay=POLISH_DECAY,
+                                             lowers=p_lower[full], uppers=p_upper[full])
+                points = f_x.numpy()
+                bad = np.flatnonzero(self._margin_at(points) < 0)
+                if bad.size:
+                    return self._finish(FALSIFIED, x=np.clip(points[bad[0]], self.lo, self.hi))
+                bounds_ = [sound_lower(float(v)) for v in f_value.numpy()]
+                for j in np.flatnonzero(np.array(bounds_) <= threshold):
+                    # the polish is a gradient method and may stop short of the exact bound: the domain's
+                    # margin is affine on a polytope, so one LP gives the bound itself (and its minimiser)
+                    exact, point = _leaf_lp(self.network, problem, p_splits[full[j]], self.lo, self.hi, self.label,
+                                            self.target)
+                    if point is not None and self._margin_at(point[None, :])[0] < 0:
+                        return self._finish(FALSIFIED, x=np.clip(point, self.lo, self.hi))
+                    bounds_[j] = max(bounds_[j], exact)
+                    result.stats["leaf_lps"] = result.stats.get("leaf_lps", 0) + 1
+                if min(bounds_) <= threshold:
+                    result.lower = min(self.proven, self.root)
+                    return self._finish(UNKNOWN, reason="a domain with nothing left to split stayed undecided")
+                self.proven = min(self.proven, min(bounds_))
+                keep = np.setdiff1d(np.arange(len(parents)), full)
+                if keep.size == 0:
+                    continue
+                parents = [parents[i] for i in keep]
+                p_splits, p_scores, p_alphas, p_betas = p_splits[keep], p_scores[keep], p_alphas[keep], p_betas[keep]
+                p_lower, p_upper, p_keys = p_lower[keep], p_upper[keep], p_keys[keep]
+                p_coefs = p_coefs[keep] if p_coefs is not None else None
+            branch = p_scores.argmax(dim=1)
+            rows = torch.arange(len(parents))
+            active, inactive = p_splits.clone(), p_splits.clone()
+            active[rows, branch], inactive[rows, branch] = 1.0, -1.0
+            splits = torch.cat([active, inactive])
+            c_betas = torch.cat([p_betas, p_betas])
+            if settings.beta_init:
+                c_betas = _split_betas(c_betas, torch.cat([rows, rows + len(parents)]), torch.cat([branch, branch]),
+                                       torch.cat([p_coefs, p_coefs]), torch.cat([p_alphas, p_alphas]),
+                                       torch.cat([torch.ones(len(parents)), -torch.ones(len(parents))]))
+            c_keys = np.concatenate([p_keys, p_keys])
+            c_alphas = torch.cat([p_alphas, p_alphas])
+            if settings.domain_bounds:
+                c_lower, c_upper = _children_bounds(problem, splits, torch.cat([p_lower, p_lower]),
+                                                    torch.cat([p_upper, p_upper]), torch.cat([branch, branch]))
+                c_lower, c_upper = _round_outward_f32(c_lower, c_upper)
+                # a child whose own bounds cross is empty (no input of the box meets its splits): nothing to prove
+                feasible = ~(c_lower > c_upper).any(dim=1) if n else torch.ones(splits.shape[0], dtype=torch.bool)
+                result.stats["empty"] = result.stats.get("empty", 0) + int((~feasible).sum())
+                if not bool(feasible.all()):
+                    keep = torch.nonzero(feasible).flatten()
+                    if keep.numel() == 0:
+                        continue
+                    splits, c_lower, c_upper, c_keys = splits[keep], c_lower[keep], c_upper[keep], c_keys[keep.numpy()]
+                    c_alphas, c_betas = c_alphas[keep], c_betas[keep]
+            else:
+                c_lower = self.box_lower.expand(splits.shape[0], -1)
+                c_upper = self.box_upper.expand(splits.shape[0], -1)
+            value, x_star, scores, alphas, betas, coefs = _optimise(search, splits, c_alphas, c_betas,
+                                                                    settings.iterations, settings,
+                                                                    lowers=c_lower, uppers=c_upper)
+            result.domains += int(value.shape[0])
+            points = x_star.double().numpy()
+            bad = np.flatnonzero(self._margin_at(points) < 0)
+            if bad.size:
+                return self._finish(FALSIFIED, x=np.clip(points[bad[0]], self.lo, self.hi))
+            values = value.double().numpy()
+            closing = np.flatnonzero([sound_lower(float(v)) > threshold for v in values])
+            if closing.size and search is not problem:
+                # a proof is a float64 bound: re-bound the closing domains at the parameters found in float32
+                values[closing] = _confirm(problem, splits[closing], alphas[closing], betas[closing],
+                                           c_lower[closing], c_upper[closing])
+            sound = np.array([sound_lower(float(v)) for v in values])
+            result.stats["unconfirmed"] += int((sound[closing] <= threshold).sum())  # float32 closed, float64 not
+            splits8 = splits.to(torch.int8)
+            for d in range(values.shape[0]):
+                if sound[d] > threshold:
+                    self.proven = min(self.proven, sound[d])
+                    continue
+                # a child is a subset of its parent: the parent's bound holds for it too (a better key for the
+                # order; never a proof, the parent was open)
+                key = max(float(values[d]), float(c_keys[d])) if settings.parent_keys else float(values[d])
+                self._push(key, splits8[d], alphas[d], betas[d], scores[d], c_lower[d], c_upper[d], coefs[d])
+        self._finish(VERIFIED)
+
+
 def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBounds], label: int, target: int, *,
              time_limit: float, settings: BabSettings | None = None, threshold: float = 0.0) -> BabResult:
     """Prove ``f(x)[label] - f(x)[target] > threshold`` on the box ``[lo, hi]``, or find a point where the
-    margin is negative, by branch and bound over ReLU splits (module docstring).
+    margin is negative, by branch and bound over ReLU splits (module docstring): one :class:`BabSearch`, run once.
 
     Args:
         network: hidden layers ReLU (or identity), last layer affine.
@@ -386,148 +628,9 @@ def relu_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBound
         ``threshold``; ``falsified`` only with a point of the box where the real network's margin is
         negative. ``lower`` is a proven lower bound of the margin over the box in every case.
     """
-    import torch
-
     started = time.monotonic()
-    settings = settings or BabSettings()
-    for i, layer in enumerate(network.hidden_layers):
-        if layer.activation.name not in ("relu", "identity"):
-            raise InvalidInputError(f"ReLU branch and bound needs ReLU layers; layer {i} is {layer.activation.name!r}")
-    if len(bounds) < len(network.hidden_layers):
-        raise InvalidInputError(f"{len(bounds)} layer bounds for {len(network.hidden_layers)} hidden layers")
-    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-    problem = _Problem.margin(network, bounds, lo, hi, label, target)  # float64: the root and every proof
-    search = _Problem.margin(network, bounds, lo, hi, label, target, dtype=torch.float32) \
-        if settings.float32_search else problem
-    n = problem.total_unstable
-
-    def margin_at(x: Array) -> Array:
-        y = network.forward(np.clip(x, lo, hi))
-        return y[:, label] - y[:, target]
-
-    value, x_star, scores, alphas, betas, coefs = _optimise(
-        problem, torch.zeros((1, n), dtype=torch.float64), problem.initial_alphas(1),
-        torch.zeros((1, n), dtype=torch.float64), settings.first_iterations, settings)
-    root = sound_lower(float(value[0]))
-    result = BabResult(UNKNOWN, root, domains=1)
-    if margin_at(x_star.numpy())[0] < 0:
-        return _done(result, FALSIFIED, started, x=np.clip(x_star.numpy()[0], lo, hi))
-    if result.lower > threshold:
-        return _done(result, VERIFIED, started)
-
-    # open domains, lowest bound first: (bound, tiebreak, splits int8, alphas, betas, scores) as 1-D rows;
-    # bounds in the search precision (float32 by default): a guide for the order, never a proof
-    counter = itertools.count()
-    root_lower = torch.cat(problem.lower) if n else torch.zeros(0, dtype=torch.float64)
-    root_upper = torch.cat(problem.upper) if n else torch.zeros(0, dtype=torch.float64)
-    # (..., lower, upper): the domain's own pre-activation bounds of the unstable neurons, float32 rounded outward
-    heap = [(float(value[0]), next(counter), torch.zeros(n, dtype=torch.int8), alphas[0].float(), betas[0].float(),
-             scores[0].float(), *_round_outward_f32(root_lower, root_upper), coefs[0].float())]
-    proven = np.inf  # the smallest sound (float64) bound among the domains closed so far
-    rounds = 0
-    result.stats["unconfirmed"] = 0
-    while heap:
-        if time.monotonic() - started > time_limit or len(heap) > settings.max_domains:
-            # the open domains' float32 bounds prove nothing: report the root's, a float64 bound on the whole box
-            result.lower = min(proven, root)
-            result.stats["reason"] = "time limit" if len(heap) <= settings.max_domains else "domain limit"
-            result.stats["open_bound"] = heap[0][0]
-            result.stats["open"] = len(heap)
-            return _done(result, UNKNOWN, started, rounds=rounds)
-        rounds += 1
-        parents = [heapq.heappop(heap) for _ in range(min(settings.batch, len(heap)))]
-        p_splits = torch.stack([p[2] for p in parents]).to(search.dtype)
-        p_scores = torch.stack([p[5] for p in parents]).to(search.dtype)
-        p_scores = torch.where(p_splits != 0, torch.full_like(p_scores, -1.0), p_scores)
-        best_score, branch = p_scores.max(dim=1) if n else (torch.full((len(parents),), -1.0), None)
-        p_alphas = torch.stack([p[3] for p in parents]).to(search.dtype)
-        p_betas = torch.stack([p[4] for p in parents]).to(search.dtype)
-        p_keys = np.array([p[0] for p in parents])
-        p_coefs = torch.stack([p[8] for p in parents]).to(search.dtype)
-        p_lower = torch.stack([p[6] for p in parents]).double()
-        p_upper = torch.stack([p[7] for p in parents]).double()
-        full = np.flatnonzero((best_score < 0).numpy())
-        if full.size:
-            # every unstable neuron split: the domain is a polytope and its Lagrangian bound is exact at the
-            # optimal beta, so converge on it (float64, decaying steps) instead of branching further
-            f_value, f_x, *_ = _optimise(problem, p_splits[full].double(), p_alphas[full].double(),
-                                              p_betas[full].double(), POLISH_ITERATIONS, settings, decay=POLISH_DECAY,
-                                              lowers=p_lower[full], uppers=p_upper[full])
-            points = f_x.numpy()
-            bad = np.flatnonzero(margin_at(points) < 0)
-            if bad.size:
-                return _done(result, FALSIFIED, started, x=np.clip(points[bad[0]], lo, hi), rounds=rounds)
-            bounds_ = [sound_lower(float(v)) for v in f_value.numpy()]
-            for j in np.flatnonzero(np.array(bounds_) <= threshold):
-                # the polish is a gradient method and may stop short of the exact bound: the domain's
-                # margin is affine on a polytope, so one LP gives the bound itself (and its minimiser)
-                exact, point = _leaf_lp(network, problem, p_splits[full[j]], lo, hi, label, target)
-                if point is not None and margin_at(point[None, :])[0] < 0:
-                    return _done(result, FALSIFIED, started, x=np.clip(point, lo, hi), rounds=rounds)
-                bounds_[j] = max(bounds_[j], exact)
-                result.stats["leaf_lps"] = result.stats.get("leaf_lps", 0) + 1
-            if min(bounds_) <= threshold:
-                result.lower = min(proven, root)
-                result.stats["reason"] = "a domain with nothing left to split stayed undecided"
-                return _done(result, UNKNOWN, started, rounds=rounds)
-            proven = min(proven, min(bounds_))
-            keep = np.setdiff1d(np.arange(len(parents)), full)
-            if keep.size == 0:
-                continue
-            parents = [parents[i] for i in keep]
-            p_splits, branch, p_alphas, p_betas = p_splits[keep], branch[keep], p_alphas[keep], p_betas[keep]
-            p_lower, p_upper, p_keys, p_coefs = p_lower[keep], p_upper[keep], p_keys[keep], p_coefs[keep]
-        rows = torch.arange(len(parents))
-        active, inactive = p_splits.clone(), p_splits.clone()
-        active[rows, branch], inactive[rows, branch] = 1.0, -1.0
-        splits = torch.cat([active, inactive])
-        c_betas = torch.cat([p_betas, p_betas])
-        if settings.beta_init:
-            c_betas = _split_betas(c_betas, torch.cat([rows, rows + len(parents)]), torch.cat([branch, branch]),
-                                   torch.cat([p_coefs, p_coefs]), torch.cat([p_alphas, p_alphas]),
-                                   torch.cat([torch.ones(len(parents)), -torch.ones(len(parents))]))
-        c_lower, c_upper = torch.cat([p_lower, p_lower]), torch.cat([p_upper, p_upper])
-        c_keys = np.concatenate([p_keys, p_keys])
-        if settings.domain_bounds:
-            c_lower, c_upper = _children_bounds(problem, splits, c_lower, c_upper, torch.cat([branch, branch]))
-        c_lower, c_upper = _round_outward_f32(c_lower, c_upper)
-        # a child whose own bounds cross is empty (no input of the box meets its splits): nothing to prove
-        feasible = ~(c_lower > c_upper).any(dim=1) if n else torch.ones(splits.shape[0], dtype=torch.bool)
-        result.stats["empty"] = result.stats.get("empty", 0) + int((~feasible).sum())
-        if not bool(feasible.all()):
-            keep = torch.nonzero(feasible).flatten()
-            if keep.numel() == 0:
-                continue
-            splits, c_lower, c_upper, c_keys = splits[keep], c_lower[keep], c_upper[keep], c_keys[keep.numpy()]
-            c_alphas, c_betas = torch.cat([p_alphas, p_alphas])[keep], c_betas[keep]
-        else:
-            c_alphas = torch.cat([p_alphas, p_alphas])
-        value, x_star, scores, alphas, betas, coefs = _optimise(search, splits, c_alphas, c_betas, settings.iterations,
-                                                         settings, lowers=c_lower, uppers=c_upper)
-        result.domains += int(value.shape[0])
-        points = x_star.double().numpy()
-        bad = np.flatnonzero(margin_at(points) < 0)
-        if bad.size:
-            return _done(result, FALSIFIED, started, x=np.clip(points[bad[0]], lo, hi), rounds=rounds)
-        values = value.double().numpy()
-        closing = np.flatnonzero([sound_lower(float(v)) > threshold for v in values])
-        if closing.size and search is not problem:
-            # a proof is a float64 bound: re-bound the closing domains at the parameters found in float32
-            values[closing] = _confirm(problem, splits[closing], alphas[closing], betas[closing],
-                                       c_lower[closing], c_upper[closing])
-        sound = np.array([sound_lower(float(v)) for v in values])
-        result.stats["unconfirmed"] += int((sound[closing] <= threshold).sum())  # float32 said closed, float64 not
-        for d in range(values.shape[0]):
-            if sound[d] > threshold:
-                proven = min(proven, sound[d])
-                continue
-            # a child is a subset of its parent: the parent's bound holds for it too (a better key for the
-            # order; never a proof, the parent was open)
-            key = max(float(values[d]), float(c_keys[d])) if settings.parent_keys else float(values[d])
-            heapq.heappush(heap, (key, next(counter), splits[d].to(torch.int8), alphas[d].float(),
-                                  betas[d].float(), scores[d].float(), c_lower[d], c_upper[d], coefs[d].float()))
-    result.lower = proven
-    return _done(result, VERIFIED, started, rounds=rounds)
+    search = BabSearch(network, lo, hi, bounds, label, target, settings=settings, threshold=threshold)
+    return search.run(max(0.0, time_limit - (time.monotonic() - started)))
 
 
 def _leaf_lp(network: Network, problem: _Problem, splits, lo: Array, hi: Array, label: int, target: int
@@ -635,11 +738,3 @@ def _children_bounds(problem: _Problem, splits, lowers, uppers, branch):
                                   problem.per_layer(uppers[rows]), j + 1)
         lowers[rows], uppers[rows] = torch.cat(lo_, dim=1), torch.cat(hi_, dim=1)
     return lowers, uppers
-
-
-def _done(result: BabResult, status: str, started: float, *, x: Array | None = None, rounds: int = 0) -> BabResult:
-    result.status = status
-    result.x = x
-    result.rounds = rounds
-    result.seconds = time.monotonic() - started
-    return result

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from formulations.bounds import symbolic_bounds
 from formulations.errors import InvalidInputError
-from formulations.relu_bab import FALSIFIED, UNKNOWN, VERIFIED, BabSettings, optimised_bounds, relu_bab
+from formulations.relu_bab import (FALSIFIED, UNKNOWN, VERIFIED, BabSearch, BabSettings, optimised_bounds,
+                                   relu_bab)
 from tests.formulations.helpers import random_network, relu_enumeration_min_margin, relu_margin_instance
 
 SMALL = BabSettings(batch=16, iterations=8, first_iterations=20)
@@ -250,3 +251,25 @@ def test_the_leaf_lp_bounds_the_margin_on_its_domain_and_proves_only_empty_domai
         assert np.isfinite(lower)  # a non-empty domain has an optimal LP, hence a finite bound
     if point is not None:
         assert np.all(point >= lo - 1e-9) and np.all(point <= hi + 1e-9)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 100_000), offset=st.sampled_from([-0.05, -1e-3, 1e-3, 0.05]))
+def test_a_search_resumed_round_by_round_ends_as_one_run(seed, offset):
+    """The search is deterministic: slices of one round each reach one run's verdict, bound and domain count."""
+    net, lo, hi, label, target = _instance(seed)
+    exact = relu_enumeration_min_margin(net, lo, hi, label, target)
+    bab_settings = BabSettings(batch=4, iterations=8, first_iterations=20)
+    bounds = symbolic_bounds(net, lo, hi)
+    once = relu_bab(net, lo, hi, bounds, label, target, time_limit=60.0, settings=bab_settings, threshold=exact + offset)
+    search = BabSearch(net, lo, hi, bounds, label, target, settings=bab_settings, threshold=exact + offset)
+    for _ in range(10_000):
+        sliced = search.run(60.0, rounds=1)
+        if search.finished:
+            break
+        assert sliced.status == UNKNOWN and sliced.lower <= exact + 1e-9
+    assert search.finished and not search.heap
+    assert (sliced.status, sliced.lower, sliced.domains, sliced.rounds) == (once.status, once.lower, once.domains,
+                                                                            once.rounds)
+    if sliced.status == FALSIFIED:
+        np.testing.assert_array_equal(sliced.x, once.x)
