@@ -2,7 +2,8 @@
 
 Each instance runs in its own process (``--one``) with the competition's time limit (times
 ``--timeout-scale``); the engine gets the limit minus the start-up it has already spent, and a process that
-overruns by more than ``GRACE_S`` is killed and counted unknown. The table compares each answer with
+overruns by more than ``GRACE_S`` is killed and counted unknown; an answer after the limit counts unknown too
+(stage ``late: ...``), as in the competition. The table compares each answer with
 ``answers.csv`` and the 2022 winner's column (alpha-beta-CROWN, GPU).
 
 Usage::
@@ -248,9 +249,12 @@ def _row(inst: Instance, timeout: float, out: dict, elapsed: float, answers: dic
     key = (inst.onnx.name, inst.vnnlib.name.removesuffix(".gz"))
     expected = answers.get(key, "unknown")
     w_word, w_time = winner.get(key, ("unknown", float("nan")))
+    answer, stage = out["answer"], out.get("stage", "")
+    if answer != "unknown" and elapsed > timeout:  # the competition counts an answer after its limit as a timeout
+        answer, stage = "unknown", f"late: {answer} ({stage}) after the limit"
     row = {"network": inst.onnx.stem.removeprefix("mnist-net_"), "property": key[1], "timeout_s": timeout,
-           "expected": expected, "answer": out["answer"], "verdict": _verdict(out["answer"], expected),
-           "stage": out.get("stage", ""), "time_s": round(elapsed, 2),
+           "expected": expected, "answer": answer, "verdict": _verdict(answer, expected),
+           "stage": stage, "time_s": round(elapsed, 2),
            "winner": w_word, "winner_time_s": w_time}
     print(",".join(str(row[c]) for c in RUN_COLUMNS), flush=True)
     return row
