@@ -181,9 +181,8 @@ class _Buffer:
 
     def __init__(self, session: Session) -> None:
         self.session, self.answers, self.stored, self.last = session, [], 0, time.monotonic()
-        self.pending: repo.EarlyStore | None = None
-        self.early_inserted = self.early_errors = 0
-        self.early_job: int | None = None
+        self.pending: repo.EarlyStore | None = None  # sent, not yet settled
+        self.settled: repo.EarlyStore | None = None  # settled, not yet counted in the job's progress
 
     def add(self, answer: repo.Answer) -> None:
         self.answers.append(answer)
@@ -202,20 +201,19 @@ class _Buffer:
         if self.pending is not None:
             pending, self.pending = self.pending, None
             pending.settle()
-            self.early_inserted += pending.inserted
-            self.early_errors += pending.errors
-            self.early_job = pending.job_id
+            if self.settled is None:
+                self.settled = pending
+            else:
+                self.settled.inserted += pending.inserted
+                self.settled.errors += pending.errors
 
     def flush(self, finish: tuple[int, str] | None = None) -> None:
         """Store the waiting answers (and, with ``finish=(chunk_id, status)``, the chunk's status) in one
         transaction, with the settled early ones counted in the job's progress."""
         self.settle()
-        early = None
-        if self.early_inserted:
-            early = repo.EarlyStore(job_id=self.early_job, inserted=self.early_inserted, errors=self.early_errors)
-        self.stored += repo.store_answers(self.session, self.answers, finish=finish, early=early)
+        self.stored += repo.store_answers(self.session, self.answers, finish=finish, early=self.settled)
         self.session.commit()
-        self.answers, self.last, self.early_inserted, self.early_errors = [], time.monotonic(), 0, 0
+        self.answers, self.last, self.settled = [], time.monotonic(), None
 
 
 def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str] | None, list[QueryRow]]]:
@@ -359,19 +357,19 @@ def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRo
     shared by every query of the group, the time after it by the queries still open then; the shares add
     up to the call's wall time, less the time spent handing the early answers over (the service's)."""
     start = time.perf_counter()
-    early: dict[int, float] = {}
-    handing_over = 0.0
+    early: set[int] = set()
+    shared = handing_over = 0.0  # what every query got of the time before the early report; the callback's time
 
     def decided(indices: list[int], certs: list[Certificate]) -> None:
-        nonlocal handing_over
+        nonlocal shared, handing_over
         now = time.perf_counter()
-        share = (now - start) / len(group)
-        answers = [_answer(group[i], cert, share) for i, cert in zip(indices, certs)]
+        shared = (now - start) / len(group)
+        answers = [_answer(group[i], cert, shared) for i, cert in zip(indices, certs)]
         if len(indices) < len(group):
             buffer.send(answers)
         else:
             buffer.answers.extend(answers)  # the chunk's last flush takes them
-        early.update(dict.fromkeys(indices, share))
+        early.update(indices)
         answered.update(group[i].id for i in indices)
         handing_over += time.perf_counter() - now
 
@@ -381,7 +379,6 @@ def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRo
         buffer.settle()  # the server wrote the early answers while the LP and MIP stages ran
     total = time.perf_counter() - start - handing_over
     late = [i for i in range(len(group)) if i not in early]
-    shared = next(iter(early.values()), 0.0)  # what every query got of the time before the early report
     each = shared + (total - shared * len(group)) / max(1, len(late))
     for i in late:
         buffer.answers.append(_answer(group[i], certs[i], each))
