@@ -6,6 +6,7 @@ except where a function says it commits because its writes must be durable one q
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,9 +112,11 @@ def create_job(
     created_by: str,
     queries: Sequence[dict[str, Any]],
     chunk_sizes: Sequence[int],
+    store_queries: bool = True,
 ) -> tuple[JobRow, list[int]]:
     """A job with its queries split into consecutive chunks of ``chunk_sizes`` (which add up to the number
-    of queries); returns (job, chunk ids in order)."""
+    of queries); returns (job, chunk ids in order). With ``store_queries=False`` only the job and its chunks
+    are written, and the caller stores the queries with :func:`add_queries` (chunk by chunk if it likes)."""
     if sum(chunk_sizes) != len(queries) or any(n < 1 for n in chunk_sizes):
         raise ValueError(f"chunk sizes {list(chunk_sizes)[:8]}... do not split {len(queries)} queries")
     job = JobRow(
@@ -125,10 +128,27 @@ def create_job(
     chunks = [dict(job_id=job.id, position=p, status="queued", attempts=0, worker="") for p in range(len(chunk_sizes))]
     inserted = _bulk_insert(session, ChunkRow.__table__, chunks, returning=("id", "position"))
     chunk_ids = [cid for cid, _ in sorted(inserted, key=lambda r: r[1])]
-    owner = [chunk_ids[p] for p, n in enumerate(chunk_sizes) for _ in range(n)]
-    rows = [dict(dict.fromkeys(_QUERY_FIELDS), **q, job_id=job.id, chunk_id=owner[i]) for i, q in enumerate(queries)]
-    _bulk_insert(session, QueryRow.__table__, rows)
+    if store_queries:
+        ends = list(itertools.accumulate(chunk_sizes))
+        add_queries(session, job.id, chunk_ids, [queries[e - n:e] for n, e in zip(chunk_sizes, ends)])
     return job, chunk_ids
+
+
+def add_queries(session: Session, job_id: int, chunk_ids: Sequence[int],
+                queries: Sequence[Sequence[dict[str, Any]]]) -> None:
+    """Store each chunk's queries (``queries[i]`` belong to ``chunk_ids[i]``) in one statement."""
+    rows = [dict(dict.fromkeys(_QUERY_FIELDS), **q, job_id=job_id, chunk_id=chunk_id)
+            for chunk_id, mine in zip(chunk_ids, queries) for q in mine]
+    _bulk_insert(session, QueryRow.__table__, rows)
+
+
+def fail_job(session: Session, job_id: int, message: str, chunk_ids: Sequence[int]) -> None:
+    """Fail a job that cannot run to its end, with those of ``chunk_ids`` still queued (the ones never sent
+    to a worker): a job the service could only partly store or enqueue must not look as if it were coming."""
+    session.execute(update(ChunkRow).where(ChunkRow.id.in_(list(chunk_ids)), ChunkRow.status == "queued")
+                    .values(status="failed", error=message[:4000], finished_at=_now()))
+    session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(ACTIVE))
+                    .values(status="failed", error=message[:4000], finished_at=_now()))
 
 
 def mean_query_seconds(session: Session, network_id: int, methods: Sequence[str], *, recent_jobs: int = 5) -> float | None:

@@ -4,12 +4,16 @@ chunk's task limited by its own queries' time limits."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from service import batches, chunking
 from service.db import repositories as repo
-from service.db.models import QueryRow
+from service.db.models import ChunkRow, JobRow, QueryRow
+from service.db.session import session_factory
+from service.errors import QueueUnavailableError
 from tests.service.factories import interval_certify, small_network
 from workers.execution import run_chunk
 
@@ -81,8 +85,75 @@ def test_each_chunk_task_is_limited_by_its_own_queries_time_limits(session, sett
 
     request = _request(row.id, 7).model_copy(update={"time_limit": 2.0})
     batches.submit_batch(session, Recording(), request, created_by="test", chunk_size=3, settings=settings)
-    (ids, limits), = sent
+    ids = [i for part, _ in sent for i in part]
+    limits = [limit for _, part in sent for limit in part]
     assert len(ids) == 3
     slack = settings.task_time_slack
     assert [soft for soft, _ in limits] == [3 * 2.0 + slack, 3 * 2.0 + slack, 1 * 2.0 + slack]
     assert all(hard > soft for soft, hard in limits)
+
+
+def test_the_first_chunk_is_queued_with_its_queries_committed_before_the_others_are_stored(session, engine, settings):
+    row, _ = batches.register_network(session, small_network(), "npz")
+    seen = []  # per enqueue call: the chunks sent, and the committed queries per chunk at that moment
+
+    class Recording:
+        def enqueue(self, chunk_ids, time_limits=None):
+            with session_factory(engine)() as other:  # another connection sees only what is committed
+                seen.append((list(chunk_ids), _sizes(other, job_ids(other)[-1])))
+
+    def job_ids(other):
+        return other.scalars(select(JobRow.id).order_by(JobRow.id)).all()
+
+    job = batches.submit_batch(session, Recording(), _request(row.id, 10), created_by="test", chunk_size=4,
+                               settings=settings)
+    chunks = repo.chunk_ids(session, job.id)
+    assert seen == [([chunks[0]], [4]), (chunks[1:], [4, 4, 2])]
+    for chunk in chunks:  # and the job runs to its end as before
+        run_chunk(session, chunk, certify=interval_certify)
+    assert batches.get_job_or_raise(session, job.id).status == "done"
+
+
+def test_a_job_whose_later_chunks_cannot_be_enqueued_fails_with_its_queued_chunks(session, settings):
+    row, _ = batches.register_network(session, small_network(), "npz")
+
+    class SecondCallFails:
+        calls = 0
+
+        def enqueue(self, chunk_ids, time_limits=None):
+            SecondCallFails.calls += 1
+            if SecondCallFails.calls == 2:
+                raise ConnectionError("broker gone")
+
+    with pytest.raises(QueueUnavailableError, match="broker gone"):
+        batches.submit_batch(session, SecondCallFails(), _request(row.id, 10), created_by="test", chunk_size=4,
+                             settings=settings)
+    job_id = session.scalar(select(JobRow.id).order_by(JobRow.id.desc()))
+    session.expire_all()
+    job = batches.get_job_or_raise(session, job_id)
+    assert job.status == "failed" and "broker gone" in job.error
+    statuses = dict(session.execute(select(ChunkRow.position, ChunkRow.status).where(ChunkRow.job_id == job_id)).all())
+    assert statuses == {0: "queued", 1: "failed", 2: "failed"}  # the first was sent: its worker may still run it
+
+
+def test_a_job_whose_later_queries_cannot_be_stored_fails(session, settings, monkeypatch):
+    row, _ = batches.register_network(session, small_network(), "npz")
+    sent, original = [], repo.add_queries
+
+    def add_queries(s, job_id, chunk_ids, queries):
+        if sent:  # the first chunk went out: storing the rest fails (the database went away, say)
+            raise OperationalError("INSERT", {}, ConnectionError("server closed the connection"))
+        original(s, job_id, chunk_ids, queries)
+
+    class Recording:
+        def enqueue(self, chunk_ids, time_limits=None):
+            sent.append(list(chunk_ids))
+
+    monkeypatch.setattr(repo, "add_queries", add_queries)
+    with pytest.raises(OperationalError):
+        batches.submit_batch(session, Recording(), _request(row.id, 10), created_by="test", chunk_size=4,
+                             settings=settings)
+    job_id = session.scalar(select(JobRow.id).order_by(JobRow.id.desc()))
+    job = batches.get_job_or_raise(session, job_id)
+    assert len(sent) == 1 and job.status == "failed" and "could not store" in job.error
+    assert _sizes(session, job_id) == [4]  # the first chunk's queries, committed before it was sent
