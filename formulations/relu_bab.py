@@ -161,29 +161,37 @@ class _Problem:
         """Split (D, total_unstable) rows into one (D, n_unstable_i) view per hidden layer."""
         return [rows[:, self.offsets[i]:self.offsets[i + 1]] for i in range(len(self.W_u))]
 
+    def relaxations(self, splits: list, lowers: list | None = None, uppers: list | None = None) -> list:
+        """Per hidden layer, the part of each domain's ReLU relaxation that alpha and beta do not change
+        (:func:`_relaxation`): computed once for an optimiser's run over a batch instead of at every step."""
+        return [_relaxation(splits[i], self.lower[i] if lowers is None else lowers[i],
+                            self.upper[i] if uppers is None else uppers[i]) for i in range(len(self.W_u))]
+
     def bound(self, splits: list, alphas: list, betas: list, *, scores: bool = False, points: bool = False,
-              lowers: list | None = None, uppers: list | None = None):
+              lowers: list | None = None, uppers: list | None = None, relaxations: list | None = None):
         """Lower bounds of the objective for a batch of domains: (D,) bounds, with ``points`` their (D, d)
         minimisers over the box (else None) and, with ``scores``, the branching score of every unstable
         neuron and its coefficient ``a`` on the neuron's output (one pair of (D, n_unstable_i) per layer).
 
         ``splits[i]``: (D, n_unstable_i) in {-1, 0, +1}; ``alphas[i]``, ``betas[i]``: same shape (clamped
         here into [0, 1] and [0, inf)); ``lowers[i]``, ``uppers[i]``: the domains' own pre-activation bounds
-        of the unstable neurons, (D, n_unstable_i) (sound on each domain; default the box-wide ones)."""
+        of the unstable neurons, (D, n_unstable_i) (sound on each domain; default the box-wide ones);
+        ``relaxations``: :meth:`relaxations` of the same splits and bounds, if the caller has them."""
         torch = self.torch
+        if relaxations is None:
+            relaxations = self.relaxations(splits, lowers, uppers)
         D = splits[0].shape[0] if splits else 1
         lam = self.w_out.expand(D, -1) if self.w_out.ndim == 1 else self.w_out  # coefficient on the last h
         const = self.b_out.expand(D).clone() if self.b_out.ndim == 0 else self.b_out.clone()
         score_list = [None] * len(self.W_u)
         for i in range(len(self.W_u) - 1, -1, -1):
             a, active = lam[:, :self.n_unstable[i]], lam[:, self.n_unstable[i]:]  # on unstable / active h
-            lower = self.lower[i] if lowers is None else lowers[i]
-            upper = self.upper[i] if uppers is None else uppers[i]
-            c_u, intercept, open_, slope, lu = _relu_step(a, splits[i], alphas[i], betas[i], lower, upper)
+            c_u, intercept = _relu_back(a, splits[i], alphas[i], betas[i], relaxations[i])
             if scores:
-                score_list[i] = (torch.where(open_, (torch.relu(-a) + 0.1 * torch.relu(a)) * (-slope * lu),
+                open_, _, _, gap = relaxations[i]
+                score_list[i] = (torch.where(open_, (torch.relu(-a) + 0.1 * torch.relu(a)) * gap,
                                              torch.full_like(a, -1.0)).detach(), a.detach())
-            const = const + intercept.sum(dim=1) + c_u @ self.b_u[i] + active @ self.b_a[i]
+            const = const + intercept + c_u @ self.b_u[i] + active @ self.b_a[i]
             lam = c_u @ self.W_u[i] + active @ self.W_a[i]
         value = const + lam @ self.mid - lam.abs() @ self.rad  # the box's minimum of lam . x
         x_star = torch.where(lam >= 0, self.lo, self.hi).detach() if points else None
@@ -210,6 +218,34 @@ def _relu_step(a, s, alpha, beta, lower, upper):
     c_u = c_u - s * beta.clamp(min=0.0)
     intercept = torch.where(open_ & (a < 0), a * (-slope * lu), torch.zeros_like(a))
     return c_u, intercept, open_, slope, lu
+
+
+def _relaxation(s, lower, upper):
+    """What :func:`_relu_step` computes from the splits and pre-activation bounds alone, for :func:`_relu_back`:
+    the open mask, the slope of the lower line where the phase is fixed (1 active, 0 inactive), the upper line's
+    slope (the fixed slope where the phase is fixed) and its intercept ``-slope l`` (0 where fixed)."""
+    import torch
+
+    lu = torch.where(s > 0, torch.clamp(lower, min=0.0), lower)
+    uu = torch.where(s < 0, torch.clamp(upper, max=0.0), upper)
+    on, off = lu >= 0, uu <= 0
+    open_ = ~on & ~off
+    slope = uu / (uu - lu).clamp(min=torch.finfo(lu.dtype).tiny)
+    fixed = on.to(lu.dtype)
+    return open_, fixed, torch.where(open_, slope, fixed), torch.where(open_, -slope * lu, torch.zeros_like(lu))
+
+
+def _relu_back(a, s, alpha, beta, relaxation):
+    """:func:`_relu_step` on a precomputed :func:`_relaxation` (the optimiser's inner loop): the coefficients on
+    ``z`` and the intercepts summed per domain. A neuron's coefficient is ``a`` times its lower slope (alpha where
+    open) for ``a >= 0`` and times its upper slope for ``a < 0``, less ``s beta``; only the upper line has an
+    intercept."""
+    import torch
+
+    open_, fixed, upper_slope, gap = relaxation
+    lower_slope = torch.where(open_, alpha.clamp(0.0, 1.0), fixed)
+    c_u = torch.where(a >= 0, a * lower_slope, a * upper_slope) - s * beta.clamp(min=0.0)
+    return c_u, (a.clamp(max=0.0) * gap).sum(dim=1)
 
 
 def _outward(values, *, down: bool):
@@ -322,11 +358,12 @@ def _optimise(problem: _Problem, splits: "torch.Tensor", alphas: "torch.Tensor",
     alphas = alphas.clone().requires_grad_(True)
     betas = betas.clone().requires_grad_(True)
     opt = torch.optim.Adam([{"params": [alphas], "lr": settings.lr_alpha},
-                            {"params": [betas], "lr": settings.lr_beta}])
+                            {"params": [betas], "lr": settings.lr_beta}], fused=True)
     schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=decay)
     layer_splits = problem.per_layer(splits)
     own = {} if lowers is None else {"lowers": problem.per_layer(lowers.to(problem.dtype)),
                                      "uppers": problem.per_layer(uppers.to(problem.dtype))}
+    own["relaxations"] = problem.relaxations(layer_splits, own.get("lowers"), own.get("uppers"))
     if splits.shape[1] == 0:
         iterations = 0  # no unstable neuron: the bound has no parameters to optimise
     best = best_alphas = best_betas = scores = coefs = x_star = None

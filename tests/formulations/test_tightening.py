@@ -70,6 +70,21 @@ def test_mip_tightening_is_inside_lp_tightening_and_still_contains_attained_valu
         assert b_mip.contains(z).all()
 
 
+def test_a_probe_stops_a_layer_whose_bounds_the_lp_does_not_narrow_and_keeps_one_it_does():
+    net = relu_net(3)
+    iset = InputSet(np.full(net.input_size, 0.5), 0.4)
+    sym = symbolic_bounds(net, *iset.box())
+    full = tighten_bounds(net, iset, sym, method="lp")
+    stats = {}
+    probed = tighten_bounds(net, iset, sym, method="lp", probe=2, stats=stats)
+    for a, b in zip(full, probed):  # loose (symbolic) bounds: the probe pays, the layers go on to the end
+        assert np.array_equal(a.lower, b.lower) and np.array_equal(a.upper, b.upper)
+    again = {}
+    tighten_bounds(net, iset, full, method="lp", probe=2, stats=again)  # already LP-tight: nothing to gain
+    for first, second in zip(stats["layers"], again["layers"]):
+        assert first["solves"] > 4 and second["solves"] <= 4  # the probe's two neurons, two sides each
+
+
 def test_zero_time_limit_returns_the_given_bounds_unchanged():
     net = relu_net(5)
     iset = InputSet(np.full(net.input_size, 0.5), 0.3)
