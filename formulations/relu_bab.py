@@ -320,7 +320,14 @@ def _flushing_subnormals():
     moments meet them on some margins: on 256x4 prop_10_0.05 target 2, the root's 60 steps took 40.2 s instead
     of 0.09 s (same bound). Flushing changes a float64 value by less than its smallest normal (2.2e-308, 1.2e-38
     in float32) per operation, which :func:`sound_lower`'s slack (1e-6 absolute) covers many times over, and the
-    float32 search only chooses parameters. torch's default (off) is restored on leaving the outermost use."""
+    float32 search only chooses parameters. torch's default (off) is restored on leaving the outermost use.
+
+    The flag belongs to a thread. torch's intra-op threads copy it from the thread that starts them, when the
+    process' first parallel torch operation runs: inside this context (as in :func:`formulations.vnncomp.
+    vnncomp_answer`, the CLI and the workers, whose first torch work is alpha-CROWN) they flush for the rest of
+    the process, as checked with two threads (they run torch kernels only, and every bound here carries the
+    slack). A process that ran parallel torch work before keeps intra-op threads that do not flush: give the
+    search one thread there."""
     import torch
 
     depth = getattr(_FLUSH, "depth", 0)

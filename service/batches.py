@@ -413,15 +413,15 @@ def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_b
     limits = [settings.chunk_time_limits(sum(float((q.get("parameters") or {}).get("timeout") or default_limit)
                                              for q in queries)) for queries in planned]
     job_id = job.id
-    for part in (slice(0, 1), slice(1, None)):
-        if part.start and not chunks[part]:
+    for first, part in ((True, slice(None, 1)), (False, slice(1, None))):
+        if not first and not chunks[part]:
             break
         try:
             repo.add_queries(session, job_id, chunks[part], planned[part])
-            session.commit()
+            session.commit()  # the first time with the job and its chunks
         except Exception:
-            session.rollback()
-            if part.start:  # the first chunk is committed and may be running: the job cannot complete
+            session.rollback()  # the first time nothing is stored
+            if not first:  # the first chunk is committed and may be running: the job cannot complete
                 repo.fail_job(session, job_id, "the service could not store the job's queries", chunks[part])
                 session.commit()
             raise
