@@ -245,7 +245,10 @@ def _relu_back(a, s, alpha, beta, relaxation):
     open_, fixed, upper_slope, gap = relaxation
     lower_slope = torch.where(open_, alpha.clamp(0.0, 1.0), fixed)
     c_u = torch.where(a >= 0, a * lower_slope, a * upper_slope) - s * beta.clamp(min=0.0)
-    return c_u, (a.clamp(max=0.0) * gap).sum(dim=1)
+    # -relu(-a), not a.clamp(max=0): the same values, but at a == 0 (frequent) its gradient is 0, as for the lower
+    # line that c_u takes there; clamp's would mix in the upper line's intercept, and the optimiser then steered
+    # by a wrong subgradient needed 3x the domains (256x4 prop_8_0.03 target 2: 1,453 -> 4,295)
+    return c_u, -(torch.relu(-a) * gap).sum(dim=1)
 
 
 def _outward(values, *, down: bool):

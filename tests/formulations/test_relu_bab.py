@@ -273,3 +273,76 @@ def test_a_search_resumed_round_by_round_ends_as_one_run(seed, offset):
                                                                             once.rounds)
     if sliced.status == FALSIFIED:
         np.testing.assert_array_equal(sliced.x, once.x)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), zero_rows=st.integers(0, 3))
+def test_the_optimisers_bound_has_the_reference_steps_value_and_gradient_also_where_a_coefficient_is_zero(seed, zero_rows):
+    """``_Problem.bound`` (precomputed relaxation, :func:`_relu_back`) against the one-step reference
+    :func:`_relu_step`, value and gradient in alpha and beta. Zeroed output weights make coefficients exactly 0 on
+    open neurons, where a subgradient that mixed the two lines (clamp's) steered the optimiser wrongly."""
+    import torch
+
+    from formulations.relu_bab import _Problem, _relu_step
+
+    from formulations.network import Network
+
+    rng = np.random.default_rng(seed)
+    base = random_network(rng, (4, 8, 8, 3), "relu")
+    weights = [np.array(layer.weight) for layer in base.layers]
+    for w in weights[1:]:  # a neuron with no outgoing weight has coefficient 0 on every path
+        w[:, rng.choice(w.shape[1], zero_rows, replace=False)] = 0.0
+    net = Network.from_arrays(weights, [np.array(layer.bias) for layer in base.layers], "relu")
+    x = rng.uniform(0.3, 0.7, size=4)
+    lo, hi = np.clip(x - 0.4, 0, 1), np.clip(x + 0.4, 0, 1)
+    problem = _Problem.margin(net, symbolic_bounds(net, lo, hi), lo, hi, 0, 1)
+    n, D = problem.total_unstable, 12
+    splits = torch.as_tensor(rng.integers(-1, 2, (D, n)) * (rng.uniform(size=(D, n)) < 0.3), dtype=torch.float64)
+    alphas = torch.as_tensor(rng.choice([0.0, 0.3, 1.0], (D, n)), dtype=torch.float64).requires_grad_(True)
+    betas = torch.as_tensor(rng.choice([0.0, 0.2], (D, n)), dtype=torch.float64).requires_grad_(True)
+
+    def reference():
+        lam, const = problem.w_out.expand(D, -1), problem.b_out.expand(D).clone()
+        for i in range(len(problem.W_u) - 1, -1, -1):
+            a, active = lam[:, :problem.n_unstable[i]], lam[:, problem.n_unstable[i]:]
+            c_u, intercept, *_ = _relu_step(a, problem.per_layer(splits)[i], problem.per_layer(alphas)[i],
+                                            problem.per_layer(betas)[i], problem.lower[i], problem.upper[i])
+            const = const + intercept.sum(dim=1) + c_u @ problem.b_u[i] + active @ problem.b_a[i]
+            lam = c_u @ problem.W_u[i] + active @ problem.W_a[i]
+        return const + lam @ problem.mid - lam.abs() @ problem.rad
+
+    expected = reference()
+    value, _, _ = problem.bound(problem.per_layer(splits), problem.per_layer(alphas), problem.per_layer(betas))
+    assert torch.allclose(value, expected, rtol=0, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(value.sum(), [alphas, betas]),
+                         torch.autograd.grad(expected.sum(), [alphas, betas])):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_one_relaxed_layer_matches_the_reference_step_in_value_and_in_every_gradient_also_at_zero_coefficients(seed):
+    """:func:`_relu_back` on :func:`_relaxation` against :func:`_relu_step`, with coefficients ``a`` that are exactly
+    0 in places (as the search meets them): the gradient in ``a`` (what flows to the later layers' parameters)
+    must be the reference's subgradient there, not a mix of the two lines."""
+    import torch
+
+    from formulations.relu_bab import _relaxation, _relu_back, _relu_step
+
+    rng = np.random.default_rng(seed)
+    D, n = 6, 10
+    t = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731
+    lower, upper = t(rng.uniform(-2, 1, n)), None
+    upper = lower + t(rng.uniform(0.1, 3, n))
+    s = t(rng.integers(-1, 2, (D, n)) * (rng.uniform(size=(D, n)) < 0.4))
+    a = t(rng.normal(size=(D, n)) * (rng.uniform(size=(D, n)) < 0.7)).requires_grad_(True)  # ~30 % exact zeros
+    alpha = t(rng.choice([0.0, 0.5, 1.0], (D, n))).requires_grad_(True)
+    beta = t(rng.choice([0.0, 0.4], (D, n))).requires_grad_(True)
+    c_u, intercept = _relu_back(a, s, alpha, beta, _relaxation(s, lower, upper))
+    ref_c_u, ref_intercept, *_ = _relu_step(a, s, alpha, beta, lower, upper)
+    assert torch.equal(c_u, ref_c_u) and torch.allclose(intercept, ref_intercept.sum(dim=1), rtol=0, atol=1e-12)
+    w = t(rng.normal(size=(D, n)))  # any downstream use of both outputs
+    ours = torch.autograd.grad((c_u * w).sum() + intercept.sum(), [a, alpha, beta])
+    reference = torch.autograd.grad((ref_c_u * w).sum() + ref_intercept.sum(), [a, alpha, beta])
+    for got, want in zip(ours, reference):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12)
