@@ -198,32 +198,12 @@ class _Problem:
         return value, x_star, score_list
 
 
-def _relu_step(a, s, alpha, beta, lower, upper):
-    """One ReLU layer of CROWN's back-substitution with split constraints (Wang et al. 2021, beta-CROWN eq. 5).
-
-    ``a``: coefficients on the layer's unstable outputs ``h`` (any leading shape); ``s`` the splits, ``alpha``,
-    ``beta`` the parameters, ``lower``, ``upper`` the pre-activation bounds (all broadcast against ``a``).
-    A neuron is exact where its split or its bounds fix its phase (``l >= 0``: ``h = z``; ``u <= 0``: ``h = 0``),
-    relaxed otherwise (lower line ``alpha z`` for ``a >= 0``, the triangle's upper line for ``a < 0``).
-    Returns the coefficients on ``z``, the intercepts, the open mask, the upper line's slope and ``l``."""
-    import torch
-
-    lu = torch.where(s > 0, torch.clamp(lower, min=0.0), lower)
-    uu = torch.where(s < 0, torch.clamp(upper, max=0.0), upper)
-    on, off = lu >= 0, uu <= 0
-    open_ = ~on & ~off
-    slope = uu / (uu - lu).clamp(min=torch.finfo(a.dtype).tiny)
-    relaxed = torch.where(a >= 0, a * alpha.clamp(0.0, 1.0), a * slope)
-    c_u = torch.where(on, a, torch.where(off, torch.zeros_like(a), relaxed))
-    c_u = c_u - s * beta.clamp(min=0.0)
-    intercept = torch.where(open_ & (a < 0), a * (-slope * lu), torch.zeros_like(a))
-    return c_u, intercept, open_, slope, lu
-
-
 def _relaxation(s, lower, upper):
-    """What :func:`_relu_step` computes from the splits and pre-activation bounds alone, for :func:`_relu_back`:
-    the open mask, the slope of the lower line where the phase is fixed (1 active, 0 inactive), the upper line's
-    slope (the fixed slope where the phase is fixed) and its intercept ``-slope l`` (0 where fixed)."""
+    """The part of a ReLU layer's relaxation that the splits ``s`` and pre-activation bounds fix, for
+    :func:`_relu_back`: a split clamps its neuron's bound (``l <- max(l, 0)`` active, ``u <- min(u, 0)``
+    inactive), and a neuron is exact where that fixes its phase (``l >= 0``: ``h = z``; ``u <= 0``: ``h = 0``).
+    Returns the open mask, the lower line's slope where the phase is fixed (1 active, 0 inactive), the upper
+    line's slope (the fixed slope where the phase is fixed) and its intercept ``-slope l`` (0 where fixed)."""
     import torch
 
     lu = torch.where(s > 0, torch.clamp(lower, min=0.0), lower)
@@ -236,10 +216,13 @@ def _relaxation(s, lower, upper):
 
 
 def _relu_back(a, s, alpha, beta, relaxation):
-    """:func:`_relu_step` on a precomputed :func:`_relaxation` (the optimiser's inner loop): the coefficients on
-    ``z`` and the intercepts summed per domain. A neuron's coefficient is ``a`` times its lower slope (alpha where
-    open) for ``a >= 0`` and times its upper slope for ``a < 0``, less ``s beta``; only the upper line has an
-    intercept."""
+    """One ReLU layer of CROWN's back-substitution with split constraints (Wang et al. 2021, beta-CROWN eq. 5)
+    on a precomputed :func:`_relaxation` (computed once for an optimiser's run).
+
+    ``a``: coefficients on the layer's unstable outputs ``h`` (any leading shape); ``s`` the splits, ``alpha``,
+    ``beta`` the parameters (all broadcast against ``a``). A neuron's coefficient on ``z`` is ``a`` times its lower
+    slope (alpha where open) for ``a >= 0`` and times its upper slope for ``a < 0``, less ``s beta``; only the
+    upper line has an intercept. Returns the coefficients and the intercepts summed over the last axis."""
     import torch
 
     open_, fixed, upper_slope, gap = relaxation
@@ -248,7 +231,7 @@ def _relu_back(a, s, alpha, beta, relaxation):
     # -relu(-a), not a.clamp(max=0): the same values, but at a == 0 (frequent) its gradient is 0, as for the lower
     # line that c_u takes there; clamp's would mix in the upper line's intercept, and the optimiser then steered
     # by a wrong subgradient needed 3x the domains (256x4 prop_8_0.03 target 2: 1,453 -> 4,295)
-    return c_u, -(torch.relu(-a) * gap).sum(dim=1)
+    return c_u, -(torch.relu(-a) * gap).sum(dim=-1)
 
 
 def _outward(values, *, down: bool):
@@ -301,8 +284,8 @@ def _domain_bounds(problem: _Problem, splits: list, lowers: list, uppers: list, 
                 lu = torch.where(s > 0, torch.clamp(lower, min=0.0), lower)
                 uu = torch.where(s < 0, torch.clamp(upper, max=0.0), upper)
                 alpha = (uu >= -lu).to(f64)  # CROWN's adaptive lower slope
-                c_u, intercept, _, _, _ = _relu_step(a, s, alpha, torch.zeros_like(s), lower, upper)
-                const = const + intercept.sum(dim=-1) + c_u @ b_u[i] + active @ b_a[i]
+                c_u, intercept = _relu_back(a, s, alpha, torch.zeros_like(s), _relaxation(s, lower, upper))
+                const = const + intercept + c_u @ b_u[i] + active @ b_a[i]
                 lam = c_u @ W_u[i] + active @ W_a[i]
             value = const + lam @ mid - lam.abs() @ rad  # (d, 2 n_k)
             new_lo.append(_outward(value[:, :n_k], down=True))

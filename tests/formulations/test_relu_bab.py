@@ -275,15 +275,31 @@ def test_a_search_resumed_round_by_round_ends_as_one_run(seed, offset):
         np.testing.assert_array_equal(sliced.x, once.x)
 
 
+def _reference_step(a, s, alpha, beta, lower, upper):
+    """One ReLU layer of beta-CROWN's back-substitution (Wang et al. 2021, eq. 5) written out neuron class by neuron
+    class, as the engine first had it: the oracle of the precomputed :func:`formulations.relu_bab._relu_back`.
+    Returns the coefficients on ``z`` and the intercepts, not summed."""
+    import torch
+
+    lu = torch.where(s > 0, torch.clamp(lower, min=0.0), lower)
+    uu = torch.where(s < 0, torch.clamp(upper, max=0.0), upper)
+    on, off = lu >= 0, uu <= 0
+    open_ = ~on & ~off
+    slope = uu / (uu - lu).clamp(min=torch.finfo(a.dtype).tiny)
+    relaxed = torch.where(a >= 0, a * alpha.clamp(0.0, 1.0), a * slope)
+    c_u = torch.where(on, a, torch.where(off, torch.zeros_like(a), relaxed)) - s * beta.clamp(min=0.0)
+    return c_u, torch.where(open_ & (a < 0), a * (-slope * lu), torch.zeros_like(a))
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), zero_rows=st.integers(0, 3))
 def test_the_optimisers_bound_has_the_reference_steps_value_and_gradient_also_where_a_coefficient_is_zero(seed, zero_rows):
     """``_Problem.bound`` (precomputed relaxation, :func:`_relu_back`) against the one-step reference
-    :func:`_relu_step`, value and gradient in alpha and beta. Zeroed output weights make coefficients exactly 0 on
+    the one-step reference ``_reference_step``, value and gradient in alpha and beta. Zeroed output weights make coefficients exactly 0 on
     open neurons, where a subgradient that mixed the two lines (clamp's) steered the optimiser wrongly."""
     import torch
 
-    from formulations.relu_bab import _Problem, _relu_step
+    from formulations.relu_bab import _Problem
 
     from formulations.network import Network
 
@@ -305,8 +321,8 @@ def test_the_optimisers_bound_has_the_reference_steps_value_and_gradient_also_wh
         lam, const = problem.w_out.expand(D, -1), problem.b_out.expand(D).clone()
         for i in range(len(problem.W_u) - 1, -1, -1):
             a, active = lam[:, :problem.n_unstable[i]], lam[:, problem.n_unstable[i]:]
-            c_u, intercept, *_ = _relu_step(a, problem.per_layer(splits)[i], problem.per_layer(alphas)[i],
-                                            problem.per_layer(betas)[i], problem.lower[i], problem.upper[i])
+            c_u, intercept = _reference_step(a, problem.per_layer(splits)[i], problem.per_layer(alphas)[i],
+                                             problem.per_layer(betas)[i], problem.lower[i], problem.upper[i])
             const = const + intercept.sum(dim=1) + c_u @ problem.b_u[i] + active @ problem.b_a[i]
             lam = c_u @ problem.W_u[i] + active @ problem.W_a[i]
         return const + lam @ problem.mid - lam.abs() @ problem.rad
@@ -322,12 +338,12 @@ def test_the_optimisers_bound_has_the_reference_steps_value_and_gradient_also_wh
 @settings(max_examples=50, deadline=None)
 @given(seed=st.integers(0, 10_000))
 def test_one_relaxed_layer_matches_the_reference_step_in_value_and_in_every_gradient_also_at_zero_coefficients(seed):
-    """:func:`_relu_back` on :func:`_relaxation` against :func:`_relu_step`, with coefficients ``a`` that are exactly
+    """:func:`_relu_back` on :func:`_relaxation` against the one-step reference ``_reference_step``, with coefficients ``a`` that are exactly
     0 in places (as the search meets them): the gradient in ``a`` (what flows to the later layers' parameters)
     must be the reference's subgradient there, not a mix of the two lines."""
     import torch
 
-    from formulations.relu_bab import _relaxation, _relu_back, _relu_step
+    from formulations.relu_bab import _relaxation, _relu_back
 
     rng = np.random.default_rng(seed)
     D, n = 6, 10
@@ -339,7 +355,7 @@ def test_one_relaxed_layer_matches_the_reference_step_in_value_and_in_every_grad
     alpha = t(rng.choice([0.0, 0.5, 1.0], (D, n))).requires_grad_(True)
     beta = t(rng.choice([0.0, 0.4], (D, n))).requires_grad_(True)
     c_u, intercept = _relu_back(a, s, alpha, beta, _relaxation(s, lower, upper))
-    ref_c_u, ref_intercept, *_ = _relu_step(a, s, alpha, beta, lower, upper)
+    ref_c_u, ref_intercept = _reference_step(a, s, alpha, beta, lower, upper)
     assert torch.equal(c_u, ref_c_u) and torch.allclose(intercept, ref_intercept.sum(dim=1), rtol=0, atol=1e-12)
     w = t(rng.normal(size=(D, n)))  # any downstream use of both outputs
     ours = torch.autograd.grad((c_u * w).sum() + intercept.sum(), [a, alpha, beta])
