@@ -340,7 +340,8 @@ def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | 
                chunk_seconds: float, store_queries: bool = True) -> tuple[JobRow, list[int], list[list[dict[str, Any]]]]:
     """:func:`create_batch`, also returning each chunk's planned queries (their time limits size the
     chunk's task). ``chunk_size`` may also be the list of a robustness job's chunk sizes. With
-    ``store_queries=False`` the queries are planned but not stored (:func:`repo.add_queries` does that)."""
+    ``store_queries=False`` only the job and its chunks are stored; the caller stores the queries
+    (:func:`repo.add_queries`)."""
     if isinstance(request, VnncompRequest):
         queries = plan_instances(session, request)
         parameters = request.model_dump(exclude={"instances"}, mode="json")
@@ -370,11 +371,15 @@ def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | 
             methods = sorted({q["method"] for q in queries})
             history = repo.mean_query_seconds(session, network.id, methods)
             sizes = chunking.guided_sizes(len(queries), chunking.largest_chunk(history, chunk_seconds))
+    if sum(sizes) != len(queries):
+        raise ValueError(f"chunk sizes {list(sizes)[:8]}... do not split {len(queries)} queries")
+    starts = np.cumsum([0] + list(sizes))
+    planned = [queries[a:b] for a, b in zip(starts[:-1], starts[1:])]
     job, chunk_ids = repo.create_job(session, network_id=network_id, kind=kind, parameters=parameters,
-                                     created_by=created_by, queries=queries, chunk_sizes=sizes,
-                                     store_queries=store_queries)
-    starts = np.cumsum([0] + sizes)
-    return job, chunk_ids, [queries[a:b] for a, b in zip(starts[:-1], starts[1:])]
+                                     created_by=created_by, chunks=planned)
+    if store_queries:
+        repo.add_queries(session, job.id, chunk_ids, planned)
+    return job, chunk_ids, planned
 
 
 def derive_network(session: Session, network_id: int, transform: str, **options: Any) -> tuple[NetworkRow, bool]:

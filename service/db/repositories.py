@@ -6,7 +6,6 @@ except where a function says it commits because its writes must be durable one q
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,28 +109,22 @@ def create_job(
     kind: str,
     parameters: dict[str, Any],
     created_by: str,
-    queries: Sequence[dict[str, Any]],
-    chunk_sizes: Sequence[int],
-    store_queries: bool = True,
+    chunks: Sequence[Sequence[dict[str, Any]]],
 ) -> tuple[JobRow, list[int]]:
-    """A job with its queries split into consecutive chunks of ``chunk_sizes`` (which add up to the number
-    of queries); returns (job, chunk ids in order). With ``store_queries=False`` only the job and its chunks
-    are written, and the caller stores the queries with :func:`add_queries` (chunk by chunk if it likes)."""
-    if sum(chunk_sizes) != len(queries) or any(n < 1 for n in chunk_sizes):
-        raise ValueError(f"chunk sizes {list(chunk_sizes)[:8]}... do not split {len(queries)} queries")
+    """A job and one chunk row per entry of ``chunks`` (each a non-empty list of queries, in order); returns
+    (job, chunk ids in order). The queries themselves are stored by :func:`add_queries`, all at once or chunk by
+    chunk (the caller's choice: the first chunk can start while the rest are written)."""
+    if any(len(mine) < 1 for mine in chunks):
+        raise ValueError(f"chunk sizes {[len(mine) for mine in chunks][:8]}... include an empty chunk")
     job = JobRow(
-        network_id=network_id, kind=kind, parameters=parameters, created_by=created_by, total=len(queries),
-        status="queued", done=0, errors=0,
+        network_id=network_id, kind=kind, parameters=parameters, created_by=created_by,
+        total=sum(len(mine) for mine in chunks), status="queued", done=0, errors=0,
     )
     session.add(job)
     session.flush()
-    chunks = [dict(job_id=job.id, position=p, status="queued", attempts=0, worker="") for p in range(len(chunk_sizes))]
-    inserted = _bulk_insert(session, ChunkRow.__table__, chunks, returning=("id", "position"))
-    chunk_ids = [cid for cid, _ in sorted(inserted, key=lambda r: r[1])]
-    if store_queries:
-        ends = list(itertools.accumulate(chunk_sizes))
-        add_queries(session, job.id, chunk_ids, [queries[e - n:e] for n, e in zip(chunk_sizes, ends)])
-    return job, chunk_ids
+    rows = [dict(job_id=job.id, position=p, status="queued", attempts=0, worker="") for p in range(len(chunks))]
+    inserted = _bulk_insert(session, ChunkRow.__table__, rows, returning=("id", "position"))
+    return job, [cid for cid, _ in sorted(inserted, key=lambda r: r[1])]
 
 
 def add_queries(session: Session, job_id: int, chunk_ids: Sequence[int],
