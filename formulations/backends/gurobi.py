@@ -36,6 +36,34 @@ def _environment():
     return env
 
 
+#: SolveParameters' emphasis hints as Gurobi's Presolve, Cuts and Heuristics (None: Gurobi's default)
+_EMPHASIS = {
+    "presolve": ("Presolve", {"off": 0, "low": 1, "medium": -1, "high": 2}),
+    "cuts": ("Cuts", {"off": 0, "low": 1, "medium": -1, "high": 2}),
+    "heuristics": ("Heuristics", {"off": 0.0, "low": 0.01, "medium": 0.05, "high": 0.2}),
+}
+
+
+def _apply(g, params: SolveParameters, sense: Sense) -> None:
+    """Set ``params`` on the Gurobi model ``g`` (every field, so a persistent model forgets the last solve's)."""
+    from gurobipy import GRB
+
+    g.Params.OutputFlag = int(bool(params.verbose))
+    g.Params.Threads = max(1, int(params.threads))
+    g.Params.TimeLimit = max(float(params.time_limit), 0.0) if params.time_limit is not None else GRB.INFINITY
+    g.Params.NodeLimit = float(params.node_limit) if params.node_limit is not None else GRB.INFINITY
+    g.Params.MIPGap = float(params.relative_gap) if params.relative_gap is not None else 1e-4
+    g.Params.MIPGapAbs = float(params.absolute_gap) if params.absolute_gap is not None else 1e-10
+    if params.cutoff is not None:
+        slack = CUTOFF_SLACK * (1.0 + abs(params.cutoff))
+        g.Params.Cutoff = params.cutoff - slack if sense == Sense.MAXIMIZE else params.cutoff + slack
+    else:
+        g.Params.Cutoff = -GRB.INFINITY if sense == Sense.MAXIMIZE else GRB.INFINITY
+    for field, (name, values) in _EMPHASIS.items():
+        hint = getattr(params, field)
+        g.setParam(name, values[hint] if hint is not None else (0.05 if name == "Heuristics" else -1))
+
+
 def _licence_error(model: Model, exc) -> Exception:
     code = getattr(exc, "errno", None)
     if code == _SIZE_LIMIT_CODE or "size-limited" in str(exc).lower():
@@ -91,19 +119,7 @@ class GurobiBackend(Backend):
                     g.addSOS(GRB.SOS_TYPE2, [xs[j] for j in variables.tolist()], weights.tolist())
             g.setMObjective(None, model.objective_vector(), model.objective_constant,
                             sense=GRB.MAXIMIZE if model.sense == Sense.MAXIMIZE else GRB.MINIMIZE)
-            g.Params.OutputFlag = int(bool(params.verbose))
-            g.Params.Threads = max(1, int(params.threads))
-            if params.time_limit is not None:
-                g.Params.TimeLimit = max(float(params.time_limit), 0.0)
-            if params.node_limit is not None:
-                g.Params.NodeLimit = float(params.node_limit)
-            if params.relative_gap is not None:
-                g.Params.MIPGap = float(params.relative_gap)
-            if params.absolute_gap is not None:
-                g.Params.MIPGapAbs = float(params.absolute_gap)
-            if params.cutoff is not None:
-                slack = CUTOFF_SLACK * (1.0 + abs(params.cutoff))
-                g.Params.Cutoff = params.cutoff - slack if model.sense == Sense.MAXIMIZE else params.cutoff + slack
+            _apply(g, params, model.sense)
             if relaxed_reductions:
                 g.Params.DualReductions = 0  # tells infeasible from unbounded (Gurobi's documented recipe)
         except gp.GurobiError as exc:
@@ -122,38 +138,78 @@ class GurobiBackend(Backend):
                 g.dispose()
                 g, x, blocks = self._build(model, params, relaxed_reductions=True)
                 g.optimize()
-            status = g.Status
-            has_primal = g.SolCount > 0 and status not in (GRB.INFEASIBLE, GRB.UNBOUNDED)
-            primal = np.asarray(x.X, dtype=np.float64) if has_primal else None
-            termination = {
-                GRB.OPTIMAL: Termination.OPTIMAL,
-                GRB.INFEASIBLE: Termination.INFEASIBLE,
-                GRB.UNBOUNDED: Termination.UNBOUNDED,
-                GRB.CUTOFF: Termination.CUTOFF,
-                GRB.TIME_LIMIT: Termination.TIME_LIMIT,
-                GRB.NODE_LIMIT: Termination.NODE_LIMIT,
-                GRB.ITERATION_LIMIT: Termination.NODE_LIMIT,
-                GRB.NUMERIC: Termination.NUMERICAL,
-                GRB.SUBOPTIMAL: Termination.NUMERICAL,
-            }.get(status, Termination.ERROR)
-            if has_primal and termination in (Termination.TIME_LIMIT, Termination.NODE_LIMIT, Termination.ERROR):
-                termination = Termination.FEASIBLE
-            dual, duals, nodes = None, None, None
-            if termination == Termination.CUTOFF:
-                dual = float(params.cutoff)
-            elif model.is_mip:
-                nodes = int(g.NodeCount)
-                if termination in (Termination.OPTIMAL, Termination.FEASIBLE) and math.isfinite(g.ObjBound):
-                    dual = float(g.ObjBound)
-            elif termination == Termination.OPTIMAL:
-                dual = float(g.ObjVal)
-                duals = np.zeros(model.num_constraints)
-                for rows, constr in blocks:
-                    duals[rows] += np.asarray(constr.Pi, dtype=np.float64)
-            message = f"gurobi status {status}"
+            result = _result(model, self.name, g, x, blocks, params, time.perf_counter() - t0)
             g.dispose()
         except gp.GurobiError as exc:
             raise _licence_error(model, exc) from None
-        return make_result(model, self.name, termination, primal=primal, dual_bound=dual,
-                           solve_time=time.perf_counter() - t0, node_count=nodes, row_duals=duals,
-                           message=message)
+        return result
+
+
+def _result(model: Model, name: str, g, x, blocks, params: SolveParameters, seconds: float) -> SolveResult:
+    """Parse the solved Gurobi model ``g`` (variables ``x``, row blocks ``blocks``) into a SolveResult."""
+    from gurobipy import GRB
+
+    status = g.Status
+    has_primal = g.SolCount > 0 and status not in (GRB.INFEASIBLE, GRB.UNBOUNDED)
+    primal = np.asarray(x.X, dtype=np.float64) if has_primal else None
+    termination = {
+        GRB.OPTIMAL: Termination.OPTIMAL,
+        GRB.INFEASIBLE: Termination.INFEASIBLE,
+        GRB.UNBOUNDED: Termination.UNBOUNDED,
+        GRB.CUTOFF: Termination.CUTOFF,
+        GRB.TIME_LIMIT: Termination.TIME_LIMIT,
+        GRB.NODE_LIMIT: Termination.NODE_LIMIT,
+        GRB.ITERATION_LIMIT: Termination.NODE_LIMIT,
+        GRB.NUMERIC: Termination.NUMERICAL,
+        GRB.SUBOPTIMAL: Termination.NUMERICAL,
+    }.get(status, Termination.ERROR)
+    if has_primal and termination in (Termination.TIME_LIMIT, Termination.NODE_LIMIT, Termination.ERROR):
+        termination = Termination.FEASIBLE
+    dual, duals, nodes = None, None, None
+    if termination == Termination.CUTOFF:
+        dual = float(params.cutoff)
+    elif model.is_mip:
+        nodes = int(g.NodeCount)
+        # a limit without an incumbent still leaves a proven bound
+        if termination in (Termination.OPTIMAL, Termination.FEASIBLE, Termination.TIME_LIMIT,
+                           Termination.NODE_LIMIT) and math.isfinite(g.ObjBound):
+            dual = float(g.ObjBound)
+    elif termination == Termination.OPTIMAL:
+        dual = float(g.ObjVal)
+        duals = np.zeros(model.num_constraints)
+        for rows, constr in blocks:
+            duals[rows] += np.asarray(constr.Pi, dtype=np.float64)
+    return make_result(model, name, termination, primal=primal, dual_bound=dual, solve_time=seconds,
+                       node_count=nodes, row_duals=duals, message=f"gurobi status {status}")
+
+
+class PersistentGurobi:
+    """A MIP handed to Gurobi once and re-solved with a new objective each time (Gurobi keeps the model, so
+    a re-solve skips the export and the build: the bound-tightening MIPs of one layer share everything else).
+    ``solve`` answers as :meth:`GurobiBackend.solve` does."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self._g, self._x, self._blocks = GurobiBackend()._build(model, SolveParameters())
+
+    def set_objective(self, c, *, sense: Sense = Sense.MINIMIZE, constant: float = 0.0) -> None:
+        from gurobipy import GRB
+
+        self.model.set_objective(np.asarray(c, dtype=np.float64), constant=constant, sense=sense)
+        self._g.setMObjective(None, self.model.objective_vector(), float(constant),
+                              sense=GRB.MAXIMIZE if sense == Sense.MAXIMIZE else GRB.MINIMIZE)
+
+    def solve(self, params: SolveParameters | None = None) -> SolveResult:
+        import gurobipy as gp
+
+        params = params or SolveParameters()
+        t0 = time.perf_counter()
+        try:
+            _apply(self._g, params, self.model.sense)
+            self._g.optimize()
+            return _result(self.model, "gurobi", self._g, self._x, self._blocks, params, time.perf_counter() - t0)
+        except gp.GurobiError as exc:
+            raise _licence_error(self.model, exc) from None
+
+    def close(self) -> None:
+        self._g.dispose()
