@@ -148,7 +148,7 @@ def encode_envelope(model: Model, act: Activation, z: Array, bounds: LayerBounds
     return a
 
 
-def _pair_rows(model: Model, cols: Array, coefs: Array, lo: Array, hi: Array, tags: list[ConstraintTag]) -> None:
+def pair_rows(model: Model, cols: Array, coefs: Array, lo: Array, hi: Array, tags: list[ConstraintTag]) -> None:
     """Rows over a few variables each: ``cols`` and ``coefs`` of shape (m, k), one row per line."""
     m, k = cols.shape
     if m == 0:
@@ -167,28 +167,28 @@ def encode_relu(model: Model, z: Array, bounds: LayerBounds, *, layer: int, mode
                             tags=[VariableTag("post", layer, j, copy=copy) for j in range(n)])
     act = np.flatnonzero(l >= 0.0)
     # a = z on active neurons; inactive ones (u <= 0) already have a in [0, 0] from the variable bounds
-    _pair_rows(model, np.column_stack([a[act], z[act]]), np.tile([1.0, -1.0], (act.size, 1)), 0.0, 0.0,
+    pair_rows(model, np.column_stack([a[act], z[act]]), np.tile([1.0, -1.0], (act.size, 1)), 0.0, 0.0,
                [ConstraintTag("relu_active", layer, int(j), copy=copy) for j in act])
     unst = np.flatnonzero((l < 0.0) & (u > 0.0))
     lu, uu = l[unst], u[unst]
     # a >= z
-    _pair_rows(model, np.column_stack([a[unst], z[unst]]), np.tile([1.0, -1.0], (unst.size, 1)), 0.0, INF,
+    pair_rows(model, np.column_stack([a[unst], z[unst]]), np.tile([1.0, -1.0], (unst.size, 1)), 0.0, INF,
                [ConstraintTag("relu_lower", layer, int(j), copy=copy) for j in unst])
     if mode == MIP:
         d = model.add_variables(unst.size, 0.0, 1.0, integer=True,
                                 tags=[VariableTag("binary", layer, int(j), copy=copy) for j in unst])
         binaries.update({(layer, int(j)): int(dj) for j, dj in zip(unst, d)})
         # a <= z - l (1 - d)  <=>  a - z - l d <= -l
-        _pair_rows(model, np.column_stack([a[unst], z[unst], d]),
+        pair_rows(model, np.column_stack([a[unst], z[unst], d]),
                    np.column_stack([np.ones(unst.size), -np.ones(unst.size), -lu]), -INF, -lu,
                    [ConstraintTag("relu_upper", layer, int(j), 0, copy=copy) for j in unst])
         # a <= u d
-        _pair_rows(model, np.column_stack([a[unst], d]), np.column_stack([np.ones(unst.size), -uu]), -INF, 0.0,
+        pair_rows(model, np.column_stack([a[unst], d]), np.column_stack([np.ones(unst.size), -uu]), -INF, 0.0,
                    [ConstraintTag("relu_upper", layer, int(j), 1, copy=copy) for j in unst])
     else:
         # triangle (Ehlers 2017): a <= u (z - l) / (u - l)
         s = uu / (uu - lu)
-        _pair_rows(model, np.column_stack([a[unst], z[unst]]), np.column_stack([np.ones(unst.size), -s]), -INF, -s * lu,
+        pair_rows(model, np.column_stack([a[unst], z[unst]]), np.column_stack([np.ones(unst.size), -s]), -INF, -s * lu,
                    [ConstraintTag("relu_upper", layer, int(j), 0, copy=copy) for j in unst])
     return a
 

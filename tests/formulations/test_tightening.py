@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from formulations.attack import pgd_attack
-from formulations.bounds import symbolic_bounds
+from formulations.bounds import LayerBounds, symbolic_bounds
 from formulations.errors import InvalidInputError
 from formulations.input_sets import InputSet
 from formulations.network import Network
-from formulations.tightening import tighten_bounds, unstable
+from formulations.backends import available_solvers
+from formulations.tightening import mip_order, tighten_bounds, unstable
 
 
 def relu_net(seed: int, sizes=(6, 16, 16, 12, 4)) -> Network:
@@ -59,15 +60,25 @@ def test_lp_tightening_shrinks_unstable_intervals_of_a_deeper_layer():
     assert all(s["unstable_after"] <= s["unstable_before"] for s in stats["layers"])
 
 
-def test_mip_tightening_is_inside_lp_tightening_and_still_contains_attained_values():
-    net = relu_net(11, sizes=(4, 10, 10, 3))
+@pytest.mark.parametrize("solver", [s for s in ("scip", "gurobi") if available_solvers().get(s)])
+@pytest.mark.parametrize("seed", [11, 12])
+def test_mip_tightening_is_inside_lp_tightening_and_still_contains_attained_values(seed, solver):
+    net = relu_net(seed, sizes=(4, 10, 10, 10, 3))
     iset = InputSet(np.full(4, 0.5), 0.5)
     sym = symbolic_bounds(net, *iset.box())
     lp = tighten_bounds(net, iset, sym, method="lp")
-    mip = tighten_bounds(net, iset, lp, method="mip", solver="scip", per_neuron_limit=5.0)
+    mip = tighten_bounds(net, iset, lp, method="mip", solver=solver, per_neuron_limit=5.0)
+    narrower = 0
     for b_lp, b_mip, z in zip(lp, mip, attained_pre_activations(net, iset, 0)):
         assert (b_mip.lower >= b_lp.lower).all() and (b_mip.upper <= b_lp.upper).all()
         assert b_mip.contains(z).all()
+        narrower += int(np.sum(b_mip.width < b_lp.width - 1e-6))
+    assert narrower > 0  # the exact encoding cuts what the triangle relaxation cannot
+
+
+def test_mip_tightening_goes_nearest_to_stable_first():
+    bounds = LayerBounds(np.array([-1.0, -0.1, -3.0, -2.0]), np.array([1.0, 2.0, 0.2, 2.5]))
+    assert list(mip_order(bounds, np.array([0, 1, 2, 3]))) == [1, 2, 3, 0]
 
 
 def test_a_probe_stops_a_layer_whose_bounds_the_lp_does_not_narrow_and_keeps_one_it_does():
