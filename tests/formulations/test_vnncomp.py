@@ -17,7 +17,9 @@ from formulations.attack import pgd_attack
 from formulations.errors import InvalidInputError
 from formulations.loaders import load_onnx
 from formulations.network import Network
-from formulations.vnncomp import HOLDS, UNKNOWN, VIOLATED, property_input_set, vnncomp_answer
+from formulations.bounds import symbolic_bounds
+from formulations.relu_bab import optimised_bounds
+from formulations.vnncomp import HOLDS, UNKNOWN, VIOLATED, _refine, _Run, property_input_set, vnncomp_answer
 from formulations.vnnlib import check_counterexample, format_result, parse_result, read_vnnlib
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -111,3 +113,25 @@ def test_sizes_that_do_not_match_the_network_and_bad_timeouts_are_refused(mnist_
         vnncomp_answer(mnist_net, prop, timeout=5)
     with pytest.raises(InvalidInputError, match="timeout"):
         vnncomp_answer(small_net(0), prop, timeout=0)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 5000), eps=st.sampled_from([0.2, 0.5]))
+def test_refined_bounds_contain_every_attained_pre_activation_and_never_widen(seed, eps):
+    rng = np.random.default_rng(seed)
+    sizes = (5, 12, 12, 12, 3)
+    net = Network.from_arrays([rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(sizes, sizes[1:])],
+                              [rng.normal(size=b) * 0.1 for b in sizes[1:]], "relu")
+    c = rng.uniform(0, 1, 5)
+    label = int(net.predict(c))
+    prop = read_vnnlib(robustness_text(np.clip(c - eps, 0, 1), np.clip(c + eps, 0, 1), label, 3))
+    iset = property_input_set(prop)
+    lo, hi = iset.box()
+    alpha = optimised_bounds(net, lo, hi, symbolic_bounds(net, lo, hi))
+    run = _Run(net, prop, label, tuple(k for k in range(3) if k != label), 60.0)
+    refined = _refine(run, iset, alpha, 30.0, "scip")
+    points = np.concatenate([iset.sample(500, seed)] + [
+        pgd_attack(net, c, k, iset.eps, domain=iset.domain, steps=20, restarts=2, seed=seed).points for k in range(3)])
+    for k, (a, r, z) in enumerate(zip(alpha, refined, net.pre_activations(points))):
+        assert r.contains(z).all(), f"layer {k}: an attained pre-activation lies outside the refined bounds"
+        assert (r.lower >= a.lower).all() and (r.upper <= a.upper).all()
