@@ -247,7 +247,10 @@ def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, so
         prop: the property; only the robustness form (:func:`formulations.vnnlib.robustness_view`) is
             decided by bounds; other forms get the centre check only.
         timeout: the wall-clock budget in seconds for this call.
-        solver: the MIP back-end (SCIP by default; HiGHS MIP answers need a second opinion).
+        solver: the MIP back-end (SCIP by default; HiGHS MIP answers need a second opinion). The refinement's
+            many small MIPs go to Gurobi when its licence runs here (it keeps the model between solves),
+            and to ``solver`` otherwise.
+        tighten: alpha-CROWN's intermediate bounds before branch and bound (off: the symbolic ones).
 
     Returns:
         A :class:`VnncompAnswer`; ``violated`` carries the counterexample and its outputs.
