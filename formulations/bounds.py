@@ -92,6 +92,11 @@ class LayerBounds:
         return LayerBounds(self.lower[i], self.upper[i])
 
 
+def unstable(bounds: LayerBounds) -> Array:
+    """Indices of the neurons whose pre-activation interval strictly contains 0 (ReLU's kink)."""
+    return np.flatnonzero((bounds.lower < 0.0) & (bounds.upper > 0.0))
+
+
 # -- validation ------------------------------------------------------------------------------------
 
 

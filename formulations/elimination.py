@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .bounds import LayerBounds
+from .bounds import LayerBounds, unstable
 from .encoding import LP, MIP, pair_rows, encode_input_set
 from .errors import InvalidInputError
 from .input_sets import InputSet
@@ -58,10 +58,6 @@ class PrefixEncoding:
         return M[neuron], float(c[neuron])
 
 
-def _unstable(bounds: LayerBounds) -> Array:
-    return np.flatnonzero((bounds.lower < 0.0) & (bounds.upper > 0.0))
-
-
 def encode_prefix(model: Model, network: Network, input_set: InputSet, bounds: Sequence[LayerBounds], layer: int, *,
                   mode: str = MIP) -> PrefixEncoding:
     """Encode layers ``0..layer-1`` (ReLU) of ``network`` over ``input_set`` with their stable neurons eliminated,
@@ -87,7 +83,7 @@ def encode_prefix(model: Model, network: Network, input_set: InputSet, bounds: S
     H = np.zeros((x.size, model.num_variables))
     H[np.arange(x.size), x] = 1.0
     h0 = np.zeros(x.size)
-    maps, unstable, pre, post, binaries = [], [], [], [], []
+    maps, unstables, pre, post, binaries = [], [], [], [], []
     for i in range(layer + 1):
         W, b = network.layers[i].weight, network.layers[i].bias
         M, c = W @ H, W @ h0 + b
@@ -96,11 +92,11 @@ def encode_prefix(model: Model, network: Network, input_set: InputSet, bounds: S
             break
         if network.layers[i].activation.name == "identity":
             H, h0 = M, c
-            for kept in (unstable, pre, post, binaries):
+            for kept in (unstables, pre, post, binaries):
                 kept.append(np.zeros(0, dtype=np.int64))
             continue
         l, u = bounds[i].lower, bounds[i].upper
-        unst = _unstable(bounds[i])
+        unst = unstable(bounds[i])
         lu, uu = l[unst], u[unst]
         # z gets a variable and one dense row; the ReLU's rows are then over (a, z, d) only: half the nonzeros of
         # writing z out in each of them, and Gurobi's nodes twice as fast (256x4, layer 1)
@@ -132,10 +128,10 @@ def encode_prefix(model: Model, network: Network, input_set: InputSet, bounds: S
         H[:, : M.shape[1]] = np.where(active[:, None], M, 0.0)
         H[unst, a] = 1.0
         h0 = np.where(active, c, 0.0)
-        unstable.append(unst)
+        unstables.append(unst)
         pre.append(z)
         post.append(a)
         binaries.append(d)
     n = model.num_variables
     maps = [(np.hstack([M, np.zeros((M.shape[0], n - M.shape[1]))]), c) for M, c in maps]
-    return PrefixEncoding(model, x, maps, unstable, pre, post, binaries)
+    return PrefixEncoding(model, x, maps, unstables, pre, post, binaries)

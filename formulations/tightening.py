@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .bounds import LayerBounds, symbolic_bounds
+from .bounds import LayerBounds, symbolic_bounds, unstable
 from .encoding import LP, MIP, encode_network
 from .errors import InvalidInputError
 from .input_sets import InputSet
@@ -50,11 +50,6 @@ PROBE_GAIN = 0.01
 #: A MIP's bound moves outward by this share of the neuron's width besides :func:`sound_lower`'s slack: the
 #: MIP's rows are dense over the inputs, and its tolerances act on every one of them.
 MIP_SLACK = 1e-5
-
-
-def unstable(bounds: LayerBounds) -> Array:
-    """Indices of the neurons whose pre-activation interval strictly contains 0 (ReLU's kink)."""
-    return np.flatnonzero((bounds.lower < 0.0) & (bounds.upper > 0.0))
 
 
 def _prefix(network: Network, k: int) -> Network:
@@ -218,7 +213,8 @@ def tighten_bounds(
         started = time.monotonic()
         neurons = unstable(current[k])
         if method == LP:
-            lower, upper, solves = _tighten_layer_lp(_prefix(network, k), input_set, current[: k + 1], neurons, deadline, probe)
+            lower, upper, solves = _tighten_layer_lp(_prefix(network, k), input_set, current[: k + 1], neurons,
+                                                     deadline, probe)
         else:
             lower, upper, solves = _tighten_layer_mip(network, input_set, current[: k + 1], neurons, deadline,
                                                       solver or "scip", per_neuron_limit)

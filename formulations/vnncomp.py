@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .attack import pgd_attack
-from .bounds import LayerBounds, margin_bounds, symbolic_bounds
+from .bounds import LayerBounds, margin_bounds, symbolic_bounds, unstable
 from .encoding import MIP, encode_network, margin_objective
 from .errors import InvalidInputError, SolverError, SolverNotAvailableError
 from .input_sets import InputSet
@@ -169,13 +169,13 @@ def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: floa
     return False
 
 
-def _refine(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: float, solver: str,
-            stats: dict | None = None) -> list[LayerBounds]:
+def _refine(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: float,
+            solver: str) -> list[LayerBounds]:
     """Exact MIP bounds of the hidden layers' unstable neurons, layer by layer, each layer's followed by
     alpha-CROWN on the layers after it (the winner's ``bab-refine``; Tjeng et al.'s progressive tightening with
     their MIP in place of the LP). Each layer gets a share of the budget in proportion to its unstable
-    neurons among the layers still to go, and at least half of the time left; what a layer leaves passes on. Gurobi when it runs here (it keeps
-    the model between solves), else ``solver``."""
+    neurons among the layers still to go, and at least half of the time left; what a layer leaves passes on.
+    Gurobi when it runs here (it keeps the model between solves), else ``solver``."""
     from .backends import available_solvers
 
     network = run.network
@@ -187,14 +187,14 @@ def _refine(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: f
         left = deadline - time.monotonic()
         if left <= 1.0:
             break
-        counts = [int(np.sum((b.lower < 0) & (b.upper > 0))) for b in bounds[k:hidden]]
+        counts = [unstable(b).size for b in bounds[k:hidden]]
         if counts[0] == 0:
             continue
         # the first layers' bounds enter every later one: each layer gets at least half of the time left
         share = left * max(0.5, counts[0] / sum(counts))
         try:
             bounds = tighten_bounds(network, input_set, bounds, method=MIP, solver=refine_solver, layers=[k],
-                                    time_limit=share, per_neuron_limit=REFINE_PER_SOLVE, stats=stats)
+                                    time_limit=share, per_neuron_limit=REFINE_PER_SOLVE)
         except SolverNotAvailableError:
             if refine_solver == solver:
                 break

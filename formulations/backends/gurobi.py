@@ -36,11 +36,11 @@ def _environment():
     return env
 
 
-#: SolveParameters' emphasis hints as Gurobi's Presolve, Cuts and Heuristics (None: Gurobi's default)
+#: SolveParameters' emphasis hints as Gurobi's Presolve, Cuts and Heuristics; None is Gurobi's default
 _EMPHASIS = {
-    "presolve": ("Presolve", {"off": 0, "low": 1, "medium": -1, "high": 2}),
-    "cuts": ("Cuts", {"off": 0, "low": 1, "medium": -1, "high": 2}),
-    "heuristics": ("Heuristics", {"off": 0.0, "low": 0.01, "medium": 0.05, "high": 0.2}),
+    "presolve": ("Presolve", {None: -1, "off": 0, "low": 1, "medium": -1, "high": 2}),
+    "cuts": ("Cuts", {None: -1, "off": 0, "low": 1, "medium": -1, "high": 2}),
+    "heuristics": ("Heuristics", {None: 0.05, "off": 0.0, "low": 0.01, "medium": 0.05, "high": 0.2}),
 }
 
 
@@ -60,8 +60,7 @@ def _apply(g, params: SolveParameters, sense: Sense) -> None:
     else:
         g.Params.Cutoff = -GRB.INFINITY if sense == Sense.MAXIMIZE else GRB.INFINITY
     for field, (name, values) in _EMPHASIS.items():
-        hint = getattr(params, field)
-        g.setParam(name, values[hint] if hint is not None else (0.05 if name == "Heuristics" else -1))
+        g.setParam(name, values[getattr(params, field)])
 
 
 def _licence_error(model: Model, exc) -> Exception:
