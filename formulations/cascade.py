@@ -1,26 +1,36 @@
-"""The batched cascade: exact robustness verdicts for a batch of inputs, cheapest methods first (issue 7).
+"""The batched cascade: robustness certificates for a batch of inputs, cheapest methods first (issue 7).
 
-A batch query asks, for each input ``c_i`` with label ``y_i``, whether ``m_ik = min_{x in S_i} f(x)[y_i] - f(x)[k]``
-is positive for every other class k (``S_i`` = the eps-ball around ``c_i`` clipped to the domain). Most
-queries are decided by cheap batched methods; only the few that remain pay for an LP, and fewer still for the
-exact MIP. Each (input, target) pair carries a bracket ``lower <= m_ik <= upper``; the stages narrow it:
+A batch query asks, for each input ``c_i`` with label ``y_i``, about ``m_ik = min_{x in S_i} f(x)[y_i] - f(x)[k]``
+for every other class k (``S_i`` = the eps-ball around ``c_i`` clipped to the domain). Each (input, target) pair
+carries a bracket ``lower <= m_ik <= upper`` (:class:`formulations.brackets.Brackets`); the stages narrow it:
 
 0. **center** — the margins at the centre itself: a misclassified input is falsified there.
 1. **symbolic** — CROWN/DeepPoly back-substitution of the margins over the whole chunk at once, in float64
    matrix operations (:func:`formulations.bounds.margin_bounds_batch`; Zhang et al., NeurIPS 2018; Singh
    et al., POPL 2019) with certified envelope lines and GELU's exact interval image: lower bounds.
-2. **attack** — batched PGD over every undecided input and every target (:func:`formulations.attack.pgd_attack`;
+2. **attack** — batched PGD over the inputs and every target (:func:`formulations.attack.pgd_attack`;
    Madry et al., ICLR 2018): points re-evaluated on the real network in float64, upper bounds and
    counterexamples. A cheap pass (few steps, the centre as start) then a stronger one for what is left.
-3. **lp** — the envelope LP relaxation (design.md §3) of the remaining targets, in *one* HiGHS model per
-   call, re-solved with each input's bounds, envelope lines and objective changed in place
-   (:class:`formulations.backends.highs_persistent.PersistentLP`). The envelope lines depend on each
-   neuron's [l, u], so they are recomputed (and certified) for every input and written into the rows'
-   coefficients and bounds; the verdict uses the safe bound from the LP's duals, never its primal.
-   Optionally the second hidden layer's bounds are first tightened by LP (min/max of each neuron).
-4. **mip** — the exact piecewise MIP with refinement (:func:`formulations.refinement.minimize_with_refinement`,
-   design.md §4) for the targets the LP could not decide, cheapest-looking first, stopping at the first
-   counterexample.
+3. **lp** — the envelope LP relaxation (design.md §3) in *one* persistent model per call, re-targeted per
+   input (:class:`formulations.envelope_lp.EnvelopeLP`); the bound used is the safe bound from the LP's duals.
+   Optionally the hidden layers' bounds are first tightened by LP (min/max of each neuron).
+4. **mip** — exact: branch and bound over the smooth neurons' segments with LP nodes
+   (:func:`formulations.segment_bab.minimize_bab`), then the piecewise MIP with refinement
+   (:func:`formulations.refinement.minimize_with_refinement`, design.md §4) for what it leaves open.
+
+Two kinds of answer (``CascadeSettings.answer``):
+
+* ``"verdict"`` — the sign of ``min_k m_ik`` only: each stage looks only at what is still undecided, the MIP
+  stops at the first counterexample. Fastest.
+* ``"bounds"`` — the analytical answer of issue 16: method ``lp`` solves the envelope LP of *every* target of
+  every input (the LP's own lower bound, with the symbolic line as a cut, and the constraints tight at the LP
+  optimum of the worst target); method ``mip`` brackets the exact minimum margin ``min_k m_ik`` to
+  ``mip_tolerance`` for every input (a target is searched until its bound is within the tolerance of the best
+  margin attained over all targets) and reads the tight constraints off the optimum's input (pixels at a bound,
+  each hidden neuron's region / ReLU phase). The cheap stages still run first and seed the brackets.
+
+``query_time_limit`` is a deadline for each query's own LP and MIP work (all its targets and stages); the
+batched stages 0-2 are the chunk's shared cost. A query past it is *unknown (time limit)* with its bounds.
 
 Soundness: *verified* only from a symbolic bound or a solver's dual bound (less the slack of
 :func:`~formulations.refinement.sound_lower`); *falsified* only with a point inside ``S_i`` whose margin,
@@ -31,35 +41,32 @@ Each certificate's ``stage`` names the stage that decided it.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 import numpy as np
 
-from .activations import Activation
 from .attack import pgd_attack
 from .backends import default_mip_solver
-from .backends.base import SolveParameters, Termination
-from .backends.highs_persistent import NAME, PersistentLP
+from .backends.base import Termination
 from .bounds import LayerBounds, check_labels, margin_bounds_batch, symbolic_bounds_batch
-from .certificate import Certificate, TargetBound, UnknownReason, Verdict
-from .encoding import LP, MIP, encode_affine, encode_envelope, margin_objective
-from .envelopes import envelope_arrays, linear_bounds
+from .brackets import Brackets, margins
+from .certificate import Certificate, TargetBound, UnknownReason, Verdict, reason_for
+from .encoding import LP, MIP, margin_objective
+from .envelope_lp import EnvelopeLP, Relaxations, point_tags
 from .errors import InvalidInputError, UnsoundAnswerError
 from .input_sets import InputSet, ball_boxes, contains_points, validate_balls
-from .model import Model, Sense, VariableTag
+from .model import ConstraintTag
 from .network import Network
 from .refinement import minimize_with_refinement, sound_lower
+from .segment_bab import minimize_bab, root_node
 
 Array = np.ndarray
 STAGES = ("center", "symbolic", "attack", "lp", "mip")
+ANSWERS = ("verdict", "bounds")
+JOB_FIELDS = ("answer", "query_time_limit")  # set per job by the service; the other fields are its settings
 _LOWER_STAGES = ("symbolic", "lp", "mip")  # stages that prove lower bounds, in cascade order
-# A lower bound may exceed an attained margin by this much (relative + absolute) before it is a contradiction:
-# the slack granted to solvers' tolerances (refinement.sound_lower) is far smaller.
-_CONTRADICTION_TOL = 1e-6
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +74,8 @@ class CascadeSettings:
     """Thresholds and limits of the cascade's stages (all keyword-only; defaults tuned on the 49-3-3-10 nets).
 
     Attributes:
+        answer: ``"verdict"`` (the sign only) or ``"bounds"`` (LP bound of every target, exact brackets and
+            tight constraints; module docstring).
         symbolic: run stage 1 (CROWN/DeepPoly margins).
         attack_steps, attack_restarts: the cheap PGD pass over every undecided input (restarts = random
             starts besides the centre).
@@ -75,13 +84,15 @@ class CascadeSettings:
         lp: run stage 3. ``lp_lines``: certified envelope lines per side and neuron (plus the symbolic bound's
             own line). ``lp_tighten``: tighten hidden layers' bounds by LP (2 LPs per neuron) when a margin LP
             fails. ``lp_time_limit``: seconds per LP.
-        branching: decide stage 4 first by branch and bound over segments with LP nodes (below);
+        branching: decide stage 4 first by branch and bound over segments with LP nodes;
             ``branch_node_limit`` LPs per target before the MIP solver takes over.
         mip_solver: the MIP back-end (None: :func:`formulations.backends.default_mip_solver`).
         mip_tolerance, mip_max_rounds, mip_time_limit: refinement tolerance, rounds and seconds per target.
+        query_time_limit: seconds of LP and MIP work per query, all targets together (None: no deadline).
         seed: seed of the attacks' random starts.
     """
 
+    answer: Literal["verdict", "bounds"] = "verdict"
     symbolic: bool = True
     attack_steps: int = 20
     attack_restarts: int = 0
@@ -97,9 +108,12 @@ class CascadeSettings:
     mip_tolerance: float = 1e-4
     mip_max_rounds: int = 30
     mip_time_limit: float | None = 60.0
+    query_time_limit: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.answer not in ANSWERS:
+            raise InvalidInputError(f"CascadeSettings.answer must be one of {ANSWERS}, got {self.answer!r}")
         for name in ("attack_steps", "attack_restarts", "strong_attack_steps", "strong_attack_restarts",
                      "lp_lines", "branch_node_limit", "mip_max_rounds"):
             value = getattr(self, name)
@@ -107,12 +121,16 @@ class CascadeSettings:
                 raise InvalidInputError(f"CascadeSettings.{name} must be an integer >= 0, got {value!r}")
         if self.lp_lines < 1:
             raise InvalidInputError(f"CascadeSettings.lp_lines must be >= 1, got {self.lp_lines}")
-        for name in ("lp_time_limit", "mip_time_limit"):
+        for name in ("lp_time_limit", "mip_time_limit", "query_time_limit"):
             value = getattr(self, name)
             if value is not None and not (np.isfinite(value) and value > 0):
                 raise InvalidInputError(f"CascadeSettings.{name} must be a positive number or None, got {value!r}")
         if not (np.isfinite(self.mip_tolerance) and self.mip_tolerance > 0):
             raise InvalidInputError(f"CascadeSettings.mip_tolerance must be > 0, got {self.mip_tolerance!r}")
+
+    @property
+    def bounds(self) -> bool:
+        return self.answer == "bounds"
 
 
 OnDecided = Callable[[list[int], list[Certificate]], None]  # (indices, their certificates)
@@ -134,89 +152,6 @@ class CascadeResult:
         return counts
 
 
-# -- the running brackets ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Brackets:
-    """``lower[i, k] <= m_ik <= upper[i, k]`` for every input i and target k, with where each came from.
-
-    Entries with ``k == label_i`` are not targets: lower = +inf, upper = +inf. ``points[i, k]`` attains
-    ``upper[i, k]`` on the real network (NaN where upper is +inf).
-    """
-
-    labels: Array
-    lower: Array
-    upper: Array
-    lower_stage: Array
-    upper_stage: Array
-    points: Array
-    termination: dict = field(default_factory=dict)  # (i, k) -> Termination of the last solver run
-    solver: dict = field(default_factory=dict)
-
-    @classmethod
-    def start(cls, labels: Array, n_out: int, d: int) -> "_Brackets":
-        n = labels.shape[0]
-        target = np.arange(n_out)[None, :] != labels[:, None]
-        lower = np.where(target, -np.inf, np.inf)
-        return cls(labels, lower, np.full((n, n_out), np.inf), np.full((n, n_out), "", dtype=object),
-                   np.full((n, n_out), "", dtype=object), np.full((n, n_out, d), np.nan))
-
-    @property
-    def falsified(self) -> Array:
-        return (self.upper <= 0.0).any(axis=1)
-
-    @property
-    def verified(self) -> Array:
-        return (self.lower > 0.0).all(axis=1)
-
-    @property
-    def undecided(self) -> Array:
-        return ~(self.falsified | self.verified)
-
-    def open_targets(self, i: int) -> Array:
-        """Targets of input i whose sign is not yet decided (none once the input is falsified)."""
-        if self.upper[i].min() <= 0.0:
-            return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(self.lower[i] <= 0.0)
-
-    def offer_lower(self, rows: Array, values: Array, stage: str) -> None:
-        """Raise lower bounds (rows: input indices, values: (len(rows), n_out), -inf where no news)."""
-        current = self.lower[rows]
-        better = values > current
-        self.lower[rows] = np.where(better, values, current)
-        self.lower_stage[rows] = np.where(better, stage, self.lower_stage[rows])
-        self._check(rows)
-
-    def offer_points(self, rows: Array, points: Array, margins: Array, stage: str) -> None:
-        """Lower upper bounds with points (len(rows), d) and their re-evaluated margins (len(rows), n_out)."""
-        target = np.arange(self.upper.shape[1])[None, :] != self.labels[rows][:, None]
-        current = self.upper[rows]
-        better = target & (margins < current)
-        self.upper[rows] = np.where(better, margins, current)
-        self.upper_stage[rows] = np.where(better, stage, self.upper_stage[rows])
-        pts = self.points[rows]
-        pts[better] = np.broadcast_to(points[:, None, :], pts.shape)[better]
-        self.points[rows] = pts
-        self._check(rows)
-
-    def _check(self, rows: Array) -> None:
-        lo, up = self.lower[rows], self.upper[rows]
-        bad = np.isfinite(up) & (lo > up + _CONTRADICTION_TOL * (1.0 + np.abs(up)))
-        if bad.any():
-            r, k = np.argwhere(bad)[0]
-            i = int(np.asarray(rows).reshape(-1)[r]) if np.ndim(rows) else int(rows)
-            raise UnsoundAnswerError(
-                f"input {i}, target {k}: lower bound {lo[r, k]:.9g} (from {self.lower_stage[i, k]}) exceeds the "
-                f"margin {up[r, k]:.9g} the real network attains (found by {self.upper_stage[i, k]}); answer rejected")
-
-
-def _margins(network: Network, x: Array, labels: Array) -> Array:
-    """``f(x_i)[y_i] - f(x_i)[k]`` for rows x (n, d), shape (n, n_out), in float64."""
-    y = network.forward(x)
-    return y[np.arange(y.shape[0]), labels][:, None] - y
-
-
 # -- validation --------------------------------------------------------------------------------------
 
 
@@ -231,161 +166,85 @@ def _validate(network: Network, xs, labels, eps, method: str, norm: str, domain)
     return centers, labels, eps, norm, dlo, dhi
 
 
-# -- stage 3: one persistent LP per network --------------------------------------------------------------
+class _Clock:
+    """Each query's own LP and MIP seconds against ``query_time_limit`` (the batched stages are shared)."""
+
+    def __init__(self, n: int, limit: float | None) -> None:
+        self.spent, self.limit = np.zeros(n), limit
+
+    def deadline(self, r: int) -> float | None:
+        return None if self.limit is None else time.monotonic() + max(0.0, self.limit - self.spent[r])
+
+    def expired(self, r: int) -> bool:
+        return self.limit is not None and self.spent[r] >= self.limit
+
+    def charge(self, r: int, since: float) -> None:
+        self.spent[r] += time.monotonic() - since
 
 
-class _EnvelopeLP:
-    """The LP envelope relaxation of ``network`` over a box, built once and re-targeted per input.
-
-    Structure (fixed): input variables, per layer the affine rows ``W a - z = -b``, per hidden neuron
-    ``lp_lines + 1`` lower and upper envelope rows ``a - s z >= c`` / ``<= c`` (the rows of
-    :func:`formulations.encoding.encode_envelope`, for every non-identity activation). Per input: the box
-    and the pre-/post-activation bounds become variable bounds, and every envelope row gets the slope
-    ``-s`` and right-hand side ``c`` of the lines certified on *that* input's [l, u].
-    """
-
-    def __init__(self, network: Network, n_lines: int, time_limit: float | None) -> None:
-        self.network, self.n_lines = network, n_lines
-        self.params = SolveParameters(time_limit=time_limit)
-        model = Model(f"cascade-lp[{network.name}]")
-        d = network.input_size
-        self.inputs = model.add_variables(d, 0.0, 1.0, tags=[VariableTag("input", neuron=j) for j in range(d)])
-        self.pre: list[Array] = []
-        self.post: list[Array | None] = []
-        self.rows: list[tuple[Array, Array] | None] = []  # per layer: (lower rows (m, K), upper rows (m, K))
-        a = self.inputs
-        last = len(network.layers) - 1
-        for i, layer in enumerate(network.layers):
-            m = layer.n_out
-            # placeholder bounds, replaced per input; the envelope rows built on [-1, 1] give the structure
-            placeholder = LayerBounds(-np.ones(m), np.ones(m))
-            z = encode_affine(model, layer.weight, layer.bias, a, placeholder, layer=i)
-            self.pre.append(z)
-            if i == last or layer.activation.name == "identity":
-                self.post.append(None)
-                self.rows.append(None)
-                a = z
-                continue
-            first = model.num_constraints
-            a = encode_envelope(model, layer.activation, z, placeholder, layer=i, n_lines=n_lines)
-            self.post.append(a)
-            self.rows.append(self._envelope_rows(model, first, i, m))
-        self.lp = PersistentLP(model)
-        self.lp_name = NAME
-        self.n_vars = model.num_variables
-
-    @staticmethod
-    def _envelope_rows(model: Model, first: int, layer: int, m: int) -> tuple[Array, Array]:
-        """Row indices of layer's envelope lines, read back from their tags: (m, K) per side."""
-        lower, upper = {}, {}
-        for row in range(first, model.num_constraints):
-            tag = model.constraint_tags[row]
-            side = lower if tag.kind == "envelope_lower" else upper
-            side[(tag.neuron, tag.index)] = row
-        k = len(lower) // m
-        as_array = lambda side: np.array([[side[(j, q)] for q in range(k)] for j in range(m)], dtype=np.int64)
-        return as_array(lower), as_array(upper)
-
-    def lines(self, act: Activation, l: Array, u: Array) -> tuple[Array, Array, Array, Array]:
-        """The certified lines of :func:`encode_envelope` for many neurons at once, (n, K) each side."""
-        lo_s, lo_c, up_s, up_c = envelope_arrays(act, l, u, self.n_lines)
-        a_lo, b_lo, a_up, b_up = linear_bounds(act, l, u)
-        return (np.column_stack([lo_s, a_lo]), np.column_stack([lo_c, b_lo]),
-                np.column_stack([up_s, a_up]), np.column_stack([up_c, b_up]))
-
-    def set_layer(self, i: int, l: Array, u: Array, lines=None) -> None:
-        """Bounds [l, u] on layer i's pre-activations; the image bounds and envelope rows to match."""
-        lp = self.lp
-        lp.set_variable_bounds(self.pre[i], l, u)
-        if self.rows[i] is None:
-            return
-        act = self.network.layers[i].activation
-        f_min, f_max = act.image(l, u)
-        lp.set_variable_bounds(self.post[i], f_min, f_max)
-        lo_s, lo_c, up_s, up_c = lines if lines is not None else self.lines(act, l, u)
-        lower_rows, upper_rows = self.rows[i]
-        z_cols = np.broadcast_to(self.pre[i][:, None], lower_rows.shape)
-        lp.set_coefficients(np.concatenate([lower_rows.ravel(), upper_rows.ravel()]),
-                            np.concatenate([z_cols.ravel(), z_cols.ravel()]),
-                            -np.concatenate([lo_s.ravel(), up_s.ravel()]))
-        lp.set_row_bounds(lower_rows.ravel(), lo_c.ravel(), np.inf)
-        lp.set_row_bounds(upper_rows.ravel(), -np.inf, up_c.ravel())
-
-    def set_box(self, lo: Array, hi: Array) -> None:
-        self.lp.set_variable_bounds(self.inputs, lo, hi)
-
-    def minimize(self, variables: Array, coefficients: Array):
-        c = np.zeros(self.n_vars)
-        np.add.at(c, variables, coefficients)
-        self.lp.set_objective(c, sense=Sense.MINIMIZE)
-        return self.lp.solve(self.params)
+# -- stage 3: the envelope LP ----------------------------------------------------------------------------
 
 
-class _Relaxations:
-    """Per-input layer bounds of the LP inputs and their certified lines, computed a whole layer at a time."""
+@dataclass
+class _Run:
+    """What the LP and MIP stages share for the inputs ``rows`` they work on (index r into rows)."""
 
-    def __init__(self, env: _EnvelopeLP, bounds: list[LayerBounds]) -> None:
-        self.env = env
-        self.lower = [b.lower.copy() for b in bounds]
-        self.upper = [b.upper.copy() for b in bounds]
-        self.lines: list = [None] * len(bounds)
-        for i in range(len(bounds)):
-            self.recompute(i, np.arange(self.lower[i].shape[0]))
+    network: Network
+    br: Brackets
+    rows: Array
+    lo: Array  # (len(rows), d) boxes
+    hi: Array
+    sets: list[InputSet]
+    env: EnvelopeLP
+    rel: Relaxations
+    settings: CascadeSettings
+    clock: _Clock
+    lp_tags: dict  # (i, k) -> tight constraints at the LP optimum of target k of input i
 
-    def recompute(self, i: int, rows: Array) -> None:
-        """Certify layer i's lines for ``rows`` (one vectorised call) on their current [l, u]."""
-        if self.env.rows[i] is None or rows.size == 0:
-            return
-        m = self.lower[i].shape[1]
-        act = self.env.network.layers[i].activation
-        fresh = self.env.lines(act, self.lower[i][rows].ravel(), self.upper[i][rows].ravel())
-        if self.lines[i] is None:
-            self.lines[i] = tuple(np.empty((self.lower[i].shape[0], m, v.shape[1])) for v in fresh)
-        for store, v in zip(self.lines[i], fresh):
-            store[rows] = v.reshape(rows.size, m, -1)
+    def offer(self, i: int, r: int, x: Array, stage: str) -> None:
+        """A solver's input: projected into the set and evaluated on the real network (upper bounds)."""
+        p = self.sets[r].project(x)
+        self.br.offer_points(np.array([i]), p[None, :], margins(self.network, p[None, :], self.br.labels[i:i + 1]), stage)
 
-    def load(self, r: int, lo: Array, hi: Array) -> None:
-        """Put input r's box, bounds and lines into the persistent LP."""
-        self.env.set_box(lo, hi)
-        for i in range(len(self.lower)):
-            lines = None if self.lines[i] is None else tuple(v[r] for v in self.lines[i])
-            self.env.set_layer(i, self.lower[i][r], self.upper[i][r], lines)
-
-    def bounds(self) -> list[LayerBounds]:
-        return [LayerBounds(lo, up) for lo, up in zip(self.lower, self.upper)]
-
-    def bounds_of(self, r: int) -> list[LayerBounds]:
-        return [LayerBounds(lo[r], up[r]) for lo, up in zip(self.lower, self.upper)]
+    def lp_targets(self, i: int) -> Array:
+        """The targets whose margin LP stage 3 solves: every target for bounds, the open ones for a verdict."""
+        ks = self.br.targets_of(i) if self.settings.bounds else self.br.open_targets(i)
+        return np.array(sorted(ks, key=lambda k: self.br.upper[i, k]), dtype=np.int64)
 
 
-def _margin_lps(env: _EnvelopeLP, rel: _Relaxations, br: _Brackets, rows: Array, r: int, lo: Array, hi: Array,
-                input_set: InputSet, *, stop_at_failure: bool) -> None:
-    """Input ``rows[r]``'s open targets by LP, lowest attained margin first (until one fails, if asked)."""
-    i = int(rows[r])
-    network, y = env.network, env.pre[-1]
-    rel.load(r, lo, hi)
-    for k in sorted(br.open_targets(i), key=lambda k: br.upper[i, k]):
-        if br.upper[i].min() <= 0.0:
-            return
-        res = env.minimize(np.array([y[br.labels[i]], y[k]]), np.array([1.0, -1.0]))
-        br.termination[(i, k)], br.solver[(i, k)] = res.termination, res.solver
+def _margin_lps(run: _Run, r: int, *, stop_at_failure: bool) -> None:
+    """Input ``rows[r]``'s margin LPs, lowest attained margin first (until one fails, if asked)."""
+    i, br, env = int(run.rows[r]), run.br, run.env
+    started = time.monotonic()
+    run.rel.load(r, run.lo[r], run.hi[r])
+    for k in run.lp_targets(i):
+        if not run.settings.bounds and br.upper[i].min() <= 0.0:
+            break
+        if run.clock.limit is not None and run.clock.spent[r] + time.monotonic() - started >= run.clock.limit:
+            br.termination[(i, int(k))] = Termination.TIME_LIMIT
+            break
+        c = np.zeros(run.network.output_size)
+        c[br.labels[i]], c[k] = 1.0, -1.0
+        res = env.minimize_outputs(c)
+        br.termination[(i, int(k))], br.solver[(i, int(k))] = res.termination, res.solver
         if res.dual_bound is not None and np.isfinite(res.dual_bound):
-            value = np.full(br.lower.shape[1], -np.inf)
-            value[k] = sound_lower(res.dual_bound)
-            br.offer_lower(np.array([i]), value[None, :], "lp")
+            br.raise_lower(i, int(k), sound_lower(res.dual_bound), "lp")
+            run.lp_tags[(i, int(k))] = env.tight_tags(res)
         if res.primal is not None:
-            p = input_set.project(res.primal[env.inputs])
-            br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "lp")
+            run.offer(i, r, res.primal[env.inputs], "lp")
         if stop_at_failure and br.lower[i, k] <= 0.0:
-            return  # this target needs more than this LP: the rest can wait for the tightened relaxation
+            break  # this target needs more than this LP: the rest can wait for the tightened relaxation
+    run.clock.charge(r, started)
 
 
-def _tighten_layer(env: _EnvelopeLP, rel: _Relaxations, layer: int, r: int, lo: Array, hi: Array) -> None:
+def _tighten_layer(run: _Run, layer: int, r: int) -> None:
     """LP bound tightening of one layer for input r: ``min / max z_j`` over the relaxation of the layers below.
 
     Each new bound is a safe dual bound, so it is sound; it is intersected with the old one.
     """
-    rel.load(r, lo, hi)
+    env, rel = run.env, run.rel
+    started = time.monotonic()
+    rel.load(r, run.lo[r], run.hi[r])
     for j, z in enumerate(env.pre[layer]):
         for sign in (1.0, -1.0):
             res = env.minimize(np.array([z]), np.array([sign]))
@@ -398,181 +257,120 @@ def _tighten_layer(env: _EnvelopeLP, rel: _Relaxations, layer: int, r: int, lo: 
                 rel.upper[layer][r, j] = min(rel.upper[layer][r, j], bound)
     if (rel.lower[layer][r] > rel.upper[layer][r]).any():
         raise UnsoundAnswerError(f"LP bound tightening emptied layer {layer}'s bounds; answer rejected")
+    run.clock.charge(r, started)
 
 
-def _lp_stage(env: "_EnvelopeLP", br: _Brackets, rows: Array, lo: Array, hi: Array, bounds: list[LayerBounds],
-              settings: CascadeSettings, sets: list[InputSet]) -> "_Relaxations":
-    """Stage 3 for inputs ``rows``; returns their (possibly LP-tightened) layer bounds, shape (len(rows), m).
+def _lp_stage(run: _Run) -> None:
+    """Stage 3 for the run's inputs.
 
     Pass 1: the margin LPs on the symbolic bounds. Pass 2 (``lp_tighten``), for the inputs still open:
     hidden layers 1.. tightened by LP one layer at a time (layer 0 over a box is exact already; the lines
     of a tightened layer are re-certified on the narrower intervals before the next layer), then the
     margin LPs again.
     """
-    network = env.network
-    rel = _Relaxations(env, bounds)
-    for r in range(rows.size):
-        _margin_lps(env, rel, br, rows, r, lo[r], hi[r], sets[r], stop_at_failure=settings.lp_tighten)
+    settings, br = run.settings, run.br
+    for r in range(run.rows.size):
+        _margin_lps(run, r, stop_at_failure=settings.lp_tighten and not settings.bounds)
     if not settings.lp_tighten:
-        return rel
-    still = np.array([r for r in range(rows.size) if br.open_targets(int(rows[r])).size], dtype=np.int64)
+        return
+    still = np.array([r for r in range(run.rows.size)
+                      if br.open_targets(int(run.rows[r])).size and not run.clock.expired(r)], dtype=np.int64)
     if still.size == 0:
-        return rel
-    last = len(network.layers) - 1
+        return
+    last = len(run.network.layers) - 1
     for layer in range(1, last):
-        if env.rows[layer] is None:
+        if run.env.rows[layer] is None:
             continue
         for r in still:
-            _tighten_layer(env, rel, layer, int(r), lo[r], hi[r])
-        rel.recompute(layer, still)
+            _tighten_layer(run, layer, int(r))
+        run.rel.recompute(layer, still)
     for r in still:
-        _margin_lps(env, rel, br, rows, int(r), lo[r], hi[r], sets[r], stop_at_failure=False)
-    return rel
+        _margin_lps(run, int(r), stop_at_failure=False)
 
 
-# -- stage 4 ---------------------------------------------------------------------------------------------
+# -- stage 4: exact ---------------------------------------------------------------------------------------
+
+def _close_at(run: _Run, i: int) -> Callable[[], float]:
+    """When a target's search may stop: its bound above 0 (a verdict), or within the tolerance of the best
+    margin attained over all targets (the exact minimum ``min_k m_ik``, bounds)."""
+    if not run.settings.bounds:
+        return lambda: 0.0
+    br, tol = run.br, run.settings.mip_tolerance
+    return lambda: float(np.min(np.where(br.mask[i], br.upper[i], np.inf))) - tol
 
 
-@dataclass
-class _Node:
-    """A branch of the segment tree: per layer, the neurons' intervals and the lines certified on them."""
-
-    lower: list[Array]
-    upper: list[Array]
-    lines: list  # per layer (lo_s, lo_c, up_s, up_c), each (m, K), or None
-    bound: float  # a sound lower bound inherited from the parent (the priority)
-
-
-def _load_node(env: "_EnvelopeLP", node: _Node, lo: Array, hi: Array) -> None:
-    env.set_box(lo, hi)
-    for i in range(len(node.lower)):
-        env.set_layer(i, node.lower[i], node.upper[i], node.lines[i])
+def _exact_targets(run: _Run, i: int) -> list[int]:
+    """The targets stage 4 still has to search, worst attained margin first."""
+    br = run.br
+    if run.settings.bounds:
+        threshold = _close_at(run, i)()
+        ks = [int(k) for k in br.targets_of(i) if br.lower[i, k] <= threshold]
+    else:
+        ks = [int(k) for k in br.open_targets(i)]
+    return sorted(ks, key=lambda k: br.upper[i, k])
 
 
-def _branch_neuron(env: "_EnvelopeLP", node: _Node, primal: Array) -> tuple[int, int, float] | None:
-    """The neuron whose LP point lies farthest off the graph, and where to split it (the LP's z, as in
-    :func:`formulations.refinement.refine_segments`, kept a tenth of the width away from the ends)."""
-    best, pick = -1.0, None
-    for i, post in enumerate(env.post):
-        if post is None:
-            continue
-        act = env.network.layers[i].activation
-        z, a = primal[env.pre[i]], primal[post]
-        gap = np.abs(a - act.value(z))
-        width = node.upper[i] - node.lower[i]
-        gap = np.where(width > 1e-9, gap, -1.0)
-        j = int(np.argmax(gap))
-        if gap[j] > best:
-            best = float(gap[j])
-            l, u = node.lower[i][j], node.upper[i][j]
-            t = float(np.clip(z[j], l + 0.1 * (u - l), u - 0.1 * (u - l)))
-            pick = (i, j, t)
-    return pick if best > 0.0 else None
+def _branch_and_bound(run: _Run, r: int, k: int) -> bool:
+    """Target k of input ``rows[r]`` by branch and bound over segments; whether it was settled (sign, or the
+    exact bracket) within ``branch_node_limit`` LPs and the query's deadline."""
+    i, br = int(run.rows[r]), run.br
+    c = np.zeros(run.network.output_size)
+    c[br.labels[i]], c[k] = 1.0, -1.0
+    started = time.monotonic()
+    outcome = minimize_bab(
+        run.env, root_node(run.rel, r), run.lo[r], run.hi[r], c,
+        offer=lambda x: run.offer(i, r, x, "mip"), close_at=_close_at(run, i),
+        stop=(lambda: False) if run.settings.bounds else (lambda: br.upper[i].min() <= 0.0),
+        node_limit=run.settings.branch_node_limit, deadline=run.clock.deadline(r))
+    run.clock.charge(r, started)
+    br.solver[(i, k)] = "branch-and-bound/" + run.env.lp_name
+    br.termination[(i, k)] = outcome.termination
+    br.raise_lower(i, k, outcome.lower, "mip")
+    return outcome.termination == Termination.OPTIMAL
 
 
-def _children(env: "_EnvelopeLP", node: _Node, i: int, j: int, t: float, bound: float) -> list[_Node]:
-    """Split neuron (i, j) of ``node`` at t; both children's lines for it certified in one call."""
-    act = env.network.layers[i].activation
-    l, u = node.lower[i][j], node.upper[i][j]
-    fresh = env.lines(act, np.array([l, t]), np.array([t, u]))
-    out = []
-    for side, (cl, cu) in enumerate(((l, t), (t, u))):
-        lower = [b.copy() for b in node.lower]
-        upper = [b.copy() for b in node.upper]
-        lower[i][j], upper[i][j] = cl, cu
-        lines = list(node.lines)
-        layer_lines = tuple(v.copy() for v in node.lines[i])
-        for store, v in zip(layer_lines, fresh):
-            store[j] = v[side]
-        lines[i] = layer_lines
-        out.append(_Node(lower, upper, lines, bound))
-    return out
-
-
-def _branch_and_bound(env: "_EnvelopeLP", rel: "_Relaxations", br: _Brackets, i: int, r: int, k: int,
-                      lo: Array, hi: Array, input_set: InputSet, node_limit: int,
-                      tolerance: float | None = None) -> bool:
-    """Decide target k of input i exactly by branch and bound over the neurons' segments.
-
-    Each node is the LP envelope relaxation on sub-intervals of some neurons' [l, u] (the segments of the
-    piecewise MIP, design.md §4; the union of the leaves covers the parent, so the smallest leaf bound is a
-    sound bound), solved in the persistent LP with its safe dual bound. At every node the real network is
-    evaluated at the LP's input (a counterexample ends the search); an open node is split at its LP point
-    in the neuron farthest off the graph — the refinement of :mod:`formulations.refinement`, branched on
-    instead of re-solved. Returns whether the target was decided within ``node_limit`` LPs.
-
-    With ``tolerance`` it computes the minimum margin itself rather than its sign: a node is closed once its
-    bound is within ``tolerance`` of the best margin attained, and the search ends when every open node is
-    (best-first order makes that the first popped node that is); returns whether the bracket closed.
-    """
-    exact = tolerance is not None
-    network, y = env.network, env.pre[-1]
-    label = int(br.labels[i])
-    root = _Node([b[r].copy() for b in rel.lower], [b[r].copy() for b in rel.upper],
-                 [None if v is None else tuple(a[r].copy() for a in v) for v in rel.lines], -np.inf)
-    order = itertools.count()  # tie-breaker: nodes themselves are not comparable
-    heap = [(root.bound, next(order), root)]
-    closed = np.inf
-    count = 0
-    while heap and count < node_limit:
-        if not exact and br.upper[i, k] <= 0.0:
-            return True
-        if exact and heap[0][0] >= br.upper[i, k] - tolerance:
-            break  # best first: every open node is within the tolerance of the attained margin
-        _, _, node = heapq.heappop(heap)
-        _load_node(env, node, lo, hi)
-        res = env.minimize(np.array([y[label], y[k]]), np.array([1.0, -1.0]))
-        count += 1
-        if res.termination == Termination.INFEASIBLE:
-            continue  # an empty region (the persistent LP accepts "infeasible" only with a Farkas proof)
-        bound = sound_lower(res.dual_bound) if res.dual_bound is not None and not np.isnan(res.dual_bound) else -np.inf
-        bound = max(bound, node.bound)
-        if res.primal is not None and res.termination == Termination.OPTIMAL:
-            p = input_set.project(res.primal[env.inputs])
-            br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "mip")
-        if bound > 0.0 if not exact else bound >= br.upper[i, k] - tolerance:
-            closed = min(closed, bound)
-            continue
-        pick = None if res.primal is None else _branch_neuron(env, node, res.primal)
-        if pick is None:  # nothing left to split (or no LP point): leave it open, the MIP decides
-            heapq.heappush(heap, (bound, next(order), node))
-            break
-        for child in _children(env, node, *pick, bound):
-            heapq.heappush(heap, (bound, next(order), child))
-    br.solver[(i, k)] = "branch-and-bound/" + env.lp_name
-    if not exact and br.upper[i, k] <= 0.0:
-        return True
-    lower = min([closed] + [b for b, _, _ in heap])
-    value = np.full(br.lower.shape[1], -np.inf)
-    value[k] = lower
-    br.offer_lower(np.array([i]), value[None, :], "mip")
-    if exact:
-        return br.upper[i, k] - br.lower[i, k] <= tolerance
-    return not heap
-
-
-def _mip_target(network: Network, br: _Brackets, i: int, k: int, input_set: InputSet, bounds: list[LayerBounds],
-                settings: CascadeSettings, solver: str) -> None:
-    """Target k of input i by the exact piecewise MIP with refinement (the MIP solver's dual bound)."""
-    if br.upper[i].min() <= 0.0 or br.lower[i, k] > 0.0:
+def _mip_target(run: _Run, r: int, k: int, solver: str) -> None:
+    """Target k of input ``rows[r]`` by the exact piecewise MIP with refinement (the MIP solver's dual bound)."""
+    i, br, settings = int(run.rows[r]), run.br, run.settings
+    if not settings.bounds and (br.upper[i].min() <= 0.0 or br.lower[i, k] > 0.0):
         return
     label = int(br.labels[i])
-    deadline = None if settings.mip_time_limit is None else time.monotonic() + settings.mip_time_limit
+    deadline = run.clock.deadline(r)
+    if settings.mip_time_limit is not None:
+        own = time.monotonic() + settings.mip_time_limit
+        deadline = own if deadline is None else min(deadline, own)
     point = None if not np.isfinite(br.upper[i, k]) else br.points[i, k].copy()
+    started = time.monotonic()
     outcome = minimize_with_refinement(
-        network, input_set, bounds,
+        run.network, run.sets[r], run.rel.bounds_of(r),
         lambda e: margin_objective(e, label, k),
-        lambda p: float(_margins(network, p[None, :], br.labels[i:i + 1])[0, k]),
-        solver=solver, tolerance=settings.mip_tolerance, deadline=deadline,
+        lambda p: float(margins(run.network, p[None, :], br.labels[i:i + 1])[0, k]),
+        solver=solver, tolerance=settings.mip_tolerance, deadline=deadline, stop_at_sign=not settings.bounds,
         max_rounds=settings.mip_max_rounds, upper=float(br.upper[i, k]), point=point,
     )
+    run.clock.charge(r, started)
     br.termination[(i, k)], br.solver[(i, k)] = outcome.termination, outcome.solver
-    value = np.full(br.lower.shape[1], -np.inf)
-    value[k] = outcome.lower
-    br.offer_lower(np.array([i]), value[None, :], "mip")
+    br.raise_lower(i, k, outcome.lower, "mip")
     if outcome.point is not None:
-        p = input_set.project(outcome.point)
-        br.offer_points(np.array([i]), p[None, :], _margins(network, p[None, :], br.labels[i:i + 1]), "mip")
+        run.offer(i, r, outcome.point, "mip")
+
+
+def _mip_stage(run: _Run) -> None:
+    solver = run.settings.mip_solver or default_mip_solver()
+    for r, i in enumerate(run.rows):
+        i = int(i)
+        for k in _exact_targets(run, i):
+            if not run.settings.bounds and not run.br.undecided[i]:
+                break
+            if k not in _exact_targets(run, i):  # an earlier target's points closed it already
+                continue
+            if run.clock.expired(r):
+                run.br.termination[(i, k)] = Termination.TIME_LIMIT
+                continue
+            if run.settings.branching and run.settings.branch_node_limit > 0 and _branch_and_bound(run, r, k):
+                continue
+            if not run.clock.expired(r):
+                _mip_target(run, r, k, solver)
 
 
 # -- the cascade ---------------------------------------------------------------------------------------
@@ -580,7 +378,8 @@ def _mip_target(network: Network, br: _Brackets, i: int, k: int, input_set: Inpu
 
 def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
                 settings: CascadeSettings | None = None, norm: str = "linf",
-                domain: tuple[float, float] = (0.0, 1.0), on_decided: OnDecided | None = None) -> CascadeResult:
+                domain: tuple[float, float] = (0.0, 1.0), on_decided: OnDecided | None = None,
+                targets: Array | None = None) -> CascadeResult:
     """The cascade over one chunk of inputs; :func:`certify_batch` without discarding the stage times.
 
     Args: as :func:`certify_batch`.
@@ -590,7 +389,7 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
         raise InvalidInputError(f"settings must be a CascadeSettings, got {type(settings).__name__}")
     centers, labels, eps, norm, dlo, dhi = _validate(network, xs, labels, eps, method, norm, domain)
     n, d = centers.shape
-    br = _Brackets.start(labels, network.output_size, d)
+    br = Brackets.start(labels, network.output_size, d, _target_mask(targets, n, network.output_size, labels))
     times = dict.fromkeys(STAGES, 0.0)
     if n == 0:
         return CascadeResult([], times)
@@ -602,92 +401,136 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
     start_points = np.clip(centers, dlo, dhi)
     inside = contains_points(start_points, centers, eps, norm, dlo, dhi, tol=0.0)
     rows = np.flatnonzero(inside)
-    br.offer_points(rows, start_points[rows], _margins(network, start_points[rows], labels[rows]), "center")
+    br.offer_points(rows, start_points[rows], margins(network, start_points[rows], labels[rows]), "center")
     times["center"] = time.monotonic() - t0
 
     # 1. symbolic margins of every input still open, in one batch
     t0 = time.monotonic()
     if settings.symbolic:
-        rows = np.flatnonzero(br.undecided)
+        rows = np.flatnonzero(br.undecided | settings.bounds)
         if rows.size:
             ball_r = None if ball is None else (centers[rows], eps[rows], norm)
             m_lo, _ = margin_bounds_batch(network, lo[rows], hi[rows], labels[rows], ball=ball_r)
-            br.offer_lower(rows, m_lo, "symbolic")  # entry label is 0, never above its +inf
+            br.offer_lower(rows, np.where(br.mask[rows], m_lo, -np.inf), "symbolic")
     times["symbolic"] = time.monotonic() - t0
 
-    # 2. attacks: a cheap pass over everything open, a stronger one over what is left
+    # 2. attacks: a cheap pass over everything open, a stronger one over what is left (for bounds, the cheap
+    # pass over every input: its points are the first upper bounds the exact search closes against)
     t0 = time.monotonic()
     for steps, restarts, salt in ((settings.attack_steps, settings.attack_restarts, 0),
                                   (settings.strong_attack_steps, settings.strong_attack_restarts, 1)):
-        rows = np.flatnonzero(br.undecided & (eps > 0))
+        wanted = br.undecided | (settings.bounds and salt == 0)
+        rows = np.flatnonzero(wanted & (eps > 0))
         if rows.size == 0 or steps == 0:
             continue
         res = pgd_attack(network, centers[rows], labels[rows], eps[rows], norm=norm, domain=(dlo, dhi),
                          steps=steps, restarts=restarts, seed=settings.seed + salt)
-        br.offer_points(rows, res.points, _margins(network, res.points, labels[rows]), "attack")
+        br.offer_points(rows, res.points, margins(network, res.points, labels[rows]), "attack")
     times["attack"] = time.monotonic() - t0
 
-    # what the cheap stages decided is final (later stages only look at open inputs): a caller may store it
-    # while the LP and MIP stages run
+    # what the cheap stages decided is final for a verdict (later stages only look at open inputs): a caller
+    # may store it while the LP and MIP stages run. Bounds need every input's LP or exact search.
     early: dict[int, Certificate] = {}
-    decided = np.flatnonzero(~br.undecided)
+    decided = np.flatnonzero(~br.undecided) if not settings.bounds else np.zeros(0, dtype=np.int64)
     if on_decided is not None and decided.size:
         elapsed = sum(times.values())
         early = {int(i): _certificate(network, br, int(i), centers[i], float(eps[i]), norm, dlo, dhi, method, times,
-                                      elapsed, n) for i in decided}
+                                      elapsed, n, (), settings) for i in decided}
         on_decided(list(early), list(early.values()))
 
-    # 3. LP, then 4. MIP, input by input
-    rows = np.flatnonzero(br.undecided)
-    sets = [InputSet(centers[i], float(eps[i]), norm=norm, domain=(dlo, dhi)) for i in rows]
+    # 3. LP, then 4. exact, input by input
+    rows = np.arange(n) if settings.bounds else np.flatnonzero(br.undecided)
     t0 = time.monotonic()
-    rel = env = None
+    run = None
     if rows.size and (settings.lp or method == MIP):
         ball_r = None if ball is None else (centers[rows], eps[rows], norm)
         bounds = symbolic_bounds_batch(network, lo[rows], hi[rows], ball=ball_r)
-        env = _EnvelopeLP(network, settings.lp_lines, settings.lp_time_limit)  # one LP model for the chunk
-        rel = _Relaxations(env, bounds)
-    if rows.size and settings.lp:
-        rel = _lp_stage(env, br, rows, lo[rows], hi[rows], bounds, settings, sets)
+        env = EnvelopeLP(network, settings.lp_lines, settings.lp_time_limit)  # one LP model for the chunk
+        sets = [InputSet(centers[i], float(eps[i]), norm=norm, domain=(dlo, dhi)) for i in rows]
+        run = _Run(network, br, rows, lo[rows], hi[rows], sets, env, Relaxations(env, bounds), settings,
+                   _Clock(rows.size, settings.query_time_limit), {})
+        if settings.lp:
+            _lp_stage(run)
     times["lp"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    if method == MIP and rows.size:
-        solver = settings.mip_solver or default_mip_solver()
-        for r, i in enumerate(rows):
-            for k in sorted(br.open_targets(int(i)), key=lambda k: br.upper[i, k]):
-                if not br.undecided[i]:
-                    break
-                if settings.branching and settings.branch_node_limit > 0 and _branch_and_bound(
-                        env, rel, br, int(i), r, int(k), lo[i], hi[i], sets[r], settings.branch_node_limit):
-                    continue
-                _mip_target(network, br, int(i), int(k), sets[r], rel.bounds_of(r), settings, solver)
+    if method == MIP and run is not None:
+        _mip_stage(run)
     times["mip"] = time.monotonic() - t0
 
     total = sum(times.values())
-    certificates = [early.get(i) or _certificate(network, br, i, centers[i], float(eps[i]), norm, dlo, dhi, method,
-                                                 times, total, n) for i in range(n)]
+    position = {int(i): r for r, i in enumerate(rows)}
+    certificates = []
+    for i in range(n):
+        if i in early:
+            certificates.append(early[i])
+            continue
+        r = position.get(i)
+        tags = () if run is None or r is None else _tight(run, i, r, method, float(eps[i]))
+        certificates.append(_certificate(network, br, i, centers[i], float(eps[i]), norm, dlo, dhi, method, times,
+                                         total, n, tags, settings))
     return CascadeResult(certificates, times)
+
+
+def _target_mask(targets, n: int, n_out: int, labels: Array) -> Array | None:
+    """``targets``: None (every other class), one list of classes for every input, or a (n, n_out) mask."""
+    if targets is None:
+        return None
+    arr = np.asarray(targets)
+    if arr.dtype == bool and arr.shape == (n, n_out):
+        mask = arr.copy()
+    else:
+        ks = [int(k) for k in np.ravel(arr)]
+        bad = [k for k in ks if not 0 <= k < n_out]
+        if bad:
+            raise InvalidInputError(f"targets {bad} are not output indices of a network with {n_out} outputs")
+        mask = np.zeros((n, n_out), dtype=bool)
+        mask[:, ks] = True
+    mask &= np.arange(n_out)[None, :] != labels[:, None]
+    if not mask.any(axis=1).all():
+        raise InvalidInputError("every query needs at least one target other than its label")
+    return mask
+
+
+def _tight(run: _Run, i: int, r: int, method: str, eps: float) -> tuple[ConstraintTag, ...]:
+    """The constraints tight at the optimum the certificate reports: for LP, the LP optimum of the target
+    with the lowest bound; for MIP, the input attaining the smallest margin, read off the real network."""
+    br = run.br
+    if method == LP:
+        ks = br.targets_of(i)
+        for k in sorted(ks, key=lambda k: br.lower[i, k]):
+            if (i, int(k)) in run.lp_tags:
+                return run.lp_tags[(i, int(k))]
+        return ()
+    worst = br.worst(i)
+    point = br.points[i, worst]
+    if np.isnan(point).any():
+        return ()
+    # the exact optimum is exact to the tolerance only: a pixel within 1 % of the radius counts as at its bound
+    return point_tags(run.network, point, run.lo[r], run.hi[r], max(1e-6, 0.01 * eps))
 
 
 def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP,
                   settings: CascadeSettings | None = None, norm: str = "linf",
-                  domain: tuple[float, float] = (0.0, 1.0), on_decided: OnDecided | None = None) -> list[Certificate]:
+                  domain: tuple[float, float] = (0.0, 1.0), on_decided: OnDecided | None = None,
+                  targets: Array | None = None) -> list[Certificate]:
     """Certify local robustness of every input of a chunk with the cascade (module docstring).
 
     Args:
         xs: (n, d) inputs; labels: (n,) true classes (or one int); eps: a radius or one per input.
         method: ``"mip"`` (exact: every query verified or falsified unless a limit is hit) or ``"lp"``
             (stages 0-3 only; what they leave is *unknown (relaxation inconclusive)*).
-        settings: :class:`CascadeSettings` (thresholds and limits).
+        settings: :class:`CascadeSettings` (thresholds, limits, and ``answer``: verdict or bounds).
         norm, domain: the input sets, as in :class:`formulations.input_sets.InputSet`.
         on_decided: called once, after the attack stage, with the indices and certificates of the inputs
             the cheap stages (centre, symbolic, attack) decided; they are final (the same objects are in
             the returned list), so a caller can store them while the LP and MIP stages run.
+        targets: the classes to compare against (a list for every input, or an (n, n_out) mask; default all).
 
     Returns:
         One robustness :class:`Certificate` per input, in order; ``stage`` is the stage that decided it
-        (``center``, ``symbolic``, ``attack``, ``lp``, ``mip``; for unknown ones the last stage tried).
+        (``center``, ``symbolic``, ``attack``, ``lp``, ``mip``; for unknown ones the last stage tried);
+        ``tight`` the constraints tight at the reported optimum (bounds answers).
 
     Raises:
         InvalidInputError: malformed inputs, labels, eps, norm, domain, method or settings.
@@ -695,51 +538,40 @@ def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP
         UnsoundAnswerError: a bound contradicted a margin the real network attains.
     """
     return run_cascade(network, xs, labels, eps, method=method, settings=settings, norm=norm,
-                       domain=domain, on_decided=on_decided).certificates
+                       domain=domain, on_decided=on_decided, targets=targets).certificates
 
 
 # -- certificates ------------------------------------------------------------------------------------------
 
-_REASONS = {
-    Termination.TIME_LIMIT: UnknownReason.TIME_LIMIT,
-    Termination.FEASIBLE: UnknownReason.TIME_LIMIT,
-    Termination.NODE_LIMIT: UnknownReason.NODE_LIMIT,
-    Termination.NUMERICAL: UnknownReason.NUMERICAL,
-    Termination.ERROR: UnknownReason.SOLVER_ERROR,
-}
+
+def _target_verdict(lower: float, upper: float, termination, method: str) -> tuple[Verdict, UnknownReason | None]:
+    if lower > 0:
+        return Verdict.VERIFIED, None
+    if upper <= 0:
+        return Verdict.FALSIFIED, None
+    return Verdict.UNKNOWN, reason_for(termination, relaxation=method == LP)
 
 
-def _reason(br: _Brackets, i: int, k: int, method: str) -> UnknownReason:
-    term = br.termination.get((i, k))
-    if method == LP or term is None:
-        return UnknownReason.RELAXATION
-    return _REASONS.get(term, UnknownReason.REFINEMENT_LIMIT)
-
-
-def _certificate(network: Network, br: _Brackets, i: int, center: Array, eps: float, norm: str, dlo: Array,
-                 dhi: Array, method: str, times: dict, total: float, n: int) -> Certificate:
+def _certificate(network: Network, br: Brackets, i: int, center: Array, eps: float, norm: str, dlo: Array,
+                 dhi: Array, method: str, times: dict, total: float, n: int, tight: tuple[ConstraintTag, ...],
+                 settings: CascadeSettings) -> Certificate:
     label = int(br.labels[i])
-    ks = [k for k in range(br.lower.shape[1]) if k != label]
+    ks = [int(k) for k in br.targets_of(i)]
     target_bounds = []
     for k in ks:
         lo_k, up_k = float(br.lower[i, k]), float(br.upper[i, k])
-        if lo_k > 0:
-            verdict, reason = Verdict.VERIFIED, None
-        elif up_k <= 0:
-            verdict, reason = Verdict.FALSIFIED, None
-        else:
-            verdict, reason = Verdict.UNKNOWN, _reason(br, i, k, method)
-        term_solver = br.solver.get((i, k), "")
-        target_bounds.append(TargetBound(k, lo_k, up_k, verdict, reason, (), term_solver))
+        verdict, reason = _target_verdict(lo_k, up_k, br.termination.get((i, k)), method)
+        target_bounds.append(TargetBound(k, lo_k, up_k, verdict, reason, (), br.solver.get((i, k), ""),
+                                         stage=str(br.lower_stage[i, k])))
     lower = float(min(br.lower[i, k] for k in ks))
-    worst = min(ks, key=lambda k: br.upper[i, k])
+    worst = br.worst(i)
     upper = float(br.upper[i, worst])
     counterexample, value, reason = None, None, None
     if upper <= 0:
         verdict, stage = Verdict.FALSIFIED, str(br.upper_stage[i, worst])
         counterexample = br.points[i, worst].copy()
         # the re-check of design.md: inside the set, and the real network's margin is <= 0
-        value = float(_margins(network, counterexample[None, :], br.labels[i:i + 1])[0][ks].min())
+        value = float(margins(network, counterexample[None, :], br.labels[i:i + 1])[0][ks].min())
         inside = contains_points(counterexample[None, :], center[None, :], np.array([eps]), norm, dlo, dhi, tol=0.0)[0]
         if not inside or value > 0.0:
             raise UnsoundAnswerError(f"input {i}: the counterexample failed its re-check on the real network")
@@ -753,14 +585,17 @@ def _certificate(network: Network, br: _Brackets, i: int, center: Array, eps: fl
         stage = method
     binding = min(ks, key=lambda k: br.lower[i, k])
     solvers = sorted({s for (j, _), s in br.solver.items() if j == i and s})
+    extra = {"binding_target": int(binding), "worst_target": int(worst), "cascade": True, "answer": settings.answer}
+    if settings.bounds and method == MIP:
+        extra["exact"] = bool(upper - lower <= settings.mip_tolerance * (1.0 + 1e-9))
     return Certificate(
         kind="robustness", verdict=verdict, lower=lower, upper=upper, method=method, stage=stage, reason=reason,
         label=label, eps=eps, norm=norm, counterexample=counterexample, counterexample_value=value,
-        targets=tuple(target_bounds), solver=",".join(solvers),
+        targets=tuple(target_bounds), tight=tight, solver=",".join(solvers),
         # batched stages are shared: each query carries its share of the wall time of the stages it went
         # through (one decided by the attack carries no LP or MIP share; its batch_total is the time so far)
         times={**{f"{s}_share": float(times[s]) / n for s in STAGES}, "batch_total": float(total)},
-        extra={"binding_target": int(binding), "worst_target": int(worst), "cascade": True},
+        extra=extra,
     )
 
 
@@ -779,15 +614,25 @@ def minimum_margin_bb(network: Network, x: Array, label: int, target: int, eps: 
     k = int(target)
     if not 0 <= k < network.output_size or k == int(label):
         raise InvalidInputError(f"target {target} is out of range or equal to the label {label}")
-    br = _Brackets.start(labels, network.output_size, centers.shape[1])
+    mask = np.zeros((1, network.output_size), dtype=bool)
+    mask[0, k] = True
+    br = Brackets.start(labels, network.output_size, centers.shape[1], mask)
     lo, hi = ball_boxes(centers, eps_arr, norm, dlo, dhi)
     input_set = InputSet(centers[0], float(eps_arr[0]), norm=norm, domain=(dlo, dhi))
     start = input_set.project(centers[0])
-    br.offer_points(np.array([0]), start[None, :], _margins(network, start[None, :], labels), "center")
+    br.offer_points(np.array([0]), start[None, :], margins(network, start[None, :], labels), "center")
     ball = None if norm == "linf" else (centers, eps_arr, norm)
-    bounds = symbolic_bounds_batch(network, lo, hi, ball=ball)
-    env = _EnvelopeLP(network, lp_lines, None)
-    rel = _Relaxations(env, bounds)
-    _branch_and_bound(env, rel, br, 0, 0, k, lo[0], hi[0], input_set, node_limit, tolerance=tolerance)
+    env = EnvelopeLP(network, lp_lines, None)
+    rel = Relaxations(env, symbolic_bounds_batch(network, lo, hi, ball=ball))
+    c = np.zeros(network.output_size)
+    c[int(label)], c[k] = 1.0, -1.0
+
+    def offer(p: Array) -> None:
+        p = input_set.project(p)
+        br.offer_points(np.array([0]), p[None, :], margins(network, p[None, :], labels), "mip")
+
+    outcome = minimize_bab(env, root_node(rel, 0), lo[0], hi[0], c, offer=offer,
+                           close_at=lambda: float(br.upper[0, k]) - tolerance, node_limit=node_limit)
+    br.raise_lower(0, k, outcome.lower, "mip")
     point = br.points[0, k]
     return float(br.lower[0, k]), float(br.upper[0, k]), None if np.isnan(point).any() else point.copy()

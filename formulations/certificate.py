@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .backends.base import Termination
 from .model import ConstraintTag
 
 
@@ -32,6 +33,23 @@ class UnknownReason(str, enum.Enum):
     SOLVER_ERROR = "solver error"
     RELAXATION = "relaxation inconclusive"  # an LP bound that neither proves nor refutes
     REFINEMENT_LIMIT = "refinement limit"
+
+
+_REASONS = {
+    Termination.TIME_LIMIT: UnknownReason.TIME_LIMIT,
+    Termination.FEASIBLE: UnknownReason.TIME_LIMIT,  # stopped with an incumbent: by a limit
+    Termination.NODE_LIMIT: UnknownReason.NODE_LIMIT,
+    Termination.NUMERICAL: UnknownReason.NUMERICAL,
+    Termination.ERROR: UnknownReason.SOLVER_ERROR,
+}
+
+
+def reason_for(termination: Termination | None, *, relaxation: bool = False) -> UnknownReason:
+    """Why a bound search left its question open: the one map from a solver's termination to the reason a
+    user reads. ``relaxation``: the bound came from a relaxation only (LP), which may simply be too loose."""
+    if relaxation or termination is None:
+        return UnknownReason.RELAXATION
+    return _REASONS.get(termination, UnknownReason.REFINEMENT_LIMIT)
 
 
 @dataclass(frozen=True)

@@ -413,3 +413,52 @@ def hull_gap(act: Activation | str, lower: float, upper: float,
     if up:
         gap = max(gap, float(np.max(np.min(up, axis=0) - f)))
     return gap
+
+
+# Intervals farther out than this take the general certification: the closed form's rounding (~1e-16 of the
+# values) must stay far below LINE_MARGIN.
+_CLOSED_FORM_RANGE = 1e3
+
+
+def one_curvature(act: Activation, lower: Array, upper: Array) -> Array:
+    """Per interval, the sign of the activation's curvature where [lower, upper] holds no inflection point
+    inside (+1 convex, -1 concave, 0 linear), or NaN where it straddles one or is not a small finite interval."""
+    act = get_activation(act)
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    points = np.asarray(act.inflections, dtype=np.float64)
+    left = np.searchsorted(points, lower, side="right")  # the region just right of lower
+    right = np.searchsorted(points, upper, side="left")  # the region just left of upper
+    signs = np.asarray(act.curvature, dtype=np.float64)[np.minimum(left, len(act.curvature) - 1)]
+    ok = (((left == right) | (lower == upper)) & np.isfinite(lower) & np.isfinite(upper) & (lower <= upper)
+          & (np.abs(lower) <= _CLOSED_FORM_RANGE) & (np.abs(upper) <= _CLOSED_FORM_RANGE) & ~act.piecewise_linear)
+    return np.where(ok, signs, np.nan)
+
+
+def curvature_lines(act: Activation | str, lower: Array, upper: Array, n_lines: int,
+                    margin: float = LINE_MARGIN) -> tuple[Array, Array, Array, Array]:
+    """Envelope lines in closed form on intervals of one curvature sign (:func:`one_curvature`): on a convex
+    piece every tangent lies below the graph and the secant above it (the secant *is* the upper hull), on a
+    concave piece the reverse, so the lines are valid by convexity and need no search for the residual's
+    extremes. Tangents at ``n_lines`` points spread over [lower, upper], endpoints included; each line moved
+    outward by ``margin`` (which also absorbs the rounding of f and f'). Shapes (n, n_lines); intervals that
+    are not of one curvature sign get NaN (the caller certifies those with :func:`envelope_arrays`)."""
+    act = get_activation(act)
+    lower = np.atleast_1d(np.asarray(lower, dtype=np.float64))
+    upper = np.atleast_1d(np.asarray(upper, dtype=np.float64))
+    sign = one_curvature(act, lower, upper)
+    lo, up = np.where(np.isnan(sign), 0.0, lower), np.where(np.isnan(sign), 0.0, upper)
+    t = lo[:, None] + np.linspace(0.0, 1.0, n_lines)[None, :] * (up - lo)[:, None]
+    t_s = act.slope(t)
+    t_c = act.value(t) - t_s * t
+    width = up - lo
+    f_lo, f_up = act.value(lo), act.value(up)
+    sec_s = np.where(width > 1e-12, (f_up - f_lo) / np.where(width > 1e-12, width, 1.0), act.slope(0.5 * (lo + up)))
+    sec_c = np.where(width > 1e-12, f_lo - sec_s * lo, act.value(0.5 * (lo + up)) - sec_s * 0.5 * (lo + up))
+    sec_s, sec_c = np.repeat(sec_s[:, None], n_lines, axis=1), np.repeat(sec_c[:, None], n_lines, axis=1)
+    convex = (sign >= 0)[:, None]  # linear pieces: both families are the line itself
+    concave = (sign <= 0)[:, None]
+    lo_s, lo_c = np.where(convex, t_s, sec_s), np.where(convex, t_c, sec_c) - margin
+    up_s, up_c = np.where(concave, t_s, sec_s), np.where(concave, t_c, sec_c) + margin
+    bad = np.isnan(sign)[:, None]
+    nan = np.full_like(lo_s, np.nan)
+    return (np.where(bad, nan, lo_s), np.where(bad, nan, lo_c), np.where(bad, nan, up_s), np.where(bad, nan, up_c))

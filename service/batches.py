@@ -58,6 +58,9 @@ class BatchRequest(BaseModel):
     labels: list[int] | None = None
     eps: list[float] = Field(..., min_length=1, max_length=50)
     methods: Method = "both"
+    # bounds: every query gets the bound and optimum of its method (LP bound of every target, exact bracket,
+    # tight constraints) so that signatures and the LP-versus-MIP comparison have data; verdict: the sign only
+    answer: Literal["bounds", "verdict"] = "bounds"
     kind: Literal["robustness"] = "robustness"
     norm: Literal["linf", "l1", "l2"] = "linf"
     target: int | None = Field(None, ge=0)

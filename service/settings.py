@@ -58,12 +58,16 @@ class CascadeOptions(BaseModel):
     mip_time_limit: float | None = Field(None, gt=0)
     seed: int = 0
 
-    def engine_settings(self, *, query_time_limit: float | None, n_targets: int, solver: str | None = None) -> Any:
-        """The engine's ``CascadeSettings`` for one job: a query's MIP time is at most ``query_time_limit``
-        (split evenly over its ``n_targets`` other classes), each LP's at most the whole query's."""
+    def engine_settings(self, *, query_time_limit: float | None, n_targets: int, solver: str | None = None,
+                        answer: str = "bounds") -> Any:
+        """The engine's ``CascadeSettings`` for one job: ``query_time_limit`` is each query's deadline (all its
+        targets and stages), a target's MIP at most the query's time split evenly over its ``n_targets`` other
+        classes, each LP's at most the whole query's."""
         from formulations.cascade import CascadeSettings  # the engine is heavy; settings load without it
 
         values = self.model_dump()
+        values["answer"] = answer
+        values["query_time_limit"] = query_time_limit
         if solver:
             values["mip_solver"] = solver
         if query_time_limit is not None:

@@ -2,10 +2,11 @@
 
 Celery tasks (:mod:`workers.tasks`) and the embedded in-process pool (:mod:`workers.embedded`) both call
 :func:`run_chunk`, so there is one code path. The engine call is the batched cascade (issue 7): the
-chunk's queries are grouped by (method, norm) and each group is one
+chunk's queries are grouped by (method, norm, target) and each group is one
 ``formulations.cascade.certify_batch`` call (each input with its own eps), stages and limits from
-``Settings.cascade``. Queries with a single target class, and every query of a group whose cascade call
-raised, take the per-query path (:func:`certify_query`, ``formulations.robustness.certify``).
+``Settings.cascade``, the answer (bounds or verdict) and the per-query deadline from the job. The queries of a
+group whose cascade call raised are answered one at a time by the same cascade, so one bad query cannot take
+the group down; a failure alone is that query's answer (unknown, with the message).
 
 Exactly-once: every query is committed on its own, and the store is an idempotent upsert keyed on
 ``(query_id, method)``; a redelivered chunk (worker killed, ``acks_late``) resumes with the queries that
@@ -216,44 +217,40 @@ class _Buffer:
         self.answers, self.last, self.settled = [], time.monotonic(), None
 
 
-def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str] | None, list[QueryRow]]]:
-    """The chunk's queries as cascade calls: one group per (method, norm) in order of first appearance;
-    queries with a single target (which the cascade does not take) form ``None`` groups of one."""
-    groups: dict[tuple[str, str], list[QueryRow]] = {}
-    out: list[tuple[tuple[str, str] | None, list[QueryRow]]] = []
+def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str, int | None], list[QueryRow]]]:
+    """The chunk's queries as cascade calls: one group per (method, norm, target) in order of first appearance
+    (``target`` None: every other class)."""
+    groups: dict[tuple[str, str, int | None], list[QueryRow]] = {}
     for query in queries:
-        if query.target is not None:
-            out.append((None, [query]))
-            continue
-        key = (query.method, query.norm)
-        if key not in groups:
-            groups[key] = []
-            out.append((key, groups[key]))
-        groups[key].append(query)
-    return out
+        groups.setdefault((query.method, query.norm, query.target), []).append(query)
+    return list(groups.items())
 
 
 def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
                   on_decided: OnDecided | None = None) -> list[Certificate]:
-    """One cascade call for a group of queries sharing (method, norm); one certificate per query, in order."""
+    """One cascade call for a group of queries sharing (method, norm, target); one certificate per query, in order."""
     certs = cascade_call(certify_batch, network, np.asarray([q.input for q in group], dtype=np.float64),
                          np.asarray([q.label for q in group], dtype=np.int64),
                          np.asarray([q.eps for q in group], dtype=np.float64),
-                         method=group[0].method, norm=group[0].norm, parameters=parameters, on_decided=on_decided)
+                         method=group[0].method, norm=group[0].norm, parameters=parameters, on_decided=on_decided,
+                         target=group[0].target)
     if len(certs) != len(group):
         raise RuntimeError(f"the cascade answered {len(certs)} of {len(group)} queries")
     return list(certs)
 
 
 def cascade_call(certify_batch: CertifyBatch, network, xs: np.ndarray, labels: np.ndarray, eps: np.ndarray, *,
-                 method: str, norm: str, parameters: dict[str, Any], on_decided: OnDecided | None = None
-                 ) -> list[Certificate]:
+                 method: str, norm: str, parameters: dict[str, Any], on_decided: OnDecided | None = None,
+                 target: int | None = None) -> list[Certificate]:
     """The engine call a worker makes for a chunk: the cascade with the service's settings and the job's
-    limits (``bench/queue.py`` times the same call in process, as the serial baseline)."""
-    extra = {} if on_decided is None else {"on_decided": on_decided}  # stand-in engines need not know it
+    limits and answer (``bench/queue.py`` times the same call in process, as the serial baseline)."""
+    extra: dict[str, Any] = {} if on_decided is None else {"on_decided": on_decided}  # stand-ins need not know it
+    if target is not None:
+        extra["targets"] = [int(target)]
     settings = get_settings().cascade.engine_settings(query_time_limit=parameters.get("time_limit"),
                                                       n_targets=network.output_size - 1,
-                                                      solver=parameters.get("solver"))
+                                                      solver=parameters.get("solver"),
+                                                      answer=parameters.get("answer") or "bounds")
     return certify_batch(network, xs, labels, eps, method=method, settings=settings, norm=norm,
                          domain=input_domain(network), **extra)
 
@@ -262,14 +259,19 @@ def _answer(query: QueryRow, cert: Certificate, wall_time: float) -> repo.Answer
     return repo.Answer(query, certificate_record(cert, wall_time), signature_rows(cert), attack_row(cert))
 
 
-def _one_by_one(engine: Certify, network, group: Sequence[QueryRow], parameters: dict[str, Any],
-                add: Callable[[repo.Answer], None], note: str = "") -> None:
-    """The per-query path; an engine refusal is an answer (unknown, solver error), not a crash."""
+def _one_by_one(engine: Certify | None, certify_batch: CertifyBatch | None, network, group: Sequence[QueryRow],
+                parameters: dict[str, Any], add: Callable[[repo.Answer], None], note: str = "") -> None:
+    """Query by query: the same cascade with one input (so one bad query cannot take its group's answers
+    down), or a stand-in per-query ``engine``; an engine refusal is an answer (unknown, solver error)."""
     for query in group:
         start = time.perf_counter()
         try:
-            answer = _answer(query, certify_query(engine, network, query, parameters), time.perf_counter() - start)
-        except PolyCertError as exc:
+            if certify_batch is not None:
+                cert = certify_group(certify_batch, network, [query], parameters)[0]
+            else:
+                cert = certify_query(engine, network, query, parameters)
+            answer = _answer(query, cert, time.perf_counter() - start)
+        except PolyCertError as exc:  # the engine's refusal; anything else is a bug and fails the job visibly
             message = f"{note}{type(exc).__name__}: {exc}"
             answer = repo.Answer(query, unknown_record(UnknownReason.SOLVER_ERROR, message, time.perf_counter() - start))
         add(answer)
@@ -297,7 +299,7 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
         parameters["time_limit"] = get_settings().query_time_limit
     if certify_batch is None and certify is None:
         certify_batch = default_certify_batch()
-    engine = certify or default_certify()
+    engine = certify
 
     queries = repo.pending_queries(session, chunk_id)
     session.commit()  # the claim is durable (attempts count) and no transaction stays open during the engine
@@ -313,7 +315,7 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
 def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network,
                     parameters: dict[str, Any], queries: Sequence[QueryRow], engine: Certify,
                     certify_batch: CertifyBatch | None) -> ChunkOutcome:
-    """Robustness queries: a cascade call per (method, norm) group, single-target queries one by one."""
+    """Robustness queries: a cascade call per (method, norm, target) group."""
     groups = batch_groups(queries) if certify_batch is not None else [(None, [q]) for q in queries]
     checked, cancelled, answered = time.monotonic(), claim.job_status == "cancelled", set()
 
@@ -332,15 +334,16 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
             return _finish(buffer, chunk_id, "cancelled", len(queries))
         try:
             if key is None:
-                _one_by_one(engine, network, group, parameters, add)
+                _one_by_one(engine, None, network, group, parameters, add)
                 continue
             try:
                 _cascade_group(certify_batch, network, group, parameters, buffer, answered)
             except (_SoftTimeLimit, SQLAlchemyError):
                 raise  # the clock, or the database: not the cascade's failure
             except Exception as exc:  # the cascade failed on this group: answer its queries one by one
-                note = f"cascade failed ({type(exc).__name__}: {str(exc)[:300]}); per query: "
-                _one_by_one(engine, network, [q for q in group if q.id not in answered], parameters, add, note)
+                note = f"cascade failed on the group ({type(exc).__name__}: {str(exc)[:300]}); alone: "
+                rest = [q for q in group if q.id not in answered]
+                _one_by_one(engine, None if engine is not None else certify_batch, network, rest, parameters, add, note)
         except _SoftTimeLimit:
             _give_up(buffer, [q for q in queries if q.id not in answered], "the chunk reached its time limit")
             return _finish(buffer, chunk_id, "done", len(queries))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from formulations.activations import GELU_ARGMIN, SILU_ARGMIN, get_activation
 from formulations.envelopes import (
+    curvature_lines,
     LINE_MARGIN,
     LOWER,
     UPPER,
@@ -28,6 +29,7 @@ from formulations.errors import InvalidInputError
 from .test_activations import NONTRIVIAL, interval, samples
 
 HALF = LINE_MARGIN / 2
+SQRT2_ = math.sqrt(2.0)
 
 
 def residuals(act, lines, x):
@@ -223,3 +225,33 @@ def test_zero_lines_is_a_typed_error():
 def test_certify_line_refuses_what_it_cannot_certify():
     assert certify_line("gelu", float("nan"), 0.0, -1.0, 1.0, LOWER) is None
     assert certify_line("gelu", 1.0, 0.0, 1.0, -1.0, LOWER) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(interval(), st.integers(1, 6))
+@example(("gelu", -SQRT2_, -0.5), 4)
+@example(("gelu", 0.2, SQRT2_), 4)
+@example(("sigmoid", -3.0, 0.0), 3)
+def test_closed_form_lines_on_one_curvature_piece_hold_with_their_margin(case, n):
+    name, lower, upper = case
+    act = get_activation(name)
+    lo_s, lo_c, up_s, up_c = curvature_lines(act, np.array([lower]), np.array([upper]), n)
+    straddles = (any(lower < p < upper for p in act.inflections) or max(abs(lower), abs(upper)) > 1e3
+                 or act.piecewise_linear)  # kinks: the general path
+    assert np.isnan(lo_s).all() == straddles  # only intervals of one curvature sign take the closed form
+    if straddles:
+        return
+    x = samples(act, lower, upper)
+    f = act.value(x)
+    assert (f - (lo_s[0][:, None] * x + lo_c[0][:, None])).min() >= HALF
+    assert ((up_s[0][:, None] * x + up_c[0][:, None]) - f).min() >= HALF
+
+
+def test_closed_form_lines_agree_with_the_certified_hull_on_a_convex_piece():
+    act = get_activation("gelu")
+    lower, upper = np.array([-1.0, 0.1]), np.array([0.5, 1.3])  # both inside GELU's convex [-sqrt 2, sqrt 2]
+    _, _, up_s, up_c = curvature_lines(act, lower, upper, 3)
+    _, _, ref_s, ref_c = envelope_arrays(act, lower, upper, 3)
+    mid = 0.5 * (lower + upper)
+    # the upper side is the secant, the hull itself: no certified line lies below it at the midpoint
+    assert (up_s[:, 0] * mid + up_c[:, 0] <= (ref_s * mid[:, None] + ref_c).min(axis=1) + 1e-9).all()

@@ -36,7 +36,9 @@ def test_cascade_options_mirror_the_engine_settings_and_cap_the_time_per_query(m
 
     from service.settings import CascadeOptions
 
-    engine_defaults = {f.name: f.default for f in fields(CascadeSettings)}
+    from formulations.cascade import JOB_FIELDS
+
+    engine_defaults = {f.name: f.default for f in fields(CascadeSettings) if f.name not in JOB_FIELDS}
     options = CascadeOptions()
     assert set(options.model_dump()) == set(engine_defaults)
     derived = {"mip_time_limit"}  # None here: derived from the per-query time limit
@@ -47,6 +49,8 @@ def test_cascade_options_mirror_the_engine_settings_and_cap_the_time_per_query(m
     engine = s.cascade.engine_settings(query_time_limit=30.0, n_targets=9)
     assert engine.branch_node_limit == 5 and engine.mip_time_limit == 2.0 and engine.lp_time_limit == 10.0
     assert s.cascade.engine_settings(query_time_limit=9.0, n_targets=9).mip_time_limit == 1.0
+    per_job = s.cascade.engine_settings(query_time_limit=9.0, n_targets=9, answer="verdict")
+    assert per_job.query_time_limit == 9.0 and per_job.answer == "verdict"
     monkeypatch.setenv("POLYCERT_CASCADE", '{"attack_stepz": 5}')
     with pytest.raises(ValidationError, match="attack_stepz"):
         Settings()

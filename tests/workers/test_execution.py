@@ -260,7 +260,8 @@ def test_a_failing_cascade_falls_back_to_the_per_query_engine(session):
     run_chunk(session, chunks[0], certify=no_solver, certify_batch=unsound)
     certs = session.scalars(select(CertificateRow)).all()
     assert len(certs) == 2 and {(c.verdict, c.reason) for c in certs} == {("unknown", "solver error")}
-    assert all("cascade failed (UnsoundAnswerError" in c.error and "gurobi has no licence" in c.error for c in certs)
+    assert all("cascade failed on the group (UnsoundAnswerError" in c.error and "gurobi has no licence" in c.error
+               for c in certs)
 
     job2, chunks2, _, _ = make_job(session, n_inputs=2, eps=(0.1,), methods="lp")
     run_chunk(session, chunks2[0], certify=interval_certify, certify_batch=unsound)
@@ -304,19 +305,17 @@ def test_a_job_cancelled_during_a_group_stops_before_the_next_group(session, mon
     assert calls == ["lp"] and outcome.status == "cancelled" and outcome.stored == 2
 
 
-def test_single_target_queries_take_the_per_query_path(session):
+def test_single_target_queries_go_through_the_cascade_with_their_target(session):
     network = small_network()
     row, _ = batches.register_network(session, network, "npz")
     x = np.random.default_rng(3).uniform(size=(2, 4))
+    target = int(1 - network.predict(x[0]))
     request = batches.BatchRequest(network_id=row.id, inputs=x.tolist(), labels=network.predict(x).tolist(),
-                                   eps=[0.1], methods="lp", target=int(1 - network.predict(x[0])))
+                                   eps=[0.1], methods="lp", target=target)
     job, chunks = batches.create_batch(session, request, created_by="test", chunk_size=4)
     session.commit()
-    batch_calls, single_calls = [], []
-
-    def single(network, x, label, eps, **kw):
-        single_calls.append(kw["targets"])
-        return interval_certify(network, x, label, eps, **kw)
-
-    run_chunk(session, chunks[0], certify=single, certify_batch=recording_cascade(batch_calls))
-    assert batch_calls == [] and len(single_calls) == 2
+    batch_calls = []
+    run_chunk(session, chunks[0], certify_batch=recording_cascade(batch_calls))
+    assert [c["targets"] for c in batch_calls] == [[target]] and batch_calls[0]["n"] == 2
+    certs = session.scalars(select(CertificateRow).where(CertificateRow.job_id == job.id)).all()
+    assert len(certs) == 2 and all([t["target"] for t in c.targets] == [target] for c in certs)
