@@ -258,7 +258,7 @@ def cancel(job: int) -> None:
 
 def compact(value: float | None) -> str:
     """A number in at most three significant digits ("-" where there is none)."""
-    return "-" if value is None else f"{value:.3g}"
+    return "-" if value is None else f"{value + 0.0:.3g}"  # + 0.0: a negative zero prints as 0
 
 
 COMPARISON_GROUPS = {"eps": ("by_eps", "eps"), "digit": ("by_digit", "digit")}
@@ -278,7 +278,7 @@ def print_comparison(summary: dict, by: str = "eps") -> None:
     """The summary table, one line per eps (or per digit) and one for all, with its legend underneath."""
     key, label = COMPARISON_GROUPS[by]
     # no vertical rules, and the gap column kept on one line: the table fits the 120 columns of piped output
-    table = Table(title="LP versus MIP (robustness certificates)", box=box.SIMPLE_HEAD)
+    table = Table(title="LP versus MIP (robustness certificates)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in (label, "pairs", "miscl.", "LP ver.", "MIP ver.", "MIP only", "falsified", "unknown", "conflicts"):
         table.add_column(col, justify="right")
     table.add_column("gap med / 90% / max", justify="right", no_wrap=True)
@@ -302,7 +302,7 @@ def print_comparison(summary: dict, by: str = "eps") -> None:
 
 def print_comparison_rows(rows: list) -> None:
     """The per-query rows of a comparison (``reports.ComparisonRow``), with their legend."""
-    table = Table(title="LP versus MIP per query", box=box.SIMPLE_HEAD)
+    table = Table(title="LP versus MIP per query", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in ("item", "source", "digit", "eps", "LP bound", "LP", "MIP bracket", "MIP", "gap", "agreement", "note"):
         table.add_column(col, justify="right", no_wrap=col == "MIP bracket")
     for r in rows:
