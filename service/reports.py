@@ -3,6 +3,11 @@
 Verdict logic of the comparison: both LP and MIP are sound, so an LP *verified* with a MIP *falsified*
 (or the reverse) is a contradiction — a soundness bug somewhere — and is reported as ``conflict``.
 An LP *unknown* next to a decided MIP is the relaxation's looseness (``lp_inconclusive``).
+
+Bounds: the LP certificate's ``lower`` is the relaxation's lower bound on the minimum margin, the MIP's
+``[lower, upper]`` brackets the exact minimum to a tolerance, so ``mip.lower - lp.lower`` (the *relaxation gap*)
+is what the relaxation loses; a gap below ``-GAP_TOLERANCE`` (relative + absolute) is flagged like a conflict.
+An input that the network misclassifies (its centre falsifies the query) is counted apart from falsified ones.
 """
 
 from __future__ import annotations
@@ -148,7 +153,7 @@ def outcome(r: ComparisonRow) -> str:
 
 TALLY_KEYS = ("pairs", "answered", "pending", "misclassified", "verified", "falsified", "unknown", "conflicts",
               "lp_verified", "mip_verified", "both_verified", "mip_only_verified", "lp_only_verified",
-              "mip_falsified", "mip_unknown", "negative_gaps", "gaps")
+              "mip_falsified", "mip_unknown", "negative_gaps")
 
 
 def tally(rows: list[ComparisonRow]) -> dict[str, Any]:
