@@ -13,7 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -254,33 +256,87 @@ def cancel(job: int) -> None:
     console.print(f"job {job} cancelled")
 
 
-def print_comparison(summary: dict) -> None:
-    table = Table(title="LP versus MIP (robustness certificates)")
-    for col in ("eps", "pairs", "LP verified", "MIP verified", "MIP only", "LP only", "MIP falsified", "MIP unknown", "conflicts"):
+def compact(value: float | None) -> str:
+    """A number in at most three significant digits ("-" where there is none)."""
+    return "-" if value is None else f"{value + 0.0:.3g}"  # + 0.0: a negative zero prints as 0
+
+
+COMPARISON_GROUPS = {"eps": ("by_eps", "eps"), "digit": ("by_digit", "digit")}
+COMPARISON_LEGEND = (
+    "pairs = (input, eps) pairs; miscl. = the input itself is misclassified (counted apart, not as falsified); "
+    "LP ver. = LP relaxation proves robustness; MIP ver. = exact MIP proves robustness; "
+    "MIP only = exact MIP proves what the LP cannot; falsified = a counterexample exists; unknown = neither decided; "
+    "conflicts = LP and MIP contradict each other; gap = exact lower bound minus LP bound (median / 90% / max); "
+    "neg. gaps = exact lower bound below the LP bound beyond the tolerance")
+ROWS_LEGEND = (
+    "LP bound = the LP relaxation's lower bound on the minimum margin (robust where it is > 0); "
+    "MIP bracket = the exact minimum margin lies in [lower, upper]; gap = MIP lower minus LP bound; "
+    "miscl. = the input itself is misclassified; NEG. GAP = MIP lower below the LP bound beyond the tolerance")
+
+
+def print_comparison(summary: dict, by: str = "eps") -> None:
+    """The summary table, one line per eps (or per digit) and one for all, with its legend underneath."""
+    key, label = COMPARISON_GROUPS[by]
+    # no vertical rules, and the gap column kept on one line: the table fits the 120 columns of piped output
+    table = Table(title="LP versus MIP (robustness certificates)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in (label, "pairs", "miscl.", "LP ver.", "MIP ver.", "MIP only", "falsified", "unknown", "conflicts"):
         table.add_column(col, justify="right")
-    rows = [*summary["by_eps"], dict(eps="all", **summary["total"])]
-    for r in rows:
-        table.add_row(str(r["eps"]), str(r["pairs"]), str(r["lp_verified"]), str(r["mip_verified"]),
-                      str(r["mip_only_verified"]), str(r["lp_only_verified"]), str(r["mip_falsified"]),
-                      str(r["mip_unknown"]), str(r["conflicts"]))
+    table.add_column("gap med / 90% / max", justify="right", no_wrap=True)
+    table.add_column("neg. gaps", justify="right")
+    for r in [*summary[key], {label: "all", **summary["total"]}]:
+        gap = " / ".join(compact(r[k]) for k in ("gap_median", "gap_p90", "gap_max"))
+        table.add_row(str(r[label]), *(str(r[k]) for k in ("pairs", "misclassified", "lp_verified", "mip_verified",
+                                                          "mip_only_verified", "falsified", "unknown", "conflicts")),
+                      gap, str(r["negative_gaps"]))
     console.print(table)
-    if summary["total"]["conflicts"]:
+    console.print(COMPARISON_LEGEND, soft_wrap=True, highlight=False, markup=False)
+    total = summary["total"]
+    if total["pending"]:
+        console.print(f"{total['pending']} of {total['pairs']} pairs are still waiting for an answer", highlight=False)
+    if total["conflicts"]:
         err.print("[bold red]LP and MIP contradict each other on some queries: a soundness problem, please report it[/]")
+    if total["negative_gaps"]:
+        err.print("[bold red]the exact lower bound lies below the LP bound on some queries: a soundness problem, "
+                  "please report it[/]")
+
+
+def print_comparison_rows(rows: list) -> None:
+    """The per-query rows of a comparison (``reports.ComparisonRow``), with their legend."""
+    table = Table(title="LP versus MIP per query", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("item", "source", "digit", "eps", "LP bound", "LP", "MIP bracket", "MIP", "gap", "agreement", "note"):
+        table.add_column(col, justify="right", no_wrap=col == "MIP bracket")
+    for r in rows:
+        note = " ".join(word for word, on in (("miscl.", r.misclassified), ("NEG. GAP", r.negative_gap)) if on)
+        table.add_row(str(r.item), "-" if r.source_index is None else str(r.source_index), str(r.label), compact(r.eps),
+                      compact(r.lp_lower), r.lp_verdict or "-", escape(f"[{compact(r.mip_lower)}, {compact(r.mip_upper)}]"),
+                      r.mip_verdict or "-", compact(r.relaxation_gap), r.agreement, note)
+    console.print(table)
+    console.print(ROWS_LEGEND, soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()
-def compare(job: int) -> None:
-    """The LP-versus-MIP summary of a job run with methods=both."""
+def compare(
+    job: int,
+    by: Annotated[str, typer.Option(help="group the summary by eps or by digit (the true label)")] = "eps",
+    rows: Annotated[bool, typer.Option("--rows", help="also print the per-query rows")] = False,
+    differ: Annotated[bool, typer.Option("--differ", help="print only the rows whose verdicts differ (implies --rows)")] = False,
+) -> None:
+    """The LP-versus-MIP comparison of a job run with methods=both: summary per eps or digit, rows on request."""
     from service import reports
     from service.db import repositories as repo
 
+    if by not in COMPARISON_GROUPS:
+        raise fail(f"--by must be one of {', '.join(COMPARISON_GROUPS)}, got {by!r}", EXIT_BAD_INPUT)
     with _session(_engine()) as session:
         row = repo.get_job(session, job)
         if row is None:
             raise fail(f"no job with id {job}", EXIT_NOT_FOUND)
         if row.parameters.get("methods") != "both":
             raise fail(f"job {job} did not run both LP and MIP", EXIT_BAD_INPUT)
-        print_comparison(reports.compare(session, job).summary)
+        result = reports.compare(session, job)
+    print_comparison(result.summary, by)
+    if rows or differ:
+        print_comparison_rows(reports.select_rows(result.rows, differ=True if differ else None))
 
 
 SHADES = " .:-=+*#%@"

@@ -145,23 +145,74 @@ class ResultPage(BaseModel):
 
 
 class ComparisonRowPublic(BaseModel):
+    """One (input, eps) pair: the LP bound and verdict beside the exact MIP bracket and verdict."""
+
     item: int
     source_index: int | None
     label: int
     eps: float
     lp_verdict: str | None
-    lp_lower: float | None
+    lp_lower: float | None = Field(description="the LP relaxation's lower bound on the minimum margin")
     mip_verdict: str | None
-    mip_lower: float | None
+    mip_lower: float | None = Field(description="the exact minimum margin lies in [mip_lower, mip_upper]")
     mip_upper: float | None
     mip_gap: float | None
-    relaxation_gap: float | None
-    agreement: str
+    relaxation_gap: float | None = Field(description="mip_lower - lp_lower; null where either is missing or infinite")
+    agreement: str = Field(description="agree / lp_inconclusive / mip_inconclusive / conflict / pending")
+    differ: bool = Field(description="both answered, with different verdicts")
+    misclassified: bool = Field(description="the input itself is misclassified (its centre falsifies the query)")
+    negative_gap: bool = Field(description="mip_lower below lp_lower by more than the tolerance: a soundness problem")
+
+
+class ComparisonTally(BaseModel):
+    """Counts over a set of pairs. pending + misclassified + verified + falsified + unknown + conflicts = pairs
+    (verified / falsified: by either method, both being sound; falsified leaves misclassified inputs out)."""
+
+    pairs: int
+    answered: int
+    pending: int
+    misclassified: int
+    verified: int
+    falsified: int
+    unknown: int
+    conflicts: int = Field(description="LP verified and MIP falsified or the reverse: a soundness problem")
+    lp_verified: int
+    mip_verified: int
+    both_verified: int
+    mip_only_verified: int = Field(description="the exact MIP proves what the LP relaxation cannot")
+    lp_only_verified: int
+    mip_falsified: int
+    mip_unknown: int
+    negative_gaps: int = Field(description="pairs whose MIP lower bound lies below the LP bound beyond the tolerance")
+    gaps: int = Field(description="pairs whose relaxation gap is a number (the statistics below are over them)")
+    gap_median: float | None
+    gap_p90: float | None
+    gap_max: float | None
+
+
+class ComparisonEpsTally(ComparisonTally):
+    eps: float
+
+
+class ComparisonDigitTally(ComparisonTally):
+    digit: int
+
+
+class ComparisonSummary(BaseModel):
+    tolerance: float = Field(description="relative + absolute tolerance of the exact bracket (negative gaps)")
+    total: ComparisonTally
+    by_eps: list[ComparisonEpsTally]
+    by_digit: list[ComparisonDigitTally]
 
 
 class ComparisonPublic(BaseModel):
+    """The summary covers the whole job; ``rows`` are the page of the pairs the filter keeps (``count``)."""
+
     job_id: int
-    summary: dict[str, Any]
+    summary: ComparisonSummary
+    count: int
+    offset: int
+    limit: int
     rows: list[ComparisonRowPublic]
 
 

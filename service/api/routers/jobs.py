@@ -85,10 +85,22 @@ def results(
 
 
 @router.get("/{job_id}/comparison", response_model=ComparisonPublic)
-def comparison(job_id: int, session: SessionDep) -> ComparisonPublic:
-    """Per (input, eps): LP bound, MIP bracket, gap and agreement; summary of verified counts each way."""
+def comparison(
+    job_id: int,
+    session: SessionDep,
+    differ: bool | None = None,
+    eps: Annotated[float | None, Query(ge=0)] = None,
+    digit: Annotated[int | None, Query(ge=0)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ComparisonPublic:
+    """Per (input, eps): LP bound, MIP bracket, relaxation gap, agreement; rows filtered (``differ``: only
+    pairs whose verdicts differ, or with false only those that agree; ``eps``; ``digit``: the true label) and
+    paged. The summary (overall, per eps, per digit) always covers the whole job."""
     job = batches.get_job_or_raise(session, job_id)
     if job.parameters.get("methods") != "both":
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} did not run both LP and MIP (methods={job.parameters.get('methods')!r})")
     result = reports.compare(session, job_id)
-    return ComparisonPublic(job_id=job_id, summary=result.summary, rows=[r.__dict__ for r in result.rows])
+    kept = reports.select_rows(result.rows, differ=differ, eps=eps, digit=digit)
+    return ComparisonPublic(job_id=job_id, summary=result.summary, count=len(kept), offset=offset, limit=limit,
+                            rows=[r.__dict__ for r in kept[offset:offset + limit]])
