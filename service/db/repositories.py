@@ -144,10 +144,11 @@ def fail_job(session: Session, job_id: int, message: str, chunk_ids: Sequence[in
                     .values(status="failed", error=message[:4000], finished_at=_now()))
 
 
-def mean_query_seconds(session: Session, network_id: int, methods: Sequence[str], *, recent_jobs: int = 5) -> float | None:
-    """Mean engine seconds per answered robustness query of the network's latest jobs, for these methods
+def mean_query_seconds(session: Session, network_id: int, methods: Sequence[str], *, recent_jobs: int = 5,
+                       kind: str = "robustness") -> float | None:
+    """Mean engine seconds per answered query of the network's latest jobs of ``kind``, for these methods
     (None without history): what sizes the next job's chunks (:mod:`service.chunking`)."""
-    jobs = (select(JobRow.id).where(JobRow.network_id == network_id, JobRow.kind == "robustness")
+    jobs = (select(JobRow.id).where(JobRow.network_id == network_id, JobRow.kind == kind)
             .order_by(JobRow.id.desc()).limit(recent_jobs).scalar_subquery())
     value = session.scalar(select(func.avg(CertificateRow.wall_time)).where(
         CertificateRow.job_id.in_(jobs), CertificateRow.method.in_(list(methods)), CertificateRow.error.is_(None)))
