@@ -117,10 +117,10 @@ def test_a_group_whose_engine_call_fails_is_answered_query_by_query_and_only_the
     real = engine.maximize_logit_batch
     job, chunks, _, x = make_job(session, methods="lp", chunk_size=3)
 
-    def fails_on_the_second(xs, *args, **kwargs):
+    def fails_on_the_second(network, xs, *args, **kwargs):
         if any(np.array_equal(row, x[1]) for row in xs):
             raise SolverError("the LP solver gave up")
-        return real(xs, *args, **kwargs)
+        return real(network, xs, *args, **kwargs)
 
     monkeypatch.setattr(engine, "maximize_logit_batch", fails_on_the_second)
     (chunk,) = chunks
