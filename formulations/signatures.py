@@ -244,6 +244,89 @@ def maximize_logit(
                      segments=segments, segment_bounds=segment_bounds, tags=tags)
 
 
+def maximize_logit_batch(
+    network: Network,
+    xs: Array,
+    classes: Array,
+    eps: Array,
+    *,
+    method: str,
+    domain: tuple[float, float],
+    tolerance: float = 1e-4,
+    time_limit: float | None = None,
+    solver: str | None = None,
+) -> list[Signature]:
+    """:func:`maximize_logit` for rows ``xs`` (n, d), each with its class ``classes[i]`` and radius ``eps[i]``.
+
+    The one engine call of signature jobs (``workers.signatures``). Contract: one :class:`Signature` per
+    row, in row order; ``time_limit`` is seconds *per row*; the whole call raises what
+    :func:`maximize_logit` raises for the first row that fails (the caller answers row by row then).
+    Today a loop over :func:`maximize_logit`; a batched path may replace the body, not the contract.
+
+    Raises:
+        InvalidInputError: ``xs`` not (n, d), or ``classes`` / ``eps`` not of length n; and as
+            :func:`maximize_logit`.
+        SolverError, UnsoundAnswerError: as :func:`maximize_logit`.
+    """
+    xs = network.check_input(xs)
+    if xs.ndim != 2:
+        raise InvalidInputError(f"maximize_logit_batch takes inputs of shape (n, {network.input_size}), got {xs.shape}")
+    classes = np.asarray(classes)
+    eps = np.asarray(eps, dtype=np.float64)
+    if classes.shape != (len(xs),) or eps.shape != (len(xs),):
+        raise InvalidInputError(f"{len(xs)} inputs need {len(xs)} classes and {len(xs)} radii; got shapes "
+                                f"{classes.shape} and {eps.shape}")
+    if not np.issubdtype(classes.dtype, np.integer) and len(xs):
+        raise InvalidInputError(f"classes must be integers, got dtype {classes.dtype}")
+    return [maximize_logit(network, x, int(c), float(e), method=method, solver=solver, domain=domain,
+                           tolerance=tolerance, time_limit=time_limit)
+            for x, c, e in zip(xs, classes, eps)]
+
+
+def logit_attack(network: Network, xs: Array, classes: Array, eps: Array, *, domain: tuple[float, float],
+                 steps: int = 40, restarts: int = 4, seed: int = 0) -> tuple[Array, Array]:
+    """Points of each L-inf ball ∩ domain with a large ``logit[classes[i]]``: projected gradient ascent from
+    the centre and ``restarts`` random points (``attack.margin_and_gradient`` with spec ``-e_c``), each
+    trajectory keeping its best point. Returns (points (n, d), their logits re-evaluated with
+    :meth:`Network.forward`). Known values, not bounds: what a sound maximum may not fall below."""
+    from .attack import margin_and_gradient
+    from .input_sets import inner_boxes, sample_points, validate_balls
+
+    xs = network.check_input(np.atleast_2d(xs))
+    centers, radii, _, dlo, dhi = validate_balls(xs, np.asarray(eps, dtype=np.float64), "linf", domain)
+    classes = np.asarray(classes, dtype=np.int64)
+    n, d = centers.shape
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([centers[:, None, :], sample_points(centers, radii, "linf", dlo, dhi, restarts, rng)],
+                            axis=1).reshape(-1, d)
+    per = restarts + 1
+    box_lo, box_hi = (np.repeat(b, per, axis=0) for b in inner_boxes(centers, radii, dlo, dhi))
+    x = np.clip(starts, box_lo, box_hi)
+    spec = np.zeros((n * per, network.output_size))
+    spec[np.arange(n * per), np.repeat(classes, per)] = -1.0  # minimise -logit[c]
+    alpha = np.repeat(2.5 * radii / max(steps, 1), per)[:, None]
+    best_x, best = x.copy(), np.full(n * per, np.inf)
+    for step in range(steps + 1):
+        value, g = margin_and_gradient(network, x, spec)
+        better = value < best
+        best = np.where(better, value, best)
+        best_x[better] = x[better]
+        if step < steps:
+            x = np.clip(x - alpha * np.sign(g), box_lo, box_hi)
+    points = best_x.reshape(n, per, d)
+    logits = network.forward(points.reshape(-1, d))[np.arange(n * per), np.repeat(classes, per)].reshape(n, per)
+    pick = np.argmax(logits, axis=1)
+    return points[np.arange(n), pick], logits[np.arange(n), pick]
+
+
+def reject_below_known(sig: Signature, known: float) -> None:
+    """Raise :class:`UnsoundAnswerError` when a signature's sound bound is below ``known``, a value of
+    ``logit[sig.cls]`` the real network attains in the input set (an attacked or sampled point)."""
+    if sig.bound < known - 1e-6 * (1.0 + abs(known)):
+        raise UnsoundAnswerError(f"class {sig.cls}: bound {sig.bound:.9g} ({sig.method}) is below the logit {known:.9g} "
+                                 "the real network attains at a known point of the ball; answer rejected")
+
+
 # -- aggregation ------------------------------------------------------------------------------------------
 
 

@@ -166,16 +166,58 @@ class VnncompRequest(BaseModel):
     solver: str | None = None
 
 
+class SignatureRequest(BaseModel):
+    """Signature queries (issue 16): for each input and radius, maximise ``logit[c]`` over the eps-ball
+    (clipped to the network's input domain) with the LP relaxation and / or the exact MIP, and store the
+    tight constraints at the optimum. ``c`` is ``target_class``, or each input's label when it is None.
+    Network, inputs and ``eps`` as in :class:`BatchRequest`; ``time_limit`` is seconds per query;
+    ``solver`` is the MIP back-end, ``lp_solver`` the LP one; ``tolerance`` closes the MIP's bracket."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["signature"]
+    network_id: int | None = None
+    network: str | None = None
+    dataset: DatasetSlice | None = None
+    inputs: list[list[float]] | None = None
+    labels: list[int] | None = None
+    eps: list[float] = Field(..., min_length=1, max_length=50)
+    methods: Method = "both"
+    target_class: int | None = Field(None, ge=0)
+    tolerance: float = Field(1e-4, gt=0, le=1.0)
+    solver: str | None = None
+    lp_solver: str | None = None
+    time_limit: float | None = Field(None, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SignatureRequest":
+        if (self.network_id is None) == (self.network is None):
+            raise ValueError("give exactly one of network_id and network (a name)")
+        if (self.dataset is None) == (self.inputs is None):
+            raise ValueError("give exactly one of dataset and inputs")
+        if self.inputs is not None and (not self.inputs or self.labels is None or len(self.labels) != len(self.inputs)):
+            raise ValueError("explicit inputs must be non-empty and need one label each (labels of the same length)")
+        if self.inputs is None and self.labels is not None:
+            raise ValueError("labels go with explicit inputs; a dataset brings its own")
+        bad = [e for e in self.eps if not (0.0 <= e <= 1.0) or e != e]
+        if bad:
+            raise ValueError(f"eps must lie in [0, 1]; got {bad}")
+        return self
+
+    @property
+    def method_list(self) -> tuple[str, ...]:
+        return ("lp", "mip") if self.methods == "both" else (self.methods,)
+
+
 def _job_kind(value: Any) -> str:
     kind = value.get("kind", "robustness") if isinstance(value, dict) else getattr(value, "kind", "robustness")
-    if kind == "vnncomp":
-        return "vnncomp"
+    if kind in ("vnncomp", "signature"):
+        return kind
     return "robustness" if kind == "robustness" else "invertibility"
 
 
 JobRequest = Annotated[
     Union[Annotated[BatchRequest, Tag("robustness")], Annotated[InvertibilityRequest, Tag("invertibility")],
-          Annotated[VnncompRequest, Tag("vnncomp")]],
+          Annotated[VnncompRequest, Tag("vnncomp")], Annotated[SignatureRequest, Tag("signature")]],
     Discriminator(_job_kind),
 ]
 
@@ -251,7 +293,7 @@ def load_slice(ds: DatasetSlice) -> tuple[np.ndarray, np.ndarray, list[int | Non
     return x[ds.start : stop], y[ds.start : stop], list(range(ds.start, stop))
 
 
-def batch_inputs(request: BatchRequest) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
+def batch_inputs(request: "BatchRequest | SignatureRequest") -> tuple[np.ndarray, np.ndarray, list[int | None]]:
     """(x (n, d), labels (n,), dataset indices) of a request."""
     if request.dataset is not None:
         return load_slice(request.dataset)
@@ -280,6 +322,43 @@ def plan_queries(request: BatchRequest, x: np.ndarray, labels: np.ndarray, sourc
         for eps in request.eps
         for method in request.method_list
     ]
+
+
+def plan_signature_queries(request: SignatureRequest, x: np.ndarray, labels: np.ndarray, sources: Sequence[int | None],
+                           network: NetworkRow) -> list[dict[str, Any]]:
+    """One query per (method, item, eps), method-major, so that each method's chunks are sized by its
+    own cost; ``target`` holds ``target_class`` (None: the input's label is maximised)."""
+    if x.shape[1] != network.input_size:
+        raise InvalidInputError(f"inputs have {x.shape[1]} values; network {network.name!r} expects {network.input_size}")
+    if not np.isfinite(x).all():
+        raise InvalidInputError("inputs hold NaN or infinite values")
+    bad = sorted({int(k) for k in labels if not 0 <= k < network.output_size})
+    if bad:
+        raise InvalidInputError(f"labels {bad} are outside 0..{network.output_size - 1}")
+    if request.target_class is not None and request.target_class >= network.output_size:
+        raise InvalidInputError(f"target_class {request.target_class} is outside 0..{network.output_size - 1}")
+    return [
+        dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(labels[i]), target=request.target_class,
+             eps=float(eps), norm="linf", method=method)
+        for method in request.method_list
+        for i in range(len(x))
+        for eps in request.eps
+    ]
+
+
+def signature_chunk_sizes(session: Session, network_id: int, queries: Sequence[dict[str, Any]],
+                          chunk_seconds: float) -> list[int]:
+    """Guided chunk sizes per method block: each block's largest chunk holds ``chunk_seconds`` at that
+    method's recent cost on this network's signature jobs, or at the prior (LP ~40 ms, MIP ~3 s)."""
+    from workers.signatures import PRIOR_SECONDS, SIGNATURE
+
+    sizes: list[int] = []
+    for method in dict.fromkeys(q["method"] for q in queries):
+        count = sum(q["method"] == method for q in queries)
+        history = repo.mean_query_seconds(session, network_id, [method], kind=SIGNATURE)
+        largest = chunking.largest_chunk(history if history is not None else PRIOR_SECONDS[method], chunk_seconds)
+        sizes += chunking.guided_sizes(count, largest)
+    return sizes
 
 
 def plan_centres(request: InvertibilityRequest, x: np.ndarray, sources: Sequence[int | None], network: NetworkRow,
@@ -360,6 +439,18 @@ def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | 
         parameters = request.model_dump(exclude={"inputs"}, mode="json")
         parameters["second_network_id"] = None if second is None else second.id
         network_id, kind, sizes = network.id, request.kind, [1] * len(queries)
+    elif isinstance(request, SignatureRequest):
+        network = resolve_network(session, network_id=request.network_id, name=request.network)
+        x, labels, sources = batch_inputs(request)
+        queries = plan_signature_queries(request, x, labels, sources, network)
+        parameters = request.model_dump(exclude={"inputs", "labels"}, mode="json")
+        network_id, kind = network.id, "signature"
+        if isinstance(chunk_size, (list, tuple)):
+            sizes = list(chunk_size)
+        elif chunk_size is not None:
+            sizes = chunking.fixed_sizes(len(queries), chunk_size)
+        else:
+            sizes = signature_chunk_sizes(session, network.id, queries, chunk_seconds)
     else:
         network = resolve_network(session, network_id=request.network_id, name=request.network)
         x, labels, sources = batch_inputs(request)

@@ -342,36 +342,116 @@ def compare(
 SHADES = " .:-=+*#%@"
 
 
+def _shade(share: float) -> str:
+    return SHADES[min(len(SHADES) - 1, int(share * (len(SHADES) - 0.001)))]
+
+
+def heatmap(shares: list[float], side: int | None) -> list[str]:
+    """One text row per image row (two characters per pixel, ' ' = 0 ... '@' = 1), or one row."""
+    cells = [_shade(f) * 2 for f in shares]
+    if not side:
+        return ["".join(cells)]
+    return ["".join(cells[r * side:(r + 1) * side]) for r in range(side)]
+
+
+def region_table(result: dict) -> Table:
+    """Per hidden neuron: the share of certificates with its pre-activation in each region."""
+    table = Table(title="region of the pre-activation at the optimum (share of certificates)")
+    for col in ("layer", "neuron", "regions"):
+        table.add_column(col, justify="right" if col != "regions" else "left")
+    shares: dict[tuple[int, int], dict[int, float]] = {}
+    for row in result["neurons"]:
+        if row["kind"] == "region":
+            shares.setdefault((row["layer"], row["neuron"]), {})[row["index"]] = row["share"]
+    for (layer, neuron), by_region in sorted(shares.items()):
+        names = result["region_names"][layer] if layer < len(result["region_names"]) else []
+        text = "  ".join(f"{names[r] if r < len(names) else r} {by_region.get(r, 0.0):.2f}"
+                         for r in range(max(len(names), max(by_region) + 1)))
+        table.add_row(str(layer), str(neuron), text)
+    return table
+
+
 @app.command()
 def signatures(
-    digit: Annotated[int, typer.Option(help="the true class of the queries")],
+    digit: Annotated[int, typer.Option(help="the true class of the queries (0..classes-1)")],
+    network: Annotated[Optional[str], typer.Option(help="network id or name (needed when several have certificates)")] = None,
     job: Optional[int] = None,
-    method: Optional[str] = None,
+    method: Annotated[Optional[str], typer.Option(help="lp or mip")] = None,
     eps: Optional[float] = None,
+    source: Annotated[Optional[str], typer.Option(help="signature (signature jobs) or robustness (robustness optima); default both")] = None,
 ) -> None:
-    """Per-digit signatures: how often each pixel sits at its lower/upper bound, envelope activity."""
+    """Per-digit signatures of one network: n, text heatmaps of how often each pixel sits at its lower /
+    upper bound at the optimum, the region shares of every hidden neuron, and envelope / segment activity."""
     from service import reports
+    from service.errors import NotFoundError
 
+    if method is not None and method not in ("lp", "mip"):
+        raise fail(f"--method must be lp or mip, got {method!r}", EXIT_BAD_INPUT)
     with _session(_engine()) as session:
-        scope = dict(job_id=job, method=method, eps=eps, verdict=None)
-        maps = reports.pixel_maps(session, digit, None, **scope)
-        activity = reports.envelope_activity(session, digit, **scope)
-    console.print(f"digit {digit}: {maps['certificates']} certificates")
-    if maps["certificates"] == 0:
+        try:
+            scope = reports.signature_scope(session, digit, network=network, job_id=job, method=method, eps=eps,
+                                            source=source)
+            result = reports.digit_signatures(session, scope)
+        except NotFoundError as exc:
+            raise fail(str(exc), EXIT_NOT_FOUND) from None
+        except PolyCertError as exc:
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
+    name = "no network" if result["network"] is None else f"network {result['network']['id']} ({result['network']['name']})"
+    console.print(f"digit {digit}, {name}, source {result['source']}: n = {result['n']} certificates", highlight=False)
+    if result["n"] == 0:
         return
-    side = int(round(maps["input_size"] ** 0.5))
-    for kind, freq in maps["frequency"].items():
-        console.print(f"{kind} (share of certificates with the pixel at that bound):")
-        if side * side == len(freq):
-            for r in range(side):
-                console.print("  " + "".join(SHADES[min(9, int(f * 9.999))] * 2 for f in freq[r * side:(r + 1) * side]),
-                              highlight=False)
-    table = Table(title="envelope activity")
+    for label, shares in (("lower", result["pixel_lower"]), ("upper", result["pixel_upper"])):
+        console.print(f"pixels at their {label} bound (share of certificates; ' ' 0 ... '@' 1):", highlight=False)
+        for line in heatmap(shares, result["image_side"]):
+            console.print("  |" + line + "|", highlight=False)
+    console.print(region_table(result))
+    table = Table(title="envelope lines / segments (share of certificates)")
     for col in ("layer", "neuron", "kind", "index", "count", "share"):
         table.add_column(col, justify="right")
-    for a in activity["activity"][:60]:
-        table.add_row(*(str(a[k]) for k in ("layer", "neuron", "kind", "index", "count")), f"{a['frequency']:.2f}")
+    for a in [r for r in result["neurons"] if r["kind"] != "region"][:60]:
+        table.add_row(*(str(a[k]) for k in ("layer", "neuron", "kind", "index", "count")), f"{a['share']:.2f}")
     console.print(table)
+
+
+@app.command("signature-job")
+def signature_job(
+    network: Annotated[str, typer.Option(help="a registered or built-in network name")] = "polycert-tiny",
+    dataset: Annotated[str, typer.Option(help="mnist7-area, mnist7-bilinear or mnist28")] = "mnist7-area",
+    start: int = 0,
+    stop: int = 10,
+    eps: Annotated[list[float], typer.Option(help="radius; repeat for several")] = [0.05],
+    methods: Annotated[str, typer.Option(help="lp, mip or both")] = "both",
+    target_class: Annotated[Optional[int], typer.Option(help="the class to maximise (default: each input's label)")] = None,
+    tolerance: Annotated[float, typer.Option(help="the MIP's bracket closes at this gap")] = 1e-4,
+    solver: Annotated[Optional[str], typer.Option(help="MIP back-end")] = None,
+    lp_solver: Optional[str] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="seconds per query")] = None,
+    wait: Annotated[bool, typer.Option(help="follow the job (always, when embedded)")] = True,
+) -> None:
+    """Submit a signature job (POST /jobs kind "signature"): per test image and eps, maximise the class
+    logit over the ball with LP and / or MIP and store the tight constraints; prints each answer (bound,
+    achieved value, verdict), then `polycert signatures --digit D` shows them by digit."""
+    from service.batches import SignatureRequest
+    from service.db import repositories as repo
+
+    request = _request(SignatureRequest, kind="signature", network=network,
+                       dataset=dict(name=dataset, start=start, stop=stop), eps=eps, methods=methods,
+                       target_class=target_class, tolerance=tolerance, solver=solver, lp_solver=lp_solver,
+                       time_limit=time_limit)
+    engine = _engine(migrate=_settings().database_url is None)
+    job_id = _run(request, engine, wait)
+    if _settings().embedded or wait:
+        with _session(engine) as session:
+            _, rows = repo.list_results(session, job_id, limit=100_000)
+        table = Table(title=f"signatures (job {job_id}): max logit[class] over the ball")
+        for col in ("item", "label", "class", "eps", "method", "verdict", "answer", "achieved", "bound", "gap", "s"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for query, cert in rows:
+            table.add_row(str(query.item), str(query.label), str((cert.extra or {}).get("class", "-")), f"{query.eps:g}",
+                          query.method, cert.verdict, cert.answer or "-", _fmt(cert.lower, 7), _fmt(cert.upper, 7),
+                          _fmt(cert.gap, 2), f"{cert.wall_time:.2f}")
+        console.print(table)
+    console.print(f"job id: {job_id}")
 
 
 @app.command("vnncomp")

@@ -214,3 +214,109 @@ def envelope_activity(session: Session, digit: int, **scope: Any) -> dict[str, A
     rows = [dict(kind=k, layer=l, neuron=u, index=i, count=c, frequency=(c / n if n else 0.0))
             for k, l, u, i, c in repo.envelope_activity(session, digit, **scope)]
     return dict(digit=digit, certificates=n, activity=rows)
+
+
+# -- signatures by digit, per network (issue 16 item 4) ---------------------------------------------
+SIGNATURE_SOURCES = {"signature": ("signature",), "robustness": ("robustness",)}  # source -> job kinds
+
+
+@dataclass(frozen=True)
+class SignatureScope:
+    """What ``GET /signatures`` aggregates: one network's certificates of one digit, of the job kinds of
+    ``source`` (None: signature and robustness jobs), optionally of one job, method and eps."""
+
+    network: Any  # NetworkRow, or None when no certificate of these kinds is stored yet
+    digit: int
+    job_id: int | None
+    method: str | None
+    eps: float | None
+    source: str | None
+    verdict: str | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return SIGNATURE_SOURCES[self.source] if self.source else ("signature", "robustness")
+
+    def filters(self) -> dict[str, Any]:
+        return dict(job_id=self.job_id, method=self.method, eps=self.eps, verdict=self.verdict,
+                    network_id=None if self.network is None else self.network.id, kinds=self.kinds)
+
+
+def _network_by_key(session: Session, key: str):
+    from service.errors import NotFoundError
+
+    row = repo.get_network(session, int(key)) if key.strip().isdigit() else repo.get_network_by_name(session, key)
+    if row is None:
+        known = ", ".join(f"{n.id} ({n.name})" for n in repo.list_networks(session)) or "none"
+        raise NotFoundError(f"no network {key!r}; registered: {known}")
+    return row
+
+
+def signature_scope(session: Session, digit: int, *, network: str | None = None, job_id: int | None = None,
+                    method: str | None = None, eps: float | None = None, source: str | None = None,
+                    verdict: str | None = None) -> SignatureScope:
+    """Resolve and check a signature lookup. Raises NotFoundError (unknown network or job) and
+    InvalidInputError (a job of another network; no network named while several have certificates; a
+    digit that is not a class of the network; an unknown source)."""
+    from formulations.errors import InvalidInputError
+    from service.errors import NotFoundError
+
+    if digit < 0:
+        raise InvalidInputError(f"digit must be >= 0, got {digit}")
+    if source is not None and source not in SIGNATURE_SOURCES:
+        raise InvalidInputError(f"source must be one of {', '.join(SIGNATURE_SOURCES)}, got {source!r}")
+    row = None if network is None else _network_by_key(session, network)
+    if job_id is not None:
+        job = repo.get_job(session, job_id)
+        if job is None:
+            raise NotFoundError(f"no job with id {job_id}")
+        if row is not None and job.network_id != row.id:
+            raise InvalidInputError(f"job {job_id} is of network {job.network_id} ({job.network.name}), "
+                                    f"not of network {row.id} ({row.name})")
+        row = row or job.network
+    scope = SignatureScope(row, int(digit), job_id, method, eps, source, verdict)
+    if row is None:
+        stored = repo.networks_with_certificates(session, scope.kinds)
+        if len(stored) > 1:
+            names = ", ".join(f"{n.id} ({n.name})" for n in stored)
+            raise InvalidInputError(f"certificates of {len(stored)} networks are stored ({names}): name one with network=")
+        scope = SignatureScope(stored[0] if stored else None, int(digit), job_id, method, eps, source, verdict)
+    if scope.network is not None and not 0 <= scope.digit < scope.network.output_size:
+        raise InvalidInputError(f"digit {digit} is not a class of {scope.network.name!r} (0..{scope.network.output_size - 1})")
+    return scope
+
+
+def region_names(network_row) -> list[list[str]]:
+    """Per hidden layer, the names of ``formulations.signatures.region_of``'s regions."""
+    from formulations.signatures import activation_regions
+    from workers.networks import cached_network, stored_network
+
+    network = cached_network(network_row.digest) or stored_network(network_row)
+    return [list(activation_regions(layer.activation)[1]) for layer in network.hidden_layers]
+
+
+def digit_signatures(session: Session, scope: SignatureScope) -> dict[str, Any]:
+    """n, the per-pixel shares at the lower / upper bound (length ``input_size`` of the network, with
+    the image side when the input is a square image), and the per-neuron shares of each tight kind
+    (envelope line, segment, region, ReLU phase) grouped by (layer, neuron, kind, index)."""
+    filters = scope.filters()
+    n = repo.count_certificates_for_digit(session, scope.digit, **filters)
+    size = scope.network.input_size if scope.network is not None else 0
+    counts = {"input_lower": [0] * size, "input_upper": [0] * size}
+    for kind, pixel, count in repo.pixel_frequencies(session, scope.digit, **filters):
+        if kind in counts and 0 <= pixel < size:
+            counts[kind][pixel] = count
+    side = math.isqrt(size)
+    neurons = [dict(layer=l, neuron=u, kind=k, index=i, count=c, share=c / n if n else 0.0)
+               for k, l, u, i, c in repo.envelope_activity(session, scope.digit, **filters)]
+    return dict(
+        digit=scope.digit, n=n, source=scope.source or "all", job_id=scope.job_id, method=scope.method, eps=scope.eps,
+        network=None if scope.network is None else dict(id=scope.network.id, name=scope.network.name,
+                                                        input_size=scope.network.input_size,
+                                                        output_size=scope.network.output_size),
+        input_size=size, image_side=side if side * side == size and size else None,
+        pixel_lower=[c / n if n else 0.0 for c in counts["input_lower"]],
+        pixel_upper=[c / n if n else 0.0 for c in counts["input_upper"]],
+        pixel_counts=counts, neurons=neurons,
+        region_names=region_names(scope.network) if scope.network is not None else [],
+    )

@@ -307,6 +307,8 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     if claim.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
         _give_up(buffer, queries, f"the chunk lost its worker {claim.attempts - 1} times")
         return _finish(buffer, chunk_id, "done", len(queries))
+    if claim.job_kind == "signature":  # logit maximisations, a maximize_logit_batch call per method
+        return _run_signatures(session, buffer, chunk_id, claim, network, parameters, queries)
     if claim.job_kind != "robustness":  # invertibility and VNN-COMP: one expensive engine call per query
         return _run_other_kind(session, buffer, chunk_id, claim, network, parameters, queries)
     return _run_robustness(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch)
@@ -426,6 +428,30 @@ def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
             record["answer"] = "unknown"
         buffer.add(repo.Answer(query, record))
         buffer.flush()  # expensive answers are written at once
+    return _finish(buffer, chunk_id, "done", len(queries))
+
+
+def _run_signatures(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network,
+                    parameters: dict[str, Any], queries: Sequence[QueryRow]) -> ChunkOutcome:
+    """Signature queries (:mod:`workers.signatures`): one engine call per method group, stored at once."""
+    from . import signatures
+
+    answered: set[int] = set()
+    for _, group in signatures.method_groups(queries):
+        if repo.job_status(session, claim.job_id) == "cancelled":
+            session.commit()
+            return _finish(buffer, chunk_id, "cancelled", len(queries))
+        session.commit()
+        try:
+            answers = signatures.answer_group(network, group, parameters, input_domain(network))
+        except _SoftTimeLimit:
+            _give_up(buffer, [q for q in queries if q.id not in answered], "the chunk reached its time limit",
+                     answer="unknown")
+            return _finish(buffer, chunk_id, "done", len(queries))
+        for query, record, rows in answers:
+            buffer.answers.append(repo.Answer(query, record, rows))
+            answered.add(query.id)
+        buffer.flush()
     return _finish(buffer, chunk_id, "done", len(queries))
 
 

@@ -19,7 +19,8 @@ from formulations.certificate import Certificate, Verdict
 
 INVERTIBILITY_KINDS = ("injectivity", "preimage", "dependence", "invariance", "radius")
 VNNCOMP = "vnncomp"
-KINDS = ("robustness", *INVERTIBILITY_KINDS, VNNCOMP)
+SIGNATURE = "signature"  # workers.signatures
+KINDS = ("robustness", *INVERTIBILITY_KINDS, VNNCOMP, SIGNATURE)
 ANSWER_WORDS = {Verdict.VERIFIED.value: "invertible", Verdict.FALSIFIED.value: "not invertible",
                 Verdict.UNKNOWN.value: "unknown"}
 VNNCOMP_VERDICTS = {"holds": Verdict.VERIFIED.value, "violated": Verdict.FALSIFIED.value, "unknown": Verdict.UNKNOWN.value}

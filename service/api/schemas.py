@@ -239,8 +239,46 @@ class EnvelopeActivity(BaseModel):
     activity: list[EnvelopeActivityRow]
 
 
+class SignatureNetwork(BaseModel):
+    id: int
+    name: str
+    input_size: int
+    output_size: int
+
+
+class NeuronShare(BaseModel):
+    """Share of the certificates in scope with this tight constraint (kind envelope_lower / envelope_upper:
+    index = line, -1 the image bound; segment: index = segment; region: index = region; relu_active ...)."""
+
+    layer: int | None
+    neuron: int | None
+    kind: str
+    index: int | None
+    count: int
+    share: float
+
+
 class DigitSignatures(BaseModel):
+    """``GET /signatures``: one network's certificates of one digit. ``pixel_lower[i]`` / ``pixel_upper[i]``:
+    share of the ``n`` certificates whose optimum puts pixel i at its lower / upper bound (length
+    ``input_size``, row-major ``image_side`` x ``image_side`` where the input is a square image);
+    ``neurons``: per-neuron shares; the individual certificates: ``GET /signatures/certificates`` with the
+    same parameters (paged). ``pixels`` and ``envelope`` are the same counts in the older shape."""
+
     digit: int
+    n: int = 0
+    source: str = "all"
+    job_id: int | None = None
+    method: str | None = None
+    eps: float | None = None
+    network: SignatureNetwork | None = None
+    input_size: int = 0
+    image_side: int | None = None
+    pixel_lower: list[float] = []
+    pixel_upper: list[float] = []
+    pixel_counts: dict[str, list[int]] = {}
+    neurons: list[NeuronShare] = []
+    region_names: list[list[str]] = []  # per hidden layer: the names of the region indices
     pixels: PixelMaps
     envelope: EnvelopeActivity
 

@@ -144,10 +144,11 @@ def fail_job(session: Session, job_id: int, message: str, chunk_ids: Sequence[in
                     .values(status="failed", error=message[:4000], finished_at=_now()))
 
 
-def mean_query_seconds(session: Session, network_id: int, methods: Sequence[str], *, recent_jobs: int = 5) -> float | None:
-    """Mean engine seconds per answered robustness query of the network's latest jobs, for these methods
+def mean_query_seconds(session: Session, network_id: int, methods: Sequence[str], *, recent_jobs: int = 5,
+                       kind: str = "robustness") -> float | None:
+    """Mean engine seconds per answered query of the network's latest jobs of ``kind``, for these methods
     (None without history): what sizes the next job's chunks (:mod:`service.chunking`)."""
-    jobs = (select(JobRow.id).where(JobRow.network_id == network_id, JobRow.kind == "robustness")
+    jobs = (select(JobRow.id).where(JobRow.network_id == network_id, JobRow.kind == kind)
             .order_by(JobRow.id.desc()).limit(recent_jobs).scalar_subquery())
     value = session.scalar(select(func.avg(CertificateRow.wall_time)).where(
         CertificateRow.job_id.in_(jobs), CertificateRow.method.in_(list(methods)), CertificateRow.error.is_(None)))
@@ -553,8 +554,25 @@ def comparison_pairs(session: Session, job_id: int) -> list[tuple[QueryRow, Cert
     return [(q, a, b) for q, a, b in rows]
 
 
-def _signature_scope(digit: int, job_id: int | None, method: str | None, eps: float | None, verdict: str | None):
+def networks_with_certificates(session: Session, kinds: Sequence[str]) -> list[NetworkRow]:
+    """Networks that have at least one stored certificate of a job of these kinds, by id."""
+    jobs = (select(JobRow.network_id).join(CertificateRow, CertificateRow.job_id == JobRow.id)
+            .where(JobRow.kind.in_(list(kinds))).distinct())
+    return list(session.scalars(select(NetworkRow).where(NetworkRow.id.in_(jobs)).order_by(NetworkRow.id)))
+
+
+def _signature_scope(digit: int, job_id: int | None, method: str | None, eps: float | None, verdict: str | None,
+                     network_id: int | None = None, kinds: Sequence[str] | None = None):
+    """Conditions on (QueryRow, CertificateRow) of one digit; ``network_id`` and ``kinds`` (job kinds)
+    restrict the jobs the certificates come from."""
     conditions = [QueryRow.label == digit]
+    if network_id is not None or kinds is not None:
+        jobs = select(JobRow.id)
+        if network_id is not None:
+            jobs = jobs.where(JobRow.network_id == network_id)
+        if kinds is not None:
+            jobs = jobs.where(JobRow.kind.in_(list(kinds)))
+        conditions.append(QueryRow.job_id.in_(jobs))
     if job_id is not None:
         conditions.append(QueryRow.job_id == job_id)
     if method is not None:
@@ -566,33 +584,36 @@ def _signature_scope(digit: int, job_id: int | None, method: str | None, eps: fl
     return conditions
 
 
-def count_certificates_for_digit(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None) -> int:
+def count_certificates_for_digit(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None,
+                                 network_id=None, kinds=None) -> int:
     stmt = (select(func.count()).select_from(CertificateRow).join(QueryRow, QueryRow.id == CertificateRow.query_id)
-            .where(*_signature_scope(digit, job_id, method, eps, verdict)))
+            .where(*_signature_scope(digit, job_id, method, eps, verdict, network_id, kinds)))
     return session.scalar(stmt) or 0
 
 
-def pixel_frequencies(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None) -> list[tuple[str, int, int]]:
+def pixel_frequencies(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None,
+                      network_id=None, kinds=None) -> list[tuple[str, int, int]]:
     """(kind, pixel, number of certificates where that pixel sits at that bound) for one digit: GROUP BY."""
     stmt = (
         select(SignatureRow.kind, SignatureRow.pixel, func.count(func.distinct(SignatureRow.certificate_id)))
         .join(CertificateRow, CertificateRow.id == SignatureRow.certificate_id)
         .join(QueryRow, QueryRow.id == CertificateRow.query_id)
-        .where(SignatureRow.pixel.is_not(None), *_signature_scope(digit, job_id, method, eps, verdict))
+        .where(SignatureRow.pixel.is_not(None), *_signature_scope(digit, job_id, method, eps, verdict, network_id, kinds))
         .group_by(SignatureRow.kind, SignatureRow.pixel)
         .order_by(SignatureRow.kind, SignatureRow.pixel)
     )
     return [(k, p, n) for k, p, n in session.execute(stmt)]
 
 
-def envelope_activity(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None) -> list[tuple[str, int | None, int | None, int | None, int]]:
+def envelope_activity(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None,
+                      network_id=None, kinds=None) -> list[tuple[str, int | None, int | None, int | None, int]]:
     """(kind, layer, neuron, index, count) of the non-input tight constraints for one digit: GROUP BY."""
     stmt = (
         select(SignatureRow.kind, SignatureRow.layer, SignatureRow.neuron, SignatureRow.index,
                func.count(func.distinct(SignatureRow.certificate_id)))
         .join(CertificateRow, CertificateRow.id == SignatureRow.certificate_id)
         .join(QueryRow, QueryRow.id == CertificateRow.query_id)
-        .where(SignatureRow.pixel.is_(None), *_signature_scope(digit, job_id, method, eps, verdict))
+        .where(SignatureRow.pixel.is_(None), *_signature_scope(digit, job_id, method, eps, verdict, network_id, kinds))
         .group_by(SignatureRow.kind, SignatureRow.layer, SignatureRow.neuron, SignatureRow.index)
         .order_by(SignatureRow.layer, SignatureRow.neuron, SignatureRow.kind, SignatureRow.index)
     )
@@ -600,9 +621,9 @@ def envelope_activity(session: Session, digit: int, *, job_id=None, method=None,
 
 
 def certificates_for_digit(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None,
-                           offset: int = 0, limit: int = 50) -> list[tuple[QueryRow, CertificateRow]]:
+                           network_id=None, kinds=None, offset: int = 0, limit: int = 50) -> list[tuple[QueryRow, CertificateRow]]:
     stmt = (
         select(QueryRow, CertificateRow).join(CertificateRow, CertificateRow.query_id == QueryRow.id)
-        .where(*_signature_scope(digit, job_id, method, eps, verdict)).order_by(CertificateRow.id).offset(offset).limit(limit)
+        .where(*_signature_scope(digit, job_id, method, eps, verdict, network_id, kinds)).order_by(CertificateRow.id).offset(offset).limit(limit)
     )
     return [(q, c) for q, c in session.execute(stmt)]

@@ -132,3 +132,49 @@ def test_significant_flags_only_the_feature_far_from_its_baseline():
     assert q[2] < 1e-10
     with pytest.raises(InvalidInputError):
         binomial_pvalues(np.array([5]), 3, 0.5)
+
+
+# -- the batched entry and the known-point check of signature jobs ----------------------------------------
+
+
+def test_maximize_logit_batch_answers_each_row_as_maximize_logit_does_in_row_order():
+    from formulations.signatures import maximize_logit_batch
+
+    net = hand_network()
+    xs = np.array([X0, X0 + 0.1, X0 - 0.1])
+    classes, eps = np.array([0, 1, 2]), np.array([EPS, 0.1, 0.0])
+    sigs = maximize_logit_batch(net, xs, classes, eps, method="lp", domain=(0.0, 1.0))
+    assert [s.cls for s in sigs] == [0, 1, 2] and [s.eps for s in sigs] == [EPS, 0.1, 0.0]
+    for x, c, e, sig in zip(xs, classes, eps, sigs):
+        one = maximize_logit(net, x, int(c), float(e), method="lp", domain=(0.0, 1.0))
+        assert sig.bound == one.bound and np.array_equal(sig.point, one.point)
+        assert np.array_equal(sig.pixels_lower, one.pixels_lower) and sig.lines == one.lines
+
+
+def test_maximize_logit_batch_refuses_rows_without_a_class_and_a_radius_each():
+    from formulations.signatures import maximize_logit_batch
+
+    with pytest.raises(InvalidInputError, match="2 inputs need 2 classes"):
+        maximize_logit_batch(hand_network(), np.array([X0, X0]), np.array([0]), np.array([EPS, EPS]),
+                             method="lp", domain=(0.0, 1.0))
+    with pytest.raises(InvalidInputError):
+        maximize_logit_batch(hand_network(), X0, np.array([0]), np.array([EPS]), method="lp", domain=(0.0, 1.0))
+
+
+def test_the_logit_attack_finds_the_closed_form_maximum_inside_the_ball():
+    from formulations.signatures import logit_attack
+
+    points, values = logit_attack(hand_network(), X0[None, :], np.array([0]), np.array([EPS]), domain=(0.0, 1.0))
+    _, best = closed_form()
+    assert np.all(np.abs(points[0] - X0) <= EPS) and values[0] == pytest.approx(best, abs=1e-9)
+    assert values[0] == pytest.approx(float(hand_network().forward(points[0])[0]), abs=0)
+
+
+def test_a_bound_below_a_known_value_is_rejected_and_one_above_it_kept():
+    from formulations.errors import UnsoundAnswerError
+    from formulations.signatures import reject_below_known
+
+    sig = maximize_logit(hand_network(), X0, 0, EPS, method="lp")
+    reject_below_known(sig, sig.achieved)  # no error: the bound is above what the network attains
+    with pytest.raises(UnsoundAnswerError, match="answer rejected"):
+        reject_below_known(sig, sig.bound + 1e-3)

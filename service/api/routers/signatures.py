@@ -1,5 +1,10 @@
-"""Signatures by digit: individual certificates with their tight constraints, and aggregates
-(pixel frequency maps, envelope activity), computed with GROUP BY in SQL."""
+"""Signatures by digit: aggregates of one network's certificates (pixel shares at the lower / upper bound,
+per-neuron shares of envelope lines, segments and regions), computed with GROUP BY in SQL, and the
+individual certificates with their tight constraints (``/signatures/certificates``, paged).
+
+Both take the same scope: ``network`` (id or name; required when certificates of several networks are
+stored), ``digit``, ``job`` (``job_id`` is its older name), ``method``, ``eps``, ``source``
+(``signature`` jobs, ``robustness`` jobs' optima; default both) and ``verdict``."""
 
 from __future__ import annotations
 
@@ -16,41 +21,43 @@ from service.db import repositories as repo
 router = APIRouter(prefix="/signatures", tags=["signatures"])
 
 Digit = Annotated[int, Query(ge=0, le=999, description="the true class (label) of the queries")]
+NetworkKey = Annotated[str | None, Query(description="network id or name (required when several have certificates)")]
+JobKey = Annotated[int | None, Query(description="only this job's certificates")]
+Source = Literal["signature", "robustness"] | None
+Verdict = Literal["verified", "falsified", "unknown"] | None
 
 
-def _scope(job_id, method, eps, verdict) -> dict:
-    return dict(job_id=job_id, method=method, eps=eps, verdict=verdict)
-
-
-def _input_size(session, job_id: int | None) -> int | None:
-    if job_id is None:
-        return None
-    job = repo.get_job(session, job_id)
-    return None if job is None else job.network.input_size
+def _scope(session, digit, network, job, job_id, method, eps, source, verdict) -> reports.SignatureScope:
+    return reports.signature_scope(session, digit, network=network, job_id=job if job is not None else job_id,
+                                   method=method, eps=eps, source=source, verdict=verdict)
 
 
 @router.get("", response_model=DigitSignatures)
 def aggregated(
-    session: SessionDep, digit: Digit, job_id: int | None = None, method: Literal["lp", "mip"] | None = None,
-    eps: Annotated[float | None, Query(ge=0)] = None, verdict: Literal["verified", "falsified", "unknown"] | None = None,
+    session: SessionDep, digit: Digit, network: NetworkKey = None, job: JobKey = None, job_id: JobKey = None,
+    method: Literal["lp", "mip"] | None = None, eps: Annotated[float | None, Query(ge=0)] = None,
+    source: Source = None, verdict: Verdict = None,
 ) -> DigitSignatures:
-    scope = _scope(job_id, method, eps, verdict)
+    scope = _scope(session, digit, network, job, job_id, method, eps, source, verdict)
+    filters = scope.filters()
+    size = None if scope.network is None else scope.network.input_size
     return DigitSignatures(
-        digit=digit,
-        pixels=PixelMaps(**reports.pixel_maps(session, digit, _input_size(session, job_id), **scope)),
-        envelope=EnvelopeActivity(**reports.envelope_activity(session, digit, **scope)),
+        **reports.digit_signatures(session, scope),
+        pixels=PixelMaps(**reports.pixel_maps(session, digit, size, **filters)),
+        envelope=EnvelopeActivity(**reports.envelope_activity(session, digit, **filters)),
     )
 
 
 @router.get("/certificates", response_model=ResultPage)
 def individual(
-    session: SessionDep, digit: Digit, job_id: int | None = None, method: Literal["lp", "mip"] | None = None,
-    eps: Annotated[float | None, Query(ge=0)] = None, verdict: Literal["verified", "falsified", "unknown"] | None = None,
+    session: SessionDep, digit: Digit, network: NetworkKey = None, job: JobKey = None, job_id: JobKey = None,
+    method: Literal["lp", "mip"] | None = None, eps: Annotated[float | None, Query(ge=0)] = None,
+    source: Source = None, verdict: Verdict = None,
     offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ResultPage:
-    scope = _scope(job_id, method, eps, verdict)
-    count = repo.count_certificates_for_digit(session, digit, **scope)
-    rows = repo.certificates_for_digit(session, digit, offset=offset, limit=limit, **scope)
+    filters = _scope(session, digit, network, job, job_id, method, eps, source, verdict).filters()
+    count = repo.count_certificates_for_digit(session, digit, **filters)
+    rows = repo.certificates_for_digit(session, digit, offset=offset, limit=limit, **filters)
     tight = repo.signatures_of(session, [c.id for _, c in rows])
     return ResultPage(count=count, offset=offset, limit=limit,
                       data=[certificate_public(q, c, tight[c.id]) for q, c in rows])
