@@ -585,7 +585,10 @@ def _certificate(network: Network, br: Brackets, i: int, center: Array, eps: flo
         stage = method
     binding = min(ks, key=lambda k: br.lower[i, k])
     solvers = sorted({s for (j, _), s in br.solver.items() if j == i and s})
-    extra = {"binding_target": int(binding), "worst_target": int(worst), "cascade": True, "answer": settings.answer}
+    # the input itself on the wrong side of a target: a misclassification, not a robustness failure
+    misclassified = bool(margins(network, center[None, :], br.labels[i:i + 1])[0][ks].min() <= 0.0)
+    extra = {"binding_target": int(binding), "worst_target": int(worst), "cascade": True, "answer": settings.answer,
+             "misclassified": misclassified}
     if settings.bounds and method == MIP:
         extra["exact"] = bool(upper - lower <= settings.mip_tolerance * (1.0 + 1e-9))
     return Certificate(

@@ -81,9 +81,15 @@ class Comparison:
 
 
 def is_misclassified(cert: CertificateRow | None) -> bool:
-    """The cascade's first stage evaluates the centre itself; a falsification there means the network
-    misclassifies the input before any perturbation."""
-    return cert is not None and cert.verdict == "falsified" and cert.stage == "center"
+    """The network misclassifies the input itself, before any perturbation: the engine says so in the
+    certificate (``extra["misclassified"]``, the centre's own margins); older certificates tell it by the
+    stage that falsified them (the centre)."""
+    if cert is None:
+        return False
+    flagged = (cert.extra or {}).get("misclassified")
+    if flagged is not None:
+        return bool(flagged)
+    return cert.verdict == "falsified" and cert.stage == "center"
 
 
 def relaxation_gap(lp_lower: float | None, mip_lower: float | None) -> float | None:

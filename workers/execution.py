@@ -32,6 +32,7 @@ from service.settings import get_settings
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from .kinds import jsonable
 from .networks import cached_network, stored_network
 
 try:  # Celery's soft time limit, raised inside the task when the chunk runs out of time
@@ -128,7 +129,7 @@ def certificate_record(cert: Certificate, wall_time: float) -> dict[str, Any]:
         counterexample_value=None if cert.counterexample_value is None else float(cert.counterexample_value),
         targets=targets, solver=cert.solver or "",
         times={k: _number(v) for k, v in cert.times.items()}, size={k: int(v) for k, v in cert.size.items()},
-        error=None, wall_time=wall_time,
+        error=None, wall_time=wall_time, extra=jsonable(cert.extra) if cert.extra else None,
     )
 
 

@@ -13,8 +13,8 @@ import pytest
 from service import reports
 
 
-def cert(verdict: str, lower: float, upper: float = math.inf, stage: str = "mip") -> SimpleNamespace:
-    return SimpleNamespace(verdict=verdict, lower=lower, upper=upper, gap=upper - lower, stage=stage)
+def cert(verdict: str, lower: float, upper: float = math.inf, stage: str = "mip", extra=None) -> SimpleNamespace:
+    return SimpleNamespace(verdict=verdict, lower=lower, upper=upper, gap=upper - lower, stage=stage, extra=extra)
 
 
 def pair(lp=("verified", 0.5), mip=("verified", 0.5, 0.9), *, eps=0.01, label=0, item=0, lp_stage="lp", mip_stage="mip"):
