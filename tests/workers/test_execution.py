@@ -17,7 +17,7 @@ from workers.execution import run_chunk
 
 def make_job(session, n_inputs=3, eps=(0.01, 0.5), methods="both", chunk_size=4):
     network = small_network()
-    row, _ = batches.register_network(session, network, "npz")
+    row, _ = batches.register_network(session, network, "npz", domain=(0.0, 1.0))  # inputs are pixels in [0, 1]
     x = np.random.default_rng(1).uniform(size=(n_inputs, 4))
     request = batches.BatchRequest(network_id=row.id, inputs=x.tolist(), labels=network.predict(x).tolist(),
                                    eps=list(eps), methods=methods)
@@ -306,7 +306,7 @@ def test_a_job_cancelled_during_a_group_stops_before_the_next_group(session, mon
 
 def test_single_target_queries_take_the_per_query_path(session):
     network = small_network()
-    row, _ = batches.register_network(session, network, "npz")
+    row, _ = batches.register_network(session, network, "npz", domain=(0.0, 1.0))  # inputs are pixels in [0, 1]
     x = np.random.default_rng(3).uniform(size=(2, 4))
     request = batches.BatchRequest(network_id=row.id, inputs=x.tolist(), labels=network.predict(x).tolist(),
                                    eps=[0.1], methods="lp", target=int(1 - network.predict(x[0])))
