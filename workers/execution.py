@@ -292,7 +292,8 @@ def _one_by_one(engine: Certify, network, group: Sequence[QueryRow], parameters:
                              parameters)
         except PolyCertError as exc:
             message = f"{note}{type(exc).__name__}: {exc}"
-            answer = repo.Answer(query, unknown_record(UnknownReason.SOLVER_ERROR, message, time.perf_counter() - start))
+            record = unknown_record(UnknownReason.SOLVER_ERROR, message, time.perf_counter() - start)
+            answer = repo.Answer(query, dict(record, input_set=input_set_record(query, parameters)))
         add(answer)
 
 
