@@ -111,18 +111,22 @@ def balls_and_domains(draw):
             "l1": np.abs(centre - np.clip(centre, lo, hi)).sum(),
             "l2": np.linalg.norm(centre - np.clip(centre, lo, hi))}[norm]
     eps = max(eps, float(dist) * 1.01 + 1e-9)  # the ball must meet the domain (else the query is refused)
-    return d, centre, eps, norm, (lo, hi), draw(st.integers(0, 10_000)), draw(st.sampled_from(["relu", "gelu"]))
+    return (d, centre, eps, norm, (lo, hi), draw(st.integers(0, 10_000)), draw(st.sampled_from(["relu", "gelu"])),
+            draw(st.sampled_from(["cascade", "certify"])))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=balls_and_domains())
 def test_counterexamples_lie_in_ball_and_domain_and_verified_is_never_contradicted_by_a_sample(case):
-    d, centre, eps, norm, domain, seed, activation = case
+    d, centre, eps, norm, domain, seed, activation, engine = case
     rng = np.random.default_rng(seed)
     net = random_network(rng, (d, 5, 3), activation)
     label = int(net.predict(centre))
-    fast = CascadeSettings(attack_steps=10, strong_attack_steps=0)
-    cert = certify_batch(net, centre[None, :], [label], [eps], method="mip", norm=norm, domain=domain, settings=fast)[0]
+    if engine == "cascade":  # the worker's batched path
+        fast = CascadeSettings(attack_steps=10, strong_attack_steps=0)
+        cert = certify_batch(net, centre[None, :], [label], [eps], method="mip", norm=norm, domain=domain, settings=fast)[0]
+    else:  # the per-query path (single targets, and a group whose cascade call failed)
+        cert = certify(net, centre, label, eps, method="mip", norm=norm, domain=domain, time_limit=20)
     the_set = InputSet(centre, eps, norm=norm, domain=domain)
     if cert.counterexample is not None:
         cex = np.asarray(cert.counterexample)

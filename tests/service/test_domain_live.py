@@ -168,7 +168,14 @@ def test_unbounded_networks_take_any_finite_eps_and_the_file_or_format_says_the_
 
     plain = upload(server, "key-plain", key_arrays(scale=4.0))  # nothing said: unbounded, the plain ball
     assert plain.json()["input_domain"] == {"lower": None, "upper": None}
-    assert submit(server, plain.json()["id"], eps=[1000.0]).status_code == 202
+    job = submit(server, plain.json()["id"], eps=[1000.0])
+    assert job.status_code == 202, job.text
+    for cert in certificates(server, job.json()["id"]):  # the plain ball: nothing clips it
+        assert cert["input_set"]["domain"] == {"lower": None, "upper": None}
+        assert cert["input_set"]["lower"][0] == pytest.approx(CENTRE - 1000.0)
+        x = cert["counterexample"][0]
+        assert cert["verdict"] == "falsified" and CENTRE - 1000.0 <= x < 0
+        assert margin(key_arrays(scale=4.0), np.array([x]))[0] < 0
 
     np.savez(tmp_path / "k.npz", **key_arrays(scale=8.0))
     tagged = save_npz(with_domain(load_npz(tmp_path / "k.npz"), Domain(-3, 3)), tmp_path / "tagged.npz")
@@ -189,6 +196,11 @@ def test_known_weights_with_another_domain_are_a_409_and_bad_domains_a_422(serve
     assert other.status_code == 409
     assert other.json()["detail"].startswith(f"these weights are registered already as network {wide['id']} ('key-wide') "
                                              "with input domain [-1, 1], not [0, 1]")
+    with server.client() as c:  # a pruned copy answers questions about the same inputs
+        pruned = c.post(f"/networks/{wide['id']}/prune", json={"percent": 50, "name": "key-wide-pruned"})
+        schema = c.get("/openapi.json")
+    assert pruned.status_code == 201 and pruned.json()["input_domain"] == {"lower": -1.0, "upper": 1.0}
+    assert "domain" in schema.json()["components"]["schemas"]["BatchRequest"]["properties"]
     for domain, message in (("1,0", "the domain is empty"), ("abc", "a domain is written LO,HI"),
                             ("nan,1", "NaN"), ("[[0, 0], [1, 1]]", "2 coordinates; the inputs have 1")):
         response = upload(server, "key-bad", key_arrays(scale=3.0), domain)
