@@ -26,7 +26,7 @@ from .errors import InvalidInputError
 
 Array = np.ndarray
 METADATA_KEY = "input_domain"
-_OPEN_WORDS = {"unbounded", "none", "r", "r^d", "all"}
+_OPEN_WORDS = {"unbounded", "none"}  # form-field words for the plain ball
 
 
 def _side(value: Any, name: str) -> Array:
