@@ -205,3 +205,28 @@ def test_known_weights_with_another_domain_are_a_409_and_bad_domains_a_422(serve
                             ("nan,1", "NaN"), ("[[0, 0], [1, 1]]", "2 coordinates; the inputs have 1")):
         response = upload(server, "key-bad", key_arrays(scale=3.0), domain)
         assert response.status_code == 422 and message in response.json()["detail"], (domain, response.text)
+
+
+def test_the_cli_submit_narrows_the_domain_and_refuses_one_outside_the_networks(server):
+    with server.client() as c:
+        tiny = c.post("/networks", json={"builtin": "polycert-tiny"}).json()  # [0, 1]
+    done = server.cli("submit", "--network", "polycert-tiny", "--stop", "2", "--eps", "0.15", "--methods", "lp",
+                      "--domain", "0,0.9")  # pixels at 1 are 0.1 from it: every ball still meets it
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = int(done.stdout.strip().splitlines()[-1].split()[-1])  # "job id: N"
+    with server.client() as c:
+        job = c.get(f"/jobs/{job_id}").json()
+        certs = c.get(f"/jobs/{job_id}/results", params={"boxes": True}).json()["data"]
+    assert job["network_id"] == tiny["id"] and job["parameters"]["domain"] == {"lower": 0.0, "upper": 0.9}
+    assert len(certs) == 2
+    for cert in certs:
+        assert cert["input_set"]["domain"] == {"lower": 0.0, "upper": 0.9} and max(cert["input_set"]["upper"]) <= 0.9
+        if cert["counterexample"] is not None:
+            assert 0.0 <= min(cert["counterexample"]) and max(cert["counterexample"]) <= 0.9
+    for domain, message in (("-1,1", "the job's domain [-1, 1] is not inside the input domain [0, 1]"),
+                            ("1,0", "--domain: the domain is empty"),
+                            ("0,0.5", "the linf ball of radius 0.01 around input 0 does not meet the domain")):
+        refused = server.cli("submit", "--network", "polycert-tiny", "--stop", "2", "--domain", domain)
+        said = " ".join((refused.stdout + refused.stderr).split())
+        assert refused.returncode == 4 and message in said, said
+        assert "Traceback" not in refused.stdout + refused.stderr
