@@ -42,6 +42,7 @@ network computes the function the file describes (up to float64 rounding).
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import math
 import re
@@ -103,6 +104,43 @@ def _scalar_string(array: Array) -> str:
     return str(np.asarray(array).reshape(()).item())
 
 
+def _read_npz(source, label: str) -> dict[str, Array]:
+    """The arrays of an npz archive (a path or a file object), nothing unpickled."""
+    try:
+        with np.load(source, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise InvalidInputError(f"network file not found: {label}") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InvalidInputError(f"cannot read {label} as an npz archive: {exc}") from None
+
+
+def _network_from_npz_arrays(arrays: Mapping[str, Array], label: str, *, orientation: str | None,
+                             activations: str | Sequence[str] | None, name: str | None,
+                             default_name: str) -> Network:
+    """The network an npz archive's arrays describe, with the metadata its ``metadata_json`` holds."""
+    weights, biases = _npz_pairs(arrays, label)
+    if orientation is None:
+        orientation = _scalar_string(arrays["orientation"]) if "orientation" in arrays else "out_in"
+    if activations is None:
+        activations = [str(a) for a in arrays["activations"]] if "activations" in arrays else "gelu"
+    for i, b in enumerate(biases):
+        if b.ndim != 1:
+            raise NetworkShapeError(f"{label}: bias of layer {i} must be 1-D, got shape {b.shape}")
+    metadata = {}
+    if "metadata_json" in arrays:
+        try:
+            metadata = json.loads(_scalar_string(arrays["metadata_json"]))
+        except (json.JSONDecodeError, ValueError) as exc:
+            raise InvalidInputError(f"{label}: metadata_json is not JSON: {exc}") from None
+        if not isinstance(metadata, dict):
+            raise InvalidInputError(f"{label}: metadata_json must hold a JSON object, got {type(metadata).__name__}")
+    default_name = _scalar_string(arrays["name"]) if "name" in arrays else default_name
+    return Network.from_arrays(
+        weights, biases, activations, name=name or default_name, orientation=orientation, metadata=metadata
+    )
+
+
 def load_npz(
     path: str | Path,
     *,
@@ -120,39 +158,24 @@ def load_npz(
             ``None``: the ``activations`` array in the file, else ``"gelu"``.
         name: the network's name (default: the file's ``name`` array, else its stem).
 
+    The metadata is the file's ``metadata_json`` (its ``input_domain`` among it), with ``source`` and
+    ``format`` added where the file does not name them: a file written by :func:`save_npz` keeps its own.
+
     Raises:
         InvalidInputError: missing or unreadable file, bad option.
         UnsupportedOperatorError: unknown keys or activation names.
         NetworkShapeError: arrays of the wrong rank or sizes that do not chain.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise InvalidInputError(f"network file not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read {path} as an npz archive: {exc}") from None
-    weights, biases = _npz_pairs(arrays, str(path))
-    if orientation is None:
-        orientation = _scalar_string(arrays["orientation"]) if "orientation" in arrays else "out_in"
-    if activations is None:
-        activations = [str(a) for a in arrays["activations"]] if "activations" in arrays else "gelu"
-    for i, b in enumerate(biases):
-        if b.ndim != 1:
-            raise NetworkShapeError(f"{path}: bias of layer {i} must be 1-D, got shape {b.shape}")
-    metadata = json.loads(_scalar_string(arrays["metadata_json"])) if "metadata_json" in arrays else {}
-    metadata.update(source=str(path), format="npz")
-    default_name = _scalar_string(arrays["name"]) if "name" in arrays else path.stem
-    return Network.from_arrays(
-        weights, biases, activations, name=name or default_name, orientation=orientation, metadata=metadata
-    )
+    network = _network_from_npz_arrays(_read_npz(path, str(path)), str(path), orientation=orientation,
+                                       activations=activations, name=name, default_name=path.stem)
+    network.metadata.setdefault("source", str(path))
+    network.metadata.setdefault("format", "npz")
+    return network
 
 
-def save_npz(network: Network, path: str | Path) -> Path:
-    """Write ``W1, b1, ...`` (``W @ x + b`` orientation, float64), ``activations``, ``orientation``,
-    ``name`` and ``metadata_json``; :func:`load_npz` reads it back to the same :meth:`Network.digest`."""
-    path = Path(path)
+def _npz_arrays(network: Network) -> dict[str, Array]:
+    """The archive :func:`save_npz` and :func:`network_to_bytes` write: every field of the network."""
     arrays: dict[str, Array] = {}
     for i, layer in enumerate(network.layers, start=1):
         arrays[f"W{i}"] = np.asarray(layer.weight, dtype=np.float64)
@@ -161,9 +184,44 @@ def save_npz(network: Network, path: str | Path) -> Path:
     arrays["orientation"] = np.array("out_in")
     arrays["name"] = np.array(network.name)
     arrays["metadata_json"] = np.array(json.dumps(network.metadata, sort_keys=True, default=str))
+    return arrays
+
+
+def save_npz(network: Network, path: str | Path) -> Path:
+    """Write ``W1, b1, ...`` (``W @ x + b`` orientation, float64), ``activations``, ``orientation``,
+    ``name`` and ``metadata_json``; :func:`load_npz` reads it back to the same :meth:`Network.digest`,
+    name and metadata."""
+    path = Path(path)
     with open(path, "wb") as handle:  # a file handle keeps numpy from appending ".npz" to the name
-        np.savez(handle, **arrays)
+        np.savez(handle, **_npz_arrays(network))
     return path
+
+
+def network_to_bytes(network: Network) -> bytes:
+    """The network as npz bytes (the :func:`save_npz` archive): how a registered network travels through
+    the database to any worker machine. Keeps every field: weights, biases, activations, name, metadata
+    (the input domain among it)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **_npz_arrays(network))
+    return buffer.getvalue()
+
+
+def _renumber_legacy(arrays: dict[str, Array]) -> dict[str, Array]:
+    """Archives stored before the codec was shared number their layers ``W0, b0, ...``: shift to ``W1, b1``."""
+    if "W0" not in arrays:
+        return arrays
+    out = {}
+    for key, value in arrays.items():
+        m = re.match(r"^([Wb])(\d+)$", key)
+        out[f"{m.group(1)}{int(m.group(2)) + 1}" if m else key] = value
+    return out
+
+
+def network_from_bytes(blob: bytes) -> Network:
+    """The network :func:`network_to_bytes` wrote, metadata as it was (nothing is added)."""
+    arrays = _renumber_legacy(_read_npz(io.BytesIO(blob), "stored network"))
+    return _network_from_npz_arrays(arrays, "stored network", orientation=None, activations=None, name=None,
+                                    default_name="network")
 
 
 # =====================================================================================================

@@ -14,17 +14,22 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from sqlalchemy.orm import Session
 
+from formulations.domains import Domain, check_radii, network_domain, parse_domain, with_domain
 from formulations.errors import InvalidInputError, PolyCertError
+from formulations.input_sets import validate_balls
 from formulations.network import Network
 from service.db import repositories as repo
 from service.db.models import JobRow, NetworkRow
 from workers.networks import network_to_bytes, stored_network
 
 from . import chunking
-from .errors import NotFoundError, QueueUnavailableError
+from .errors import ConflictError, NotFoundError, QueueUnavailableError
 from .settings import Settings, get_settings
 
 Method = Literal["lp", "mip", "both"]
+#: One side of an input domain in a request: a number (the same for every coordinate), one number per
+#: coordinate, or null for an open side (JSON has no infinity; -Infinity / 1e999 also read as infinite).
+DomainBound = float | list[float | None] | None
 UPLOAD_FORMATS = {".npz": "npz", ".pt": "pt", ".pth": "pt", ".onnx": "onnx"}
 
 
@@ -67,6 +72,9 @@ class BatchRequest(BaseModel):
     solver: str | None = None  # MIP back-end (engine default: SCIP)
     lp_solver: str | None = None
     time_limit: float | None = Field(None, gt=0, le=3600)
+    # the box [lower, upper] the balls are clipped to; it must lie inside the network's input domain (None:
+    # the network's). Checked, with eps, against the network when the job is planned (plan_queries).
+    domain: tuple[DomainBound, DomainBound] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "BatchRequest":
@@ -81,9 +89,8 @@ class BatchRequest(BaseModel):
                 raise ValueError("explicit inputs need one label each (labels of the same length)")
         elif self.labels is not None:
             raise ValueError("labels go with explicit inputs; a dataset brings its own")
-        bad = [e for e in self.eps if not (0.0 <= e <= 1.0) or e != e]
-        if bad:
-            raise ValueError(f"eps must lie in [0, 1]; got {bad}")
+        # eps is checked against the domain in plan_queries: finite, >= 0 and within the domain's extent
+        # (not here: a pydantic error echoes its input, and a NaN or infinite eps would make the 422 body invalid JSON)
         return self
 
     @property
@@ -227,12 +234,42 @@ class Dispatcher(Protocol):
 
 
 # -- networks -----------------------------------------------------------------------------------------
-def register_network(session: Session, network: Network, source_format: str) -> tuple[NetworkRow, bool]:
-    return repo.add_network(
+def stored_domain(row: NetworkRow) -> Domain:
+    """A registered network's input domain. Rows stored before domains were recorded have [0, 1] (migration
+    0003): every query on them was clipped to it."""
+    return Domain.unit() if row.input_domain is None else parse_domain(row.input_domain)
+
+
+def register_network(session: Session, network: Network, source_format: str, *, domain: Any = None,
+                     check_domain: bool = True) -> tuple[NetworkRow, bool]:
+    """Register a network by content with its input domain: ``domain`` if given (any spelling
+    :func:`~formulations.domains.parse_domain` reads), else the one its metadata names (the file's), else
+    unbounded. Known weights with another domain are a :class:`ConflictError` (the stored one would answer
+    a different question than the one asked), unless ``check_domain=False`` (callers that bring their own
+    box, as VNN-COMP instances do)."""
+    domain = network_domain(network) if domain is None else parse_domain(domain).check_size(network.input_size)
+    network = with_domain(network, domain)  # the stored bytes carry it too (the codec keeps all metadata)
+    row, created = repo.add_network(
         session, digest=network.digest(), name=network.name, architecture=network.architecture,
         source_format=source_format, input_size=network.input_size, output_size=network.output_size,
-        weights=network_to_bytes(network),
+        weights=network_to_bytes(network), input_domain=domain.to_json(),
     )
+    if not created and check_domain and stored_domain(row) != domain:
+        raise ConflictError(
+            f"these weights are registered already as network {row.id} ({row.name!r}) with input domain "
+            f"{stored_domain(row).describe()}, not {domain.describe()}; use that network (a job may narrow its "
+            f"domain with 'domain') or upload with domain={_domain_text(stored_domain(row))}")
+    return row, created
+
+
+def _domain_text(domain: Domain) -> str:
+    """The ``LO,HI`` form field that names a scalar domain again."""
+    data = domain.to_json()
+    if isinstance(data["lower"], list) or isinstance(data["upper"], list):
+        return "<its per-coordinate box>"
+    lo = "-inf" if data["lower"] is None else f"{data['lower']:g}"
+    hi = "inf" if data["upper"] is None else f"{data['upper']:g}"
+    return f"{lo},{hi}"
 
 
 def register_builtin(session: Session, name: str) -> tuple[NetworkRow, bool]:
@@ -257,13 +294,14 @@ def register_upload(session: Session, filename: str, data: bytes, **options: Any
         with open(path, "wb") as fh:
             fh.write(data)
         name = options.pop("name", None) or os.path.splitext(os.path.basename(filename))[0]
+        domain = options.pop("domain", None)  # None: what the file says (an npz's metadata), else unbounded
         try:
             network = load_network(path, name=name, **options)
         except PolyCertError:
             raise
         except Exception as exc:  # a corrupt or foreign file: the uploader's problem, said plainly
             raise InvalidInputError(f"cannot read {filename!r} as a {suffix} network: {exc}") from None
-    return register_network(session, network, UPLOAD_FORMATS[suffix])
+    return register_network(session, network, UPLOAD_FORMATS[suffix], domain=domain)
 
 
 def resolve_network(session: Session, *, network_id: int | None, name: str | None) -> NetworkRow:
@@ -303,9 +341,30 @@ def batch_inputs(request: "BatchRequest | SignatureRequest") -> tuple[np.ndarray
     return x, np.asarray(request.labels, dtype=np.int64), [None] * len(x)
 
 
+def job_domain(request_domain: Any, network: NetworkRow) -> Domain:
+    """The box a job's balls are clipped to: the network's domain, or the narrower one the job names."""
+    own = stored_domain(network)
+    if request_domain is None:
+        return own
+    asked = parse_domain(request_domain).check_size(network.input_size)
+    if not own.contains(asked, network.input_size):
+        raise InvalidInputError(f"the job's domain {asked.describe()} is not inside the input domain "
+                                f"{own.describe()} of network {network.name!r}; a job may only narrow it")
+    return asked
+
+
+def check_balls(x: np.ndarray, eps: Sequence[float], norm: str, domain: Domain) -> None:
+    """Radii finite, >= 0, within the domain's extent, and every ball meeting the domain (the engine would
+    refuse an empty ball ∩ domain query by query; here it is one message at submission)."""
+    check_radii(eps, domain, norm, x.shape[1])
+    lo, hi = domain.bounds(x.shape[1])
+    for e in sorted(set(float(v) for v in eps)):
+        validate_balls(x, np.full(len(x), e), norm, (lo, hi))
+
+
 def plan_queries(request: BatchRequest, x: np.ndarray, labels: np.ndarray, sources: Sequence[int | None],
-                 network: NetworkRow) -> list[dict[str, Any]]:
-    """One query per (item, eps, method), in that order."""
+                 network: NetworkRow, *, domain: Domain | None = None) -> list[dict[str, Any]]:
+    """One query per (item, eps, method), in that order. ``domain``: the job's (default :func:`job_domain`)."""
     if x.shape[1] != network.input_size:
         raise InvalidInputError(f"inputs have {x.shape[1]} values; network {network.name!r} expects {network.input_size}")
     if not np.isfinite(x).all():
@@ -315,6 +374,7 @@ def plan_queries(request: BatchRequest, x: np.ndarray, labels: np.ndarray, sourc
         raise InvalidInputError(f"labels {bad} are outside 0..{network.output_size - 1}")
     if request.target is not None and request.target >= network.output_size:
         raise InvalidInputError(f"target {request.target} is outside 0..{network.output_size - 1}")
+    check_balls(x, request.eps, request.norm, domain if domain is not None else job_domain(request.domain, network))
     return [
         dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(labels[i]), target=request.target,
              eps=float(eps), norm=request.norm, method=method)
@@ -454,8 +514,10 @@ def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | 
     else:
         network = resolve_network(session, network_id=request.network_id, name=request.network)
         x, labels, sources = batch_inputs(request)
-        queries = plan_queries(request, x, labels, sources, network)
+        domain = job_domain(request.domain, network)
+        queries = plan_queries(request, x, labels, sources, network, domain=domain)
         parameters = request.model_dump(exclude={"inputs", "labels"}, mode="json")
+        parameters["domain"] = domain.to_json()  # the job's question, whatever the network's domain becomes
         network_id, kind = network.id, request.kind
         if isinstance(chunk_size, (list, tuple)):  # an explicit plan (bench/queue.py replays one job's chunks)
             sizes = list(chunk_size)
@@ -483,6 +545,7 @@ def derive_network(session: Session, network_id: int, transform: str, **options:
 
     row = resolve_network(session, network_id=network_id, name=None)
     network = load_stored(row)
+    domain = stored_domain(row)  # a copy answers questions about the same inputs
     if transform == "prune":
         derived = transforms.prune(network, options["fraction"], scope=options.get("scope", "layer"),
                                    name=options.get("name"))
@@ -490,7 +553,7 @@ def derive_network(session: Session, network_id: int, transform: str, **options:
         derived = transforms.quantize(network, options["bits"], name=options.get("name"))
     else:
         raise InvalidInputError(f"unknown transform {transform!r}; known: prune, quantize")
-    return register_network(session, derived, transform[:20])
+    return register_network(session, derived, transform[:20], domain=domain)
 
 
 def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_by: str,

@@ -203,6 +203,19 @@ def _request(model=None, **fields):
         raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors()), EXIT_BAD_INPUT) from None
 
 
+def _domain_pair(text: str | None):
+    """``--domain LO,HI`` as the request's (lower, upper), null for an open side; a malformed one is a one-line error."""
+    if text is None:
+        return None
+    from formulations.domains import parse_domain
+
+    try:
+        data = parse_domain(text).to_json()
+    except PolyCertError as exc:
+        raise fail(f"--domain: {exc}", EXIT_BAD_INPUT) from None
+    return data["lower"], data["upper"]
+
+
 @app.command()
 def submit(
     network: Annotated[str, typer.Option(help="a registered or built-in network name")] = "polycert-tiny",
@@ -213,11 +226,12 @@ def submit(
     methods: Annotated[str, typer.Option(help="lp, mip or both")] = "both",
     solver: Optional[str] = None,
     time_limit: Optional[float] = None,
+    domain: Annotated[Optional[str], typer.Option(help="narrow the network's input domain to LO,HI (e.g. 0,0.5)")] = None,
     wait: Annotated[bool, typer.Option(help="follow the job with a progress bar (always, when embedded)")] = True,
 ) -> None:
     """Submit a batch of robustness queries over a dataset slice."""
     request = _request(network=network, dataset=dict(name=dataset, start=start, stop=stop), eps=eps,
-                       methods=methods, solver=solver, time_limit=time_limit)
+                       methods=methods, solver=solver, time_limit=time_limit, domain=_domain_pair(domain))
     engine = _engine(migrate=_settings().database_url is None)
     job_id = _run(request, engine, wait)
     console.print(f"job id: {job_id}")
@@ -655,7 +669,8 @@ def vnncomp_batch(
         for onnx, vnnlib, timeout in rows:
             try:
                 if onnx not in ids:
-                    ids[onnx] = register_network(session, load_onnx(str(onnx)), "onnx")[0].id
+                    ids[onnx] = register_network(session, load_onnx(str(onnx)), "onnx",  # the instance names its box
+                                                 check_domain=False)[0].id
                 text = _vnnlib_text(vnnlib)
             except PolyCertError as exc:
                 raise fail(f"{onnx.name}: {exc}", EXIT_BAD_INPUT) from None

@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 
+from formulations.domains import Domain
 from formulations.errors import InvalidInputError
 from formulations.loaders import load_npz
 from formulations.network import Network
@@ -96,7 +97,7 @@ def load_builtin(name: str) -> Network:
         network.metadata,
         source=f"service/assets/{info.asset}",
         preprocessing=info.preprocessing,
-        input_domain=list(info.input_domain),
+        input_domain=Domain(*info.input_domain).to_json(),  # what every query on it is clipped to
         recorded_accuracy=info.accuracy,
     )
     return Network(network.layers, name=info.name, metadata=metadata)

@@ -82,15 +82,34 @@ def warm_up(certify_batch: CertifyBatch) -> None:
         certify_batch(toy, x, labels, eps, method="mip", settings=settings)
 
 
-def input_domain(network) -> tuple[float, float]:
-    lo, hi = network.metadata.get("input_domain", (0.0, 1.0))
-    return float(lo), float(hi)
+def job_domain(network, parameters: dict[str, Any]):
+    """The box a job's balls are clipped to: the one the job recorded at submission (the network's domain or a
+    narrower one, :func:`service.batches.job_domain`). Jobs stored before jobs recorded it were asked on the
+    network's domain, which was then [0, 1] for every network."""
+    from formulations.domains import Domain, network_domain, parse_domain
+
+    if parameters.get("domain") is not None:
+        return parse_domain(parameters["domain"]).check_size(network.input_size)
+    return network_domain(network, default=Domain.unit())
+
+
+def input_domain(network, parameters: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """The job's domain as the engine takes it (scalars, or per-coordinate arrays)."""
+    return job_domain(network, parameters or {}).pair()
+
+
+def input_set_record(query: QueryRow, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The exact set a robustness certificate is about: norm, eps, the centre's digest and the domain."""
+    from formulations.domains import center_digest, parse_domain
+
+    return dict(norm=query.norm, eps=float(query.eps), center_sha256=center_digest(query.input),
+                domain=parse_domain(parameters["domain"]).to_json())
 
 
 def certify_query(certify: Certify, network, query: QueryRow, parameters: dict[str, Any]) -> Certificate:
     """One engine call for one stored query."""
     kwargs: dict[str, Any] = dict(method=query.method, norm=query.norm, time_limit=parameters.get("time_limit"),
-                                  domain=input_domain(network))
+                                  domain=input_domain(network, parameters))
     for option in ("solver", "lp_solver"):  # only what the job chose; the engine has its defaults
         if parameters.get(option):
             kwargs[option] = parameters[option]
@@ -253,11 +272,12 @@ def cascade_call(certify_batch: CertifyBatch, network, xs: np.ndarray, labels: n
                                                       solver=parameters.get("solver"),
                                                       answer=parameters.get("answer") or "bounds")
     return certify_batch(network, xs, labels, eps, method=method, settings=settings, norm=norm,
-                         domain=input_domain(network), **extra)
+                         domain=input_domain(network, parameters), **extra)
 
 
-def _answer(query: QueryRow, cert: Certificate, wall_time: float) -> repo.Answer:
-    return repo.Answer(query, certificate_record(cert, wall_time), signature_rows(cert), attack_row(cert))
+def _answer(query: QueryRow, cert: Certificate, wall_time: float, parameters: dict[str, Any]) -> repo.Answer:
+    record = dict(certificate_record(cert, wall_time), input_set=input_set_record(query, parameters))
+    return repo.Answer(query, record, signature_rows(cert), attack_row(cert))
 
 
 def _one_by_one(engine: Certify | None, certify_batch: CertifyBatch | None, network, group: Sequence[QueryRow],
@@ -271,10 +291,11 @@ def _one_by_one(engine: Certify | None, certify_batch: CertifyBatch | None, netw
                 cert = certify_group(certify_batch, network, [query], parameters)[0]
             else:
                 cert = certify_query(engine, network, query, parameters)
-            answer = _answer(query, cert, time.perf_counter() - start)
+            answer = _answer(query, cert, time.perf_counter() - start, parameters)
         except PolyCertError as exc:  # the engine's refusal; anything else is a bug and fails the job visibly
             message = f"{note}{type(exc).__name__}: {exc}"
-            answer = repo.Answer(query, unknown_record(UnknownReason.SOLVER_ERROR, message, time.perf_counter() - start))
+            record = unknown_record(UnknownReason.SOLVER_ERROR, message, time.perf_counter() - start)
+            answer = repo.Answer(query, dict(record, input_set=input_set_record(query, parameters)))
         add(answer)
 
 
@@ -312,6 +333,7 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
         return _run_signatures(session, buffer, chunk_id, claim, network, parameters, queries)
     if claim.job_kind != "robustness":  # invertibility and VNN-COMP: one expensive engine call per query
         return _run_other_kind(session, buffer, chunk_id, claim, network, parameters, queries)
+    parameters["domain"] = job_domain(network, parameters).to_json()  # every certificate states the set it is about
     return _run_robustness(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch)
 
 
@@ -370,7 +392,7 @@ def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRo
         nonlocal shared, handing_over
         now = time.perf_counter()
         shared = (now - start) / len(group)
-        answers = [_answer(group[i], cert, shared) for i, cert in zip(indices, certs)]
+        answers = [_answer(group[i], cert, shared, parameters) for i, cert in zip(indices, certs)]
         if len(indices) < len(group):
             buffer.send(answers)
         else:
@@ -387,7 +409,7 @@ def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRo
     late = [i for i in range(len(group)) if i not in early]
     each = shared + (total - shared * len(group)) / max(1, len(late))
     for i in late:
-        buffer.answers.append(_answer(group[i], certs[i], each))
+        buffer.answers.append(_answer(group[i], certs[i], each, parameters))
         answered.add(group[i].id)
 
 

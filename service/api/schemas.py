@@ -37,6 +37,17 @@ class QuantizeRequest(BaseModel):
     name: str | None = None
 
 
+class DomainPublic(BaseModel):
+    """A box [lower, upper]: a number for every coordinate alike or one per coordinate; null is infinite."""
+    lower: float | list[float | None] | None
+    upper: float | list[float | None] | None
+
+
+def _domain_or_unit(value: Any) -> Any:
+    # rows stored before domains were recorded were answered on [0, 1] (migration 0003 sets it; belt and braces)
+    return {"lower": 0.0, "upper": 1.0} if value is None else value
+
+
 class NetworkPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int
@@ -46,7 +57,10 @@ class NetworkPublic(BaseModel):
     source_format: str
     input_size: int
     output_size: int
+    input_domain: DomainPublic  # every query on the network is about balls clipped to it (or a narrower box)
     created_at: dt.datetime
+
+    _domain = field_validator("input_domain", mode="before")(lambda cls, v: _domain_or_unit(v))
 
 
 class NetworkRegistered(NetworkPublic):
@@ -102,6 +116,18 @@ class AttackPublic(BaseModel):
     seconds: float
 
 
+class InputSetPublic(BaseModel):
+    """The exact set a certificate is about: the ``norm`` ball of radius ``eps`` around the centre whose
+    float64 bytes hash to ``center_sha256``, intersected with ``domain``. ``lower`` / ``upper``: the smallest
+    box holding it (rounded outward), with ``boxes=true``."""
+    norm: str
+    eps: float
+    center_sha256: str
+    domain: DomainPublic
+    lower: list[float] | None = None
+    upper: list[float] | None = None
+
+
 class CertificatePublic(BaseModel):
     id: int
     query_id: int
@@ -131,6 +157,7 @@ class CertificatePublic(BaseModel):
     extra: dict[str, Any] | None = None  # witness pair (x, y) with distance and output difference, radius evaluations
     tight: list[Tight] | None = None
     attack: AttackPublic | None = None
+    input_set: InputSetPublic | None = None  # None: stored before certificates recorded their set
 
     _finite = field_validator("lower", "upper", "gap", "counterexample_value", mode="before")(
         lambda cls, v: _finite(v)

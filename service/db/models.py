@@ -48,6 +48,9 @@ class NetworkRow(Base):
     # npz bytes, so workers on any machine can load it; deferred: a worker that has decoded the network
     # already (keyed by digest) never fetches them again, which matters for megabyte ONNX networks
     weights: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    # the box its inputs live in (formulations.domains.Domain.to_json; null sides are infinite): every job
+    # on the network asks about balls clipped to it, or to a narrower box the job names
+    input_domain: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
 
 
@@ -135,6 +138,8 @@ class CertificateRow(Base):
     wall_time: Mapped[float] = mapped_column(Float, default=0.0)
     answer: Mapped[str | None] = mapped_column(String(30))  # the kind's word: invertible / not invertible / holds ...
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # witness pair, radius evaluations, ...
+    # the exact set certified: norm, eps, centre digest and input domain (workers.execution.input_set_record)
+    input_set: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
 
     __table_args__ = (

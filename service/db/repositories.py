@@ -361,7 +361,7 @@ _SIGNATURE_COLUMNS = ("kind", "layer", "neuron", "index", "pixel")
 
 def _certificate_rows(answers: Sequence[Answer]) -> list[dict[str, Any]]:
     """One key set for every row (the batched INSERT needs it)."""
-    return [dict(dict(answer=None, extra=None), **a.certificate, query_id=a.query.id, job_id=a.query.job_id,
+    return [dict(dict(answer=None, extra=None, input_set=None), **a.certificate, query_id=a.query.id, job_id=a.query.job_id,
                  method=a.query.method) for a in answers]
 
 

@@ -17,7 +17,10 @@ from onnx import TensorProto, helper, numpy_helper
 from scipy.special import erf
 
 from formulations.errors import InvalidInputError, NetworkShapeError, UnsupportedOperatorError
-from formulations.loaders import from_state_dict, load_network, load_npz, load_onnx, load_torch, save_npz
+from formulations.domains import Domain, network_domain
+from formulations.loaders import (
+    from_state_dict, load_network, load_npz, load_onnx, load_torch, network_from_bytes, network_to_bytes, save_npz,
+)
 from formulations.network import Network
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -364,3 +367,58 @@ def test_load_network_dispatches_on_suffix_and_rejects_unknown_types_and_options
     (tmp_path / "m.h5").write_bytes(b"")
     with pytest.raises(UnsupportedOperatorError, match="h5"):
         load_network(tmp_path / "m.h5")
+
+
+# -- the one codec: files and storage keep every field --------------------------------------------------
+def _every_field_network(domain) -> Network:
+    rng = np.random.default_rng(11)
+    metadata = {"source": "model.onnx", "format": "onnx", "preprocessing": "p", "recorded_accuracy": 0.97, "layer_keys": ["fc1", "fc2", "out"],
+                "transform": {"kind": "prune", "removed": 3}, "note": None,
+                "input_domain": domain.to_json()}
+    return Network.from_arrays([rng.normal(size=(4, 3)), rng.normal(size=(5, 4)), rng.normal(size=(2, 5))],
+                               [rng.normal(size=4), rng.normal(size=5), rng.normal(size=2)],
+                               ["gelu", "tanh", "identity"], name="every-field", metadata=metadata)
+
+
+def _assert_same_network(back: Network, net: Network) -> None:
+    assert back.name == net.name and back.metadata == net.metadata
+    assert [layer.activation.name for layer in back.layers] == [layer.activation.name for layer in net.layers]
+    for mine, theirs in zip(back.layers, net.layers):
+        assert np.array_equal(mine.weight, theirs.weight) and np.array_equal(mine.bias, theirs.bias)
+    assert back.digest() == net.digest()
+
+
+@pytest.mark.parametrize("domain", [Domain(-1.0, 1.0), Domain([0.0, -2.5, None], [255.0, 2.5, 1.0]),
+                                    Domain.unbounded()], ids=["scalar", "per-coordinate", "unbounded"])
+def test_the_codec_keeps_weights_biases_activations_name_metadata_and_domain(tmp_path, domain):
+    net = _every_field_network(domain)
+    for back in (network_from_bytes(network_to_bytes(net)), load_npz(save_npz(net, tmp_path / "n.npz"))):
+        _assert_same_network(back, net)
+        assert network_domain(back) == domain
+        assert network_domain(back).bounds(3)[0].tolist() == domain.bounds(3)[0].tolist()
+
+
+def test_a_file_without_source_gets_its_path_and_format_while_a_saved_one_keeps_its_own(tmp_path):
+    weights, biases = random_arrays(np.random.default_rng(5))
+    np.savez(tmp_path / "plain.npz", W1=weights[0], b1=biases[0], W2=weights[1], b2=biases[1])
+    plain = load_npz(tmp_path / "plain.npz", activations="relu")
+    assert plain.metadata == {"source": str(tmp_path / "plain.npz"), "format": "npz"}
+    onnx_born = Network.from_arrays(weights, biases, "relu", metadata={"source": "model.onnx", "format": "onnx"})
+    assert load_npz(save_npz(onnx_born, tmp_path / "kept.npz")).metadata == onnx_born.metadata
+
+
+def test_networks_stored_before_the_shared_codec_are_still_read():
+    import io
+
+    weights, biases = random_arrays(np.random.default_rng(6))
+    buffer = io.BytesIO()  # the old workers/networks.py layout: W0, b0, ..., activations, name, no metadata
+    np.savez(buffer, W0=weights[0], b0=biases[0], W1=weights[1], b1=biases[1],
+             activations=np.array(["relu", "identity"]), name=np.array("old"))
+    back = network_from_bytes(buffer.getvalue())
+    net = Network.from_arrays(weights, biases, "relu", name="old")
+    assert back.digest() == net.digest() and back.name == "old" and back.metadata == {}
+
+
+def test_bytes_that_are_not_an_archive_are_refused_with_a_message():
+    with pytest.raises(InvalidInputError, match="cannot read stored network as an npz archive"):
+        network_from_bytes(b"not an archive")

@@ -96,6 +96,12 @@ def test_a_batch_over_http_comes_back_with_certificates_signatures_and_compariso
 
     assert all(r["stage"] in STAGES for r in results["data"])
     x, y = load_preprocessed("mnist7-bilinear")
+    from formulations.domains import center_digest
+
+    for r in results["data"]:  # every certificate states its set: the built-in's [0, 1], its eps, its image
+        assert r["input_set"]["domain"] == {"lower": 0.0, "upper": 1.0}, r["input_set"]
+        assert r["input_set"]["eps"] == r["eps"] and r["input_set"]["norm"] == "linf"
+        assert r["input_set"]["center_sha256"] == center_digest(x[r["source_index"]])
     for mip in [r for r in results["data"] if r["method"] == "mip"][:2]:
         direct = certify(network, x[mip["source_index"]], int(y[mip["source_index"]]), mip["eps"], method="mip",
                          time_limit=30)

@@ -17,10 +17,12 @@ def small_network(seed: int = 0, name: str = "toy-4-3-2") -> Network:
                                "relu", name=name)
 
 
-def interval_certify(network: Network, x, label: int, eps: float, *, method: str = "lp", **_options) -> Certificate:
-    """A stand-in engine for unit tests: interval arithmetic (IBP) on the margin, verified iff the IBP lower
-    bound is positive, falsified iff the centre itself is misclassified, tight = pixels clipped at 0."""
-    lo, hi = np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+def interval_certify(network: Network, x, label: int, eps: float, *, method: str = "lp", domain=(0.0, 1.0),
+                     **_options) -> Certificate:
+    """A stand-in engine for unit tests: interval arithmetic (IBP) on the margin over the box clipped to
+    ``domain``, verified iff the IBP lower bound is positive, falsified iff the centre itself is
+    misclassified, tight = pixels clipped at 0."""
+    lo, hi = np.clip(x - eps, *domain), np.clip(x + eps, *domain)
     for layer in network.layers:
         wp, wn = np.maximum(layer.weight, 0), np.minimum(layer.weight, 0)
         zl, zu = wp @ lo + wn @ hi + layer.bias, wp @ hi + wn @ lo + layer.bias

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -22,7 +24,7 @@ def pool(settings):
 
 @pytest.fixture
 def network_id(session):
-    row, _ = register_network(session, small_network(), "npz")
+    row, _ = register_network(session, small_network(), "npz", domain=(0.0, 1.0))  # the stand-in clips to [0, 1]
     session.commit()
     return row.id
 
@@ -47,14 +49,20 @@ def test_write_endpoints_need_the_token(client, network_id):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"eps": [2.0]}, "eps must lie in [0, 1]"),
+    ({"eps": [2.0]}, "eps 2 exceeds the linf extent 1 of the input domain [0, 1]"),
+    ({"eps": [-0.1]}, "eps must be >= 0"),
+    ({"eps": [float("nan")]}, "eps must be finite"),
+    ({"eps": [float("inf")]}, "eps must be finite"),
+    ({"domain": [-1, 1]}, "the job's domain [-1, 1] is not inside the input domain [0, 1]"),
     ({"labels": [0]}, "one label each"),
     ({"inputs": [[0.1, 0.2]] * 4}, "network 'toy-4-3-2' expects 4"),
     ({"labels": [7, 0, 0, 0]}, "labels [7] are outside 0..1"),
     ({"network_id": 999}, "no network with id 999"),
 ])
 def test_bad_batches_get_a_4xx_naming_the_problem(client, network_id, change, message):
-    response = client.post("/jobs", json={**batch(network_id), **change})
+    # sent as text: httpx refuses to write NaN, which json.dumps writes as a user's JSON library may
+    response = client.post("/jobs", content=json.dumps({**batch(network_id), **change}),
+                           headers={"content-type": "application/json"})
     assert 400 <= response.status_code < 500
     assert message in str(response.json()["detail"])
 

@@ -55,3 +55,23 @@ def test_results_are_paged_and_filtered(session):
     assert total == 6 and len(page) == 3 and all(q.method == "mip" for q, _ in page)
     total_eps, rows = repo.list_results(session, job.id, repo.ResultFilter(eps=0.5), limit=100)
     assert total_eps == 6 and all(q.eps == 0.5 for q, _ in rows)
+
+
+def test_networks_stored_before_migration_0003_get_the_unit_box_they_were_answered_on(tmp_path):
+    import json
+
+    from sqlalchemy import text
+
+    from service.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0002")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO networks (digest, name, architecture, source_format, input_size, output_size,"
+                          " weights) VALUES ('d', 'old', '1-1 identity', 'npz', 1, 1, x'00')"))
+    upgrade(url, "head")
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT input_domain FROM networks WHERE name = 'old'")).scalar_one()
+    assert json.loads(stored) == {"lower": 0.0, "upper": 1.0}
+    assert {c["name"] for c in inspect(engine).get_columns("certificates")} >= {"input_set"}

@@ -17,7 +17,7 @@ from workers.execution import run_chunk
 
 def make_job(session, n_inputs=3, eps=(0.01, 0.5), methods="both", chunk_size=4):
     network = small_network()
-    row, _ = batches.register_network(session, network, "npz")
+    row, _ = batches.register_network(session, network, "npz", domain=(0.0, 1.0))  # inputs are pixels in [0, 1]
     x = np.random.default_rng(1).uniform(size=(n_inputs, 4))
     request = batches.BatchRequest(network_id=row.id, inputs=x.tolist(), labels=network.predict(x).tolist(),
                                    eps=list(eps), methods=methods)
@@ -307,7 +307,7 @@ def test_a_job_cancelled_during_a_group_stops_before_the_next_group(session, mon
 
 def test_single_target_queries_go_through_the_cascade_with_their_target(session):
     network = small_network()
-    row, _ = batches.register_network(session, network, "npz")
+    row, _ = batches.register_network(session, network, "npz", domain=(0.0, 1.0))  # inputs are pixels in [0, 1]
     x = np.random.default_rng(3).uniform(size=(2, 4))
     target = int(1 - network.predict(x[0]))
     request = batches.BatchRequest(network_id=row.id, inputs=x.tolist(), labels=network.predict(x).tolist(),
@@ -319,3 +319,32 @@ def test_single_target_queries_go_through_the_cascade_with_their_target(session)
     assert [c["targets"] for c in batch_calls] == [[target]] and batch_calls[0]["n"] == 2
     certs = session.scalars(select(CertificateRow).where(CertificateRow.job_id == job.id)).all()
     assert len(certs) == 2 and all([t["target"] for t in c.targets] == [target] for c in certs)
+
+
+def test_the_engine_gets_the_jobs_narrowed_per_coordinate_domain_and_each_certificate_states_it(session):
+    network = small_network()
+    row, _ = batches.register_network(session, network, "npz", domain={"lower": [-1, -1, None, 0], "upper": 1})
+    x = np.array([[0.0, 0.5, -3.0, 0.5]])
+    narrowed = {"lower": [-0.5, -1.0, -4.0, 0.0], "upper": [1.0, 1.0, 0.0, 1.0]}
+    request = batches.BatchRequest(network_id=row.id, inputs=x.tolist(), labels=network.predict(x).tolist(), eps=[0.3],
+                                   methods="mip", domain=(narrowed["lower"], narrowed["upper"]))
+    job, chunks = batches.create_batch(session, request, created_by="test", chunk_size=4)
+    session.commit()
+    calls = []
+    run_chunk(session, chunks[0], certify_batch=recording_cascade(calls))
+    lo, hi = calls[0]["domain"]
+    assert lo.tolist() == narrowed["lower"] and hi.tolist() == narrowed["upper"]
+    cert = session.scalar(select(CertificateRow).where(CertificateRow.job_id == job.id))
+    assert cert.input_set["domain"] == narrowed and cert.input_set["eps"] == 0.3 and cert.input_set["norm"] == "linf"
+    if cert.counterexample is not None:
+        assert ((np.array(cert.counterexample) >= lo) & (np.array(cert.counterexample) <= hi)).all()
+
+
+def test_jobs_stored_before_jobs_recorded_their_domain_keep_the_one_they_were_asked_on():
+    from formulations.domains import Domain, with_domain
+    from workers.execution import job_domain
+
+    old_blob_network = small_network()  # decoded from a blob without metadata: answered on [0, 1] back then
+    assert job_domain(old_blob_network, {}) == Domain.unit()
+    assert job_domain(with_domain(old_blob_network, "-1,1"), {}) == Domain(-1, 1)
+    assert job_domain(old_blob_network, {"domain": {"lower": None, "upper": 2.0}}) == Domain(None, 2.0)

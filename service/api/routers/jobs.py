@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query, status
 
 from service import batches, reports
 from service.api.deps import DispatcherDep, SessionDep, SettingsDep, TokenDep
 from service.api.schemas import (
-    AttackPublic, CertificatePublic, ComparisonPublic, JobCreate, JobList, JobPublic, Message, Progress, ResultPage, Tight,
+    AttackPublic, CertificatePublic, ComparisonPublic, InputSetPublic, JobCreate, JobList, JobPublic, Message, Progress,
+    ResultPage, Tight,
 )
 from service.db import repositories as repo
 
@@ -22,7 +24,22 @@ def job_public(session, job) -> JobPublic:
     return out
 
 
-def certificate_public(query, cert, tight=None, attack=None) -> CertificatePublic:
+def input_set_public(query, stored: dict | None, box: bool = False) -> InputSetPublic | None:
+    """The certificate's set as stored; with ``box``, the smallest box holding it, from the query's centre."""
+    if stored is None:
+        return None
+    out = InputSetPublic(**stored)
+    if box:
+        from formulations.domains import parse_domain
+        from formulations.input_sets import InputSet
+
+        centre = np.asarray(query.input, dtype=np.float64)
+        lo, hi = InputSet(centre, out.eps, norm=out.norm, domain=parse_domain(stored["domain"]).pair(centre.size)).box()
+        out.lower, out.upper = lo.tolist(), hi.tolist()
+    return out
+
+
+def certificate_public(query, cert, tight=None, attack=None, box: bool = False) -> CertificatePublic:
     return CertificatePublic(
         id=cert.id, query_id=query.id, job_id=query.job_id, item=query.item, source_index=query.source_index,
         label=query.label, target=query.target, eps=query.eps, norm=query.norm, method=query.method,
@@ -32,6 +49,7 @@ def certificate_public(query, cert, tight=None, attack=None) -> CertificatePubli
         answer=cert.answer, extra=cert.extra,
         tight=None if tight is None else [Tight(kind=s.kind, layer=s.layer, neuron=s.neuron, index=s.index, pixel=s.pixel) for s in tight],
         attack=None if attack is None else AttackPublic(found=attack.found, margin=attack.margin, seconds=attack.seconds),
+        input_set=input_set_public(query, cert.input_set, box),
     )
 
 
@@ -72,6 +90,7 @@ def results(
     eps: Annotated[float | None, Query(ge=0)] = None,
     label: Annotated[int | None, Query(ge=0)] = None,
     signatures: bool = False,
+    boxes: Annotated[bool, Query(description="state each certificate's input set as a box too (lower, upper per coordinate)")] = False,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ResultPage:
@@ -80,7 +99,7 @@ def results(
     ids = [c.id for _, c in rows]
     tight = repo.signatures_of(session, ids) if signatures else {}
     attacks = repo.attacks_of(session, ids)
-    data = [certificate_public(q, c, tight.get(c.id) if signatures else None, attacks.get(c.id)) for q, c in rows]
+    data = [certificate_public(q, c, tight.get(c.id) if signatures else None, attacks.get(c.id), boxes) for q, c in rows]
     return ResultPage(count=count, offset=offset, limit=limit, data=data)
 
 

@@ -35,6 +35,9 @@ async def upload(
     name: Annotated[str | None, Form()] = None,
     activations: Annotated[str | None, Form(description="comma-separated, for .npz/.pt (e.g. gelu,gelu,identity)")] = None,
     orientation: Annotated[str | None, Form(description="out_in (W @ x) or in_out (x @ W), for .npz")] = None,
+    domain: Annotated[str | None, Form(description="the inputs' box: LO,HI (e.g. -1,1 or 0,255 or -inf,inf) or JSON "
+                                                   "[lower, upper] (numbers, per-coordinate lists, null = infinite); "
+                                                   "default: what the file says, else unbounded")] = None,
 ) -> NetworkRegistered:
     data = await file.read(MAX_UPLOAD + 1)
     if len(data) > MAX_UPLOAD:
@@ -44,6 +47,8 @@ async def upload(
         options["activations"] = [a.strip() for a in activations.split(",")]
     if orientation:
         options["orientation"] = orientation
+    if domain:
+        options["domain"] = domain  # read (and refused with a message) by formulations.domains.parse_domain
     row, created = batches.register_upload(session, file.filename or "upload", data, **options)
     session.commit()
     return _registered(row, created)
