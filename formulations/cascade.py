@@ -706,6 +706,7 @@ _REASONS = {
     Termination.NODE_LIMIT: UnknownReason.NODE_LIMIT,
     Termination.NUMERICAL: UnknownReason.NUMERICAL,
     Termination.ERROR: UnknownReason.SOLVER_ERROR,
+    Termination.UNCONFIRMED: UnknownReason.UNCONFIRMED,
 }
 
 

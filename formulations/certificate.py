@@ -32,6 +32,7 @@ class UnknownReason(str, enum.Enum):
     SOLVER_ERROR = "solver error"
     RELAXATION = "relaxation inconclusive"  # an LP bound that neither proves nor refutes
     REFINEMENT_LIMIT = "refinement limit"
+    UNCONFIRMED = "unconfirmed"  # only a back-end that needs a second opinion answered (backends.second_opinion)
 
 
 @dataclass(frozen=True)
