@@ -6,6 +6,7 @@ not ready (e.g. not migrated); 3 not found; 4 bad input; 5 the queue is unreacha
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ EXIT_JOB_FAILED, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_QUEUE = 1, 2,
 
 
 def fail(message: str, code: int) -> "typer.Exit":
-    err.print(f"[bold red]polycert: error:[/] {message}", highlight=False)
+    err.print(f"[bold red]polycert: error:[/] {message}", highlight=False, soft_wrap=True)  # one line, whatever the width
     return typer.Exit(code)
 
 
@@ -332,17 +333,40 @@ def vnncomp(
     from formulations.vnncomp import vnncomp_answer
     from formulations.vnnlib import format_result, read_vnnlib
 
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise fail(f"--timeout must be a positive number of seconds, got {timeout}", EXIT_BAD_INPUT)
+    if result is not None:
+        check_writable(result)
     started = time.monotonic()
     try:
         net = load_onnx(onnx)
         prop = read_vnnlib(vnnlib, n_inputs=net.input_size, n_outputs=net.output_size)
+    except PolyCertError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    except Exception as exc:  # a file the loaders did not foresee (sizes its data do not fill): one line, no traceback
+        raise fail(f"cannot read {onnx} / {vnnlib}: {type(exc).__name__}: {exc}", EXIT_BAD_INPUT) from None
+    try:
         answer = vnncomp_answer(net, prop, timeout=max(timeout - (time.monotonic() - started), 1.0))
     except PolyCertError as exc:
         raise fail(str(exc), EXIT_BAD_INPUT) from None
     if result is not None:
         word = {"holds": "unsat", "violated": "sat"}.get(answer.word, "unknown")
-        Path(result).write_text(format_result(word, answer.x, answer.y))
+        try:
+            Path(result).write_text(format_result(word, answer.x, answer.y))
+        except OSError as exc:
+            raise fail(f"cannot write the result file {result}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
     print(answer.word)
+
+
+def check_writable(path: str) -> None:
+    """Refuse, before any work, a result path whose folder does not exist or cannot be written."""
+    import os
+
+    folder = Path(path).expanduser().parent
+    if not folder.is_dir():
+        raise fail(f"cannot write the result file {path}: {folder} is not a folder", EXIT_BAD_INPUT)
+    if not os.access(folder, os.W_OK) or Path(path).is_dir():
+        raise fail(f"cannot write the result file {path}: permission denied or a folder", EXIT_BAD_INPUT)
 
 
 def _network_row(session, network: str):

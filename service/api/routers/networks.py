@@ -7,12 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 
 from service import batches
-from service.api.deps import SessionDep, TokenDep
+from service.api.deps import SessionDep, SettingsDep, TokenDep
 from service.api.schemas import NetworkBuiltin, NetworkList, NetworkPublic, NetworkRegistered, PruneRequest, QuantizeRequest
 from service.db import repositories as repo
 
 router = APIRouter(prefix="/networks", tags=["networks"])
-MAX_UPLOAD = 64 * 1024 * 1024
 
 
 def _registered(row, created: bool) -> NetworkRegistered:
@@ -28,23 +27,26 @@ def register_builtin(body: NetworkBuiltin, session: SessionDep, _user: TokenDep)
 
 
 @router.post("/upload", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
-async def upload(
+def upload(
     session: SessionDep,
+    settings: SettingsDep,
     _user: TokenDep,
     file: Annotated[UploadFile, File(description=".npz, .pt (state dict) or .onnx")],
     name: Annotated[str | None, Form()] = None,
     activations: Annotated[str | None, Form(description="comma-separated, for .npz/.pt (e.g. gelu,gelu,identity)")] = None,
     orientation: Annotated[str | None, Form(description="out_in (W @ x) or in_out (x @ W), for .npz")] = None,
 ) -> NetworkRegistered:
-    data = await file.read(MAX_UPLOAD + 1)
-    if len(data) > MAX_UPLOAD:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"uploads are limited to {MAX_UPLOAD} bytes")
+    """Upload a network file. Limits (settings ``POLYCERT_UPLOAD_MAX_*``): the file's bytes and what its zip
+    decompresses into (413), its parameters, layers and width, read from the headers first (422). A plain
+    ``def``: FastAPI runs it in a worker thread, so parsing a large file never blocks the event loop."""
+    limits = settings.upload_limits
+    data = file.file.read(limits.max_bytes + 1)
     options = {"name": name}
     if activations:
         options["activations"] = [a.strip() for a in activations.split(",")]
     if orientation:
         options["orientation"] = orientation
-    row, created = batches.register_upload(session, file.filename or "upload", data, **options)
+    row, created = batches.register_upload(session, file.filename or "upload", data, limits=limits, **options)
     session.commit()
     return _registered(row, created)
 
