@@ -95,7 +95,7 @@ def npz_shapes(data: bytes) -> list[Shape]:
     a zip of ``.npy`` members, or holds object (pickled) arrays."""
     import numpy as np
 
-    shapes = []
+    headers = []
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             for member in archive.infolist():
@@ -103,13 +103,16 @@ def npz_shapes(data: bytes) -> list[Shape]:
                     version = np.lib.format.read_magic(fh)
                     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                     shape, _, dtype = read(fh)
-                if dtype.hasobject:
-                    raise InvalidInputError(f"array {member.filename!r} holds Python objects (pickled data);"
-                                            " only numeric arrays are accepted")
-                if dtype.kind in "biuf":
-                    shapes.append(tuple(int(d) for d in shape))
+                headers.append((member.filename, shape, dtype))
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise InvalidInputError("not a valid .npz (zip) file: a member is not a NumPy .npy array") from None
+    shapes = []
+    for filename, shape, dtype in headers:
+        if dtype.hasobject:
+            raise InvalidInputError(f"array {filename!r} holds Python objects (pickled data); only numeric arrays"
+                                    " are accepted")
+        if dtype.kind in "biuf":
+            shapes.append(tuple(int(d) for d in shape))
     return shapes
 
 
