@@ -492,7 +492,10 @@ def quantize(
 
 
 def read_instances(csv_path: str, timeout_scale: float) -> list[tuple[Path, Path, float]]:
-    """A VNN-COMP ``instances.csv`` (``onnx,vnnlib,timeout`` per line, paths relative to the file)."""
+    """A VNN-COMP ``instances.csv`` (``onnx,vnnlib,timeout`` per line, paths relative to the file).
+
+    As the benchmarks ship them: a property named ``.vnnlib`` that exists only as ``.vnnlib.gz`` is read from
+    that (:func:`resolve_gz`), and a first line whose timeout is not a number is a header and skipped."""
     import csv
 
     base = Path(csv_path).resolve().parent
@@ -504,14 +507,63 @@ def read_instances(csv_path: str, timeout_scale: float) -> list[tuple[Path, Path
                     continue
                 if len(row) < 3:
                     raise fail(f"{csv_path}:{line_no}: expected onnx,vnnlib,timeout; got {row}", EXIT_BAD_INPUT)
-                rows.append((base / row[0].strip(), base / row[1].strip(), float(row[2]) * timeout_scale))
+                try:
+                    timeout = float(row[2])
+                except ValueError:
+                    if not rows and not _is_number_like(row[2]):  # a header (onnx,vnnlib,timeout) before any instance
+                        continue
+                    raise fail(f"{csv_path}:{line_no}: the timeout {row[2].strip()!r} is not a number", EXIT_BAD_INPUT) from None
+                if not (math.isfinite(timeout) and timeout > 0):
+                    raise fail(f"{csv_path}:{line_no}: the timeout must be a positive number of seconds, got {row[2].strip()}",
+                               EXIT_BAD_INPUT)
+                rows.append((base / row[0].strip(), resolve_gz(base / row[1].strip()), timeout * timeout_scale))
     except OSError as exc:
-        raise fail(f"cannot read {csv_path}: {exc}", EXIT_NOT_FOUND) from None
-    except ValueError as exc:
-        raise fail(f"{csv_path}: a timeout is not a number ({exc})", EXIT_BAD_INPUT) from None
+        raise fail(f"cannot read {csv_path}: {exc.strerror or exc}", EXIT_NOT_FOUND) from None
     if not rows:
         raise fail(f"{csv_path} lists no instances", EXIT_BAD_INPUT)
     return rows
+
+
+def _is_number_like(text: str) -> bool:
+    return any(c.isdigit() for c in text)
+
+
+def resolve_gz(path: Path) -> Path:
+    """``path``, or ``path.gz`` when only that exists (VNN-COMP lists ``prop.vnnlib`` and ships ``prop.vnnlib.gz``)."""
+    gz = path.with_name(path.name + ".gz")
+    return gz if not path.exists() and gz.exists() else path
+
+
+def result_file_name(onnx: str, vnnlib: str) -> str:
+    """``<network>_<property>.counterexample``: the instance's names without ``.onnx`` / ``.vnnlib[.gz]``."""
+    def stem(name: str) -> str:
+        for suffix in (".gz", ".onnx", ".vnnlib"):
+            name = name.removesuffix(suffix)
+        return name
+
+    return f"{stem(Path(onnx).name)}_{stem(Path(vnnlib).name)}.counterexample"
+
+
+def write_results(folder: Path, answered) -> list[Path]:
+    """One competition result file per answered instance (the format ``polycert vnncomp --result`` writes:
+    ``unsat``, ``sat`` with the counterexample, or ``unknown``); returns the paths in instance order."""
+    from formulations.vnnlib import format_result
+
+    written, taken = [], set()
+    for query, cert in answered:
+        onnx_name, prop_name = (query.parameters or {}).get("name", "network,property").split(",", 1)
+        name = result_file_name(onnx_name, prop_name)
+        if name in taken:  # the same pair listed twice
+            name = name.replace(".counterexample", f"_{query.item}.counterexample")
+        taken.add(name)
+        word = {"holds": "unsat", "violated": "sat"}.get(cert.answer or "unknown", "unknown")
+        y = (cert.extra or {}).get("y")
+        if word == "sat" and (cert.counterexample is None or y is None):
+            word = "unknown"  # never a sat without its counterexample
+        path = folder / name
+        path.write_text(format_result(word, cert.counterexample, y))
+        written.append(path)
+    return written
 
 
 def _vnnlib_text(path: Path) -> str:
@@ -527,14 +579,23 @@ def vnncomp_batch(
     timeout_scale: Annotated[float, typer.Option(help="multiply every instance's timeout by this")] = 1.0,
     solver: Optional[str] = None,
     wait: Annotated[bool, typer.Option(help="follow the job (always, when embedded)")] = True,
+    results_dir: Annotated[Optional[str], typer.Option(help="write each instance's result file here once the job is done")] = None,
 ) -> None:
     """A VNN-COMP batch through the queue: one task per instance; prints the competition table."""
     from formulations.loaders import load_onnx
     from service.batches import VnncompRequest, register_network
     from service.db import repositories as repo
 
-    if not timeout_scale > 0:
-        raise fail(f"--timeout-scale must be > 0, got {timeout_scale}", EXIT_BAD_INPUT)
+    if not (math.isfinite(timeout_scale) and timeout_scale > 0):
+        raise fail(f"--timeout-scale must be a positive number, got {timeout_scale}", EXIT_BAD_INPUT)
+    if results_dir is not None:
+        if not (_settings().embedded or wait):
+            raise fail("--results-dir needs the job's answers: drop --no-wait", EXIT_BAD_INPUT)
+        try:
+            Path(results_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fail(f"cannot create the results folder {results_dir}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+        check_writable(str(Path(results_dir) / "x"))
     rows = read_instances(instances, timeout_scale)
     engine = _engine(migrate=_settings().database_url is None)
     specs = []
@@ -569,6 +630,12 @@ def vnncomp_batch(
                       cert.stage or "-", f"{cert.wall_time:.2f}")
     console.print(table)
     console.print(", ".join(f"{word} {n}" for word, n in sorted(counts.items())) + f" of {len(rows)} instances")
+    if results_dir is not None:
+        try:
+            written = write_results(Path(results_dir), answered)
+        except OSError as exc:
+            raise fail(f"cannot write a result file in {results_dir}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+        console.print(f"{len(written)} result files written to {results_dir}")
     console.print(f"job id: {job_id}")
 
 
