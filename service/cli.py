@@ -31,6 +31,22 @@ err = Console(stderr=True)
 EXIT_JOB_FAILED, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_QUEUE = 1, 2, 3, 4, 5
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from service.version import polycert_version
+
+        print(f"polycert {polycert_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """PolyCert: exact verification of feed-forward networks."""
+
+
 def fail(message: str, code: int) -> "typer.Exit":
     err.print(f"[bold red]polycert: error:[/] {message}", highlight=False, soft_wrap=True)  # one line, whatever the width
     return typer.Exit(code)
@@ -96,12 +112,33 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
     from service.api.app import create_app
 
-    _settings()
+    settings = _settings()
     try:
         api = create_app()
     except DatabaseNotMigratedError as exc:
         raise fail(str(exc), EXIT_CONFIG) from None
+    for line in serve_banner(settings, host, port):
+        console.print(line, highlight=False, soft_wrap=True)
     uvicorn.run(api, host=host, port=port)
+
+
+def serve_banner(settings, host: str, port: int) -> list[str]:
+    """What ``serve`` says before it starts: where the data is and, on the development token, the token
+    itself with how to use it (a newcomer's first write otherwise gets a 401 and no hint)."""
+    from service.settings import DEVELOPMENT_TOKEN
+
+    url = f"http://{host}:{port}"
+    where = (f"embedded default: {settings.resolved_database_url}, in-process worker" if settings.embedded
+             else f"database {settings.resolved_database_url.split('@')[-1]}, queue {settings.queue_name}")
+    lines = [f"PolyCert API on {url} ({where}); documentation at {url}/docs"]
+    if settings.api_token == DEVELOPMENT_TOKEN:
+        lines += [f"write token (development): {DEVELOPMENT_TOKEN}",
+                  f"  send it as a header: curl -H 'Authorization: Bearer {DEVELOPMENT_TOKEN}'"
+                  f" -H 'Content-Type: application/json' -d '{{\"builtin\": \"polycert-tiny\"}}' {url}/networks",
+                  "  set POLYCERT_API_TOKEN to a secret of your own before anyone else can reach this port"]
+    else:
+        lines.append("write endpoints need the token of POLYCERT_API_TOKEN (Authorization: Bearer ...)")
+    return lines
 
 
 @app.command()

@@ -16,8 +16,10 @@ from service.db.session import get_engine, session_factory
 from service.dispatch import get_dispatcher
 from service.errors import NotFoundError, QueueUnavailableError
 from service.settings import Settings, get_settings
+from service.version import polycert_version
 from service.uploads import UploadTooLargeError
 
+from . import docs
 from .routers import jobs, networks, signatures
 
 
@@ -56,9 +58,11 @@ def create_app(settings: Settings | None = None, *, dispatcher=None) -> FastAPI:
     engine = get_engine(settings.resolved_database_url)
     ensure_migrated(engine)
 
-    app = FastAPI(title="PolyCert", version="0.1.0",
+    app = FastAPI(title="PolyCert", version=polycert_version(),
                   description="Exact verification of feed-forward networks: batches of robustness queries, "
-                              "certificates, signatures, LP-versus-MIP comparison.")
+                              "certificates, signatures, LP-versus-MIP comparison.",
+                  docs_url=None, redoc_url=None)  # docs.install: the same pages, with assets served from here
+    docs.install(app)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)

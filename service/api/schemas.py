@@ -6,7 +6,9 @@ import datetime as dt
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 
 from pydantic import Field
 
@@ -17,6 +19,17 @@ JobCreate = JobRequest  # robustness batch, invertibility queries or a VNN-COMP 
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else value
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """Every timestamp in UTC with its zone: SQLite gives back naive datetimes (which PolyCert stores in
+    UTC), PostgreSQL aware ones; both then serialise alike (``2026-12-02T18:30:00.123456Z``)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(_utc)]
 
 
 class NetworkBuiltin(BaseModel):
@@ -46,7 +59,7 @@ class NetworkPublic(BaseModel):
     source_format: str
     input_size: int
     output_size: int
-    created_at: dt.datetime
+    created_at: UtcDatetime
 
 
 class NetworkRegistered(NetworkPublic):
@@ -76,9 +89,9 @@ class JobPublic(BaseModel):
     status: str
     created_by: str
     parameters: dict[str, Any]
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     error: str | None = None
     progress: Progress | None = None
 
