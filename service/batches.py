@@ -21,7 +21,7 @@ from service.db.models import JobRow, NetworkRow
 from workers.networks import network_to_bytes, stored_network
 
 from . import chunking
-from .errors import NotFoundError, QueueUnavailableError
+from .errors import ConflictError, NotFoundError, QueueUnavailableError
 from .settings import Settings, get_settings
 
 Method = Literal["lp", "mip", "both"]
@@ -255,7 +255,24 @@ def register_upload(session: Session, filename: str, data: bytes, *, limits=None
                                 path, tmp, filename) from None
     if isinstance(network.metadata, dict) and "source" in network.metadata:
         network.metadata["source"] = os.path.basename(filename)  # not the temporary copy's path
-    return register_network(session, network, UPLOAD_FORMATS[suffix])
+    row, created = register_network(session, network, UPLOAD_FORMATS[suffix])
+    if not created:
+        register_alias(session, row, name)
+    return row, created
+
+
+def register_alias(session: Session, row: NetworkRow, name: str) -> None:
+    """Known weights under a new name: the name becomes an alias of the stored network, so that a job naming
+    it finds that network. A name that already names another network is a conflict (a job naming it would
+    otherwise get one of the two silently)."""
+    if not name or name == row.name:
+        return
+    owner = repo.get_network_by_name(session, name) or repo.get_network_by_alias(session, name)
+    if owner is not None and owner.id != row.id:
+        raise ConflictError(f"these weights are network {row.id} ({row.name!r}); the name {name!r} already names"
+                            f" network {owner.id}: upload them under another name, or use {row.name!r}")
+    if owner is None:
+        repo.add_network_alias(session, row.id, name)
 
 
 def _without_path(exc: PolyCertError, path: str, tmp: str, filename: str) -> PolyCertError:
@@ -276,7 +293,7 @@ def resolve_network(session: Session, *, network_id: int | None, name: str | Non
             raise NotFoundError(f"no network with id {network_id}")
         return row
     assert name is not None
-    row = repo.get_network_by_name(session, name)
+    row = repo.get_network_by_name(session, name) or repo.get_network_by_alias(session, name)
     return row if row is not None else register_builtin(session, name)[0]
 
 

@@ -13,3 +13,7 @@ class NotFoundError(ServiceError):
 
 class QueueUnavailableError(ServiceError):
     """The broker cannot be reached; the job was stored but not enqueued."""
+
+
+class ConflictError(ServiceError):
+    """A name already taken by another network (HTTP 409)."""

@@ -14,7 +14,7 @@ from formulations.errors import PolyCertError, SolverNotAvailableError
 from service.db.migrate import ensure_migrated
 from service.db.session import get_engine, session_factory
 from service.dispatch import get_dispatcher
-from service.errors import NotFoundError, QueueUnavailableError
+from service.errors import ConflictError, NotFoundError, QueueUnavailableError
 from service.settings import Settings, get_settings
 from service.version import polycert_version
 from service.uploads import UploadTooLargeError
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, *, dispatcher=None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(UploadTooLargeError, _error(status.HTTP_413_CONTENT_TOO_LARGE))
     app.add_exception_handler(NotFoundError, _error(status.HTTP_404_NOT_FOUND))
+    app.add_exception_handler(ConflictError, _error(status.HTTP_409_CONFLICT))
     app.add_exception_handler(QueueUnavailableError, _error(status.HTTP_503_SERVICE_UNAVAILABLE))
     app.add_exception_handler(SolverNotAvailableError, _error(status.HTTP_422_UNPROCESSABLE_CONTENT))
     app.add_exception_handler(PolyCertError, _error(status.HTTP_422_UNPROCESSABLE_CONTENT))

@@ -60,6 +60,7 @@ class NetworkPublic(BaseModel):
     input_size: int
     output_size: int
     created_at: UtcDatetime
+    aliases: list[str] = []  # other names the same weights were uploaded under; a job may name any of them
 
 
 class NetworkRegistered(NetworkPublic):

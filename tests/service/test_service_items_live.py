@@ -75,3 +75,48 @@ def test_polycert_version_prints_the_projects_version(tmp_path):
                             capture_output=True, text=True, timeout=60)
     version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
     assert result.returncode == 0 and result.stdout == f"polycert {version}\n"
+
+
+def small_npz(seed: int) -> bytes:
+    import io
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    np.savez(buf, W1=rng.normal(size=(3, 4)), b1=rng.normal(size=3), W2=rng.normal(size=(2, 3)), b2=rng.normal(size=2))
+    return buf.getvalue()
+
+
+def test_known_weights_uploaded_under_a_new_name_make_it_an_alias_that_jobs_can_name(dev_server):
+    auth = {"Authorization": f"Bearer {DEVELOPMENT_TOKEN}"}
+    weights = small_npz(1)
+    form = {"activations": "relu,identity"}
+    with httpx.Client(base_url=dev_server.url, timeout=60, headers=auth) as c:
+        first = c.post("/networks/upload", files={"file": ("a.npz", weights)}, data={**form, "name": "alpha"}).json()
+        again = c.post("/networks/upload", files={"file": ("b.npz", weights)}, data={**form, "name": "beta"})
+        assert again.status_code == 201, again.text
+        again = again.json()
+        assert first["created"] and not again["created"]
+        assert again["id"] == first["id"] and again["name"] == "alpha" and again["aliases"] == ["beta"]
+        assert c.get(f"/networks/{first['id']}").json()["aliases"] == ["beta"]
+        job = c.post("/jobs", json=dict(network="beta", inputs=[[0.5] * 4], labels=[0], eps=[0.0], methods="lp"))
+        assert job.status_code == 202, job.text
+        assert job.json()["network_id"] == first["id"]
+        assert dev_server.wait_job(job.json()["id"])["status"] == "done"
+        results = c.get(f"/jobs/{job.json()['id']}/results").json()
+        assert results["count"] == 1 and results["data"][0]["verdict"] in ("verified", "falsified")
+
+
+def test_known_weights_under_a_name_another_network_has_are_a_409_naming_both(dev_server):
+    auth = {"Authorization": f"Bearer {DEVELOPMENT_TOKEN}"}
+    form = {"activations": "relu,identity"}
+    with httpx.Client(base_url=dev_server.url, timeout=60, headers=auth) as c:
+        mine = c.post("/networks/upload", files={"file": ("m.npz", small_npz(2))}, data={**form, "name": "mine"}).json()
+        other = c.post("/networks/upload", files={"file": ("o.npz", small_npz(3))}, data={**form, "name": "other"}).json()
+        response = c.post("/networks/upload", files={"file": ("m.npz", small_npz(2))}, data={**form, "name": "other"})
+        assert response.status_code == 409
+        assert response.json()["detail"] == (
+            f"these weights are network {mine['id']} ('mine'); the name 'other' already names network {other['id']}:"
+            " upload them under another name, or use 'mine'")
+        assert c.get(f"/networks/{mine['id']}").json()["aliases"] == []

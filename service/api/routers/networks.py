@@ -14,8 +14,15 @@ from service.db import repositories as repo
 router = APIRouter(prefix="/networks", tags=["networks"])
 
 
-def _registered(row, created: bool) -> NetworkRegistered:
-    return NetworkRegistered(**NetworkPublic.model_validate(row).model_dump(), created=created)
+def network_public(session, row) -> NetworkPublic:
+    out = NetworkPublic.model_validate(row)
+    out.aliases = repo.network_aliases(session, [row.id]).get(row.id, [])
+    return out
+
+
+def _registered(row, created: bool, session=None) -> NetworkRegistered:
+    public = NetworkPublic.model_validate(row) if session is None else network_public(session, row)
+    return NetworkRegistered(**public.model_dump(), created=created)
 
 
 @router.post("", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
@@ -48,13 +55,15 @@ def upload(
         options["orientation"] = orientation
     row, created = batches.register_upload(session, file.filename or "upload", data, limits=limits, **options)
     session.commit()
-    return _registered(row, created)
+    return _registered(row, created, session)
 
 
 @router.get("", response_model=NetworkList)
 def list_networks(session: SessionDep) -> NetworkList:
     rows = repo.list_networks(session)
-    return NetworkList(count=len(rows), data=[NetworkPublic.model_validate(r) for r in rows])
+    aliases = repo.network_aliases(session, [r.id for r in rows])
+    data = [NetworkPublic.model_validate(r).model_copy(update={"aliases": aliases.get(r.id, [])}) for r in rows]
+    return NetworkList(count=len(rows), data=data)
 
 
 @router.get("/{network_id}", response_model=NetworkPublic)
@@ -62,7 +71,7 @@ def get_network(network_id: int, session: SessionDep) -> NetworkPublic:
     row = repo.get_network(session, network_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no network with id {network_id}")
-    return NetworkPublic.model_validate(row)
+    return network_public(session, row)
 
 
 @router.post("/{network_id}/prune", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
