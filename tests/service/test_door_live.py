@@ -201,3 +201,15 @@ def test_a_job_with_highs_as_mip_solver_stores_answers_confirmed_by_scip(server)
         solvers = cert["solver"].split(",")
         assert solvers and all(s == "highs+scip" for s in solvers), cert["solver"]
         assert all(t["solver"] == "highs+scip" for t in cert["targets"] if t["solver"]), cert["targets"]
+
+
+def test_a_nan_in_any_other_body_or_query_is_a_json_422(server):
+    with server.client() as c:
+        network = c.post("/networks", json={"builtin": "polycert-tiny"}).json()["id"]
+        prune = c.post(f"/networks/{network}/prune", content='{"percent": NaN}', headers={"content-type": "application/json"})
+        results = c.get("/jobs/1/results", params={"eps": "nan"})
+    for response in (prune, results):
+        assert response.status_code == 422, response.text
+        errors = json.loads(response.text)["detail"]
+        assert errors and all(isinstance(e["msg"], str) for e in errors)
+    assert any(e["loc"][-1] == "percent" for e in json.loads(prune.text)["detail"])
