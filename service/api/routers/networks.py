@@ -20,9 +20,8 @@ def network_public(session, row) -> NetworkPublic:
     return out
 
 
-def _registered(row, created: bool, session=None) -> NetworkRegistered:
-    public = NetworkPublic.model_validate(row) if session is None else network_public(session, row)
-    return NetworkRegistered(**public.model_dump(), created=created)
+def _registered(session, row, created: bool) -> NetworkRegistered:
+    return NetworkRegistered(**network_public(session, row).model_dump(), created=created)
 
 
 @router.post("", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
@@ -30,7 +29,7 @@ def register_builtin(body: NetworkBuiltin, session: SessionDep, _user: TokenDep)
     """Register a shipped network (``polycert-tiny``, ``verianet``) by name."""
     row, created = batches.register_builtin(session, body.builtin)
     session.commit()
-    return _registered(row, created)
+    return _registered(session, row, created)
 
 
 @router.post("/upload", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
@@ -55,7 +54,7 @@ def upload(
         options["orientation"] = orientation
     row, created = batches.register_upload(session, file.filename or "upload", data, limits=limits, **options)
     session.commit()
-    return _registered(row, created, session)
+    return _registered(session, row, created)
 
 
 @router.get("", response_model=NetworkList)
@@ -80,7 +79,7 @@ def prune(network_id: int, body: PruneRequest, session: SessionDep, _user: Token
     row, created = batches.derive_network(session, network_id, "prune", fraction=body.percent / 100.0,
                                           scope=body.scope, name=body.name)
     session.commit()
-    return _registered(row, created)
+    return _registered(session, row, created)
 
 
 @router.post("/{network_id}/quantize", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
@@ -88,4 +87,4 @@ def quantize(network_id: int, body: QuantizeRequest, session: SessionDep, _user:
     """Register a copy with weights quantised to ``bits`` bits (symmetric, one scale per layer)."""
     row, created = batches.derive_network(session, network_id, "quantize", bits=body.bits, name=body.name)
     session.commit()
-    return _registered(row, created)
+    return _registered(session, row, created)
