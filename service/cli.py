@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -48,7 +49,8 @@ def _main(
 
 
 def fail(message: str, code: int) -> "typer.Exit":
-    err.print(f"[bold red]polycert: error:[/] {message}", highlight=False, soft_wrap=True)  # one line, whatever the width
+    # one line whatever the width; the message escaped: "[0, 1]" or a path with brackets is not markup
+    err.print(f"[bold red]polycert: error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
