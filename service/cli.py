@@ -733,6 +733,11 @@ def study(
     from formulations.errors import SolverNotAvailableError
     from service.study import StudyOptions, run_study
 
+    for option, values in (("--eps", eps), ("--signature-eps", [signature_eps]), ("--lam", lam),
+                           ("--mip-time-limit", [mip_time_limit])):
+        bad = [v for v in values if not math.isfinite(v) or v < 0]
+        if bad:
+            raise fail(f"{option} must be a finite number >= 0, got {bad[0]}", EXIT_BAD_INPUT)
     options = StudyOptions(per_digit=per_digit, eps=tuple(eps), signature_per_digit=signature_per_digit,
                            signature_eps=signature_eps, classifier_per_digit=classifier_per_digit, lambdas=tuple(lam),
                            flawed_per_digit=flawed_per_digit, mip_time_limit=mip_time_limit, solver=solver,

@@ -76,3 +76,10 @@ def test_submit_refuses_an_unknown_solver_naming_the_valid_ones(tmp_path):
 def test_invert_refuses_a_nan_radius(tmp_path):
     message = one_line_error(polycert(tmp_path, "invert", "injectivity", "--radius", "nan", "--delta", "0.1"))
     assert message == "radius: Input should be a finite number"
+
+
+@pytest.mark.parametrize("args, option", [(["--eps", "nan"], "--eps"), (["--signature-eps", "inf"], "--signature-eps")])
+def test_study_refuses_a_non_finite_radius_before_any_work(tmp_path, args, option):
+    message = one_line_error(polycert(tmp_path, "study", "--out", str(tmp_path / "report"), *args))
+    assert message.startswith(f"{option} must be a finite number >= 0, got ")
+    assert not (tmp_path / "report").exists()
