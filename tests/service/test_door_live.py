@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tests.live import live_server
+from tests.live import ROOT, live_server
 
 CASCADE_MIP_ONLY = json.dumps({"symbolic": False, "attack_steps": 0, "strong_attack_steps": 0, "lp": False,
                                "branching": False})
@@ -169,6 +169,16 @@ def test_a_network_wider_than_the_width_limit_is_a_422_naming_the_setting(server
         ok = c.post("/networks/upload", files={"file": ("narrow.npz", small_npz((4, 8, 2)), "application/octet-stream")},
                     data={"activations": "relu,identity"})
         assert ok.status_code == 201 and ok.json()["architecture"].startswith("4-8-2"), ok.text
+
+
+def test_an_onnx_network_wider_than_the_width_limit_is_refused_from_its_initializer_dims(server):
+    onnx = (ROOT / "tests" / "fixtures" / "mnist-net_256x2.onnx").read_bytes()
+    with server.client() as c:
+        before = c.get("/networks").json()["count"]
+        response = c.post("/networks/upload", files={"file": ("mnist.onnx", onnx, "application/octet-stream")})
+        assert response.status_code == 422
+        assert detail(response) == "mnist.onnx: the network has a layer 784 wide, over 64 (limit POLYCERT_UPLOAD_MAX_WIDTH)"
+        assert c.get("/networks").json()["count"] == before
 
 
 def test_an_upload_declaring_more_bytes_than_the_limit_is_a_413_before_its_body_is_read(server):

@@ -63,3 +63,21 @@ def test_a_pt_state_dict_is_measured_with_its_storage_mapped(tmp_path):
     assert sorted(torch_shapes(str(path))) == [(200,), (200, 4)]
     with pytest.raises(UploadShapeError, match="a layer 200 wide, over 100"):
         check_upload("pt", path.read_bytes(), str(path), LIMITS)
+
+
+def test_the_upload_route_is_a_plain_function_so_fastapi_runs_it_off_the_event_loop():
+    import inspect
+
+    from service.api.routers import networks
+
+    assert not inspect.iscoroutinefunction(networks.upload)
+
+
+def test_a_422_body_echoing_nan_and_infinities_is_json():
+    import json
+
+    from service.api.app import json_safe
+
+    body = json_safe({"input": {"eps": [float("nan"), float("inf"), -float("inf"), 0.5]}, "loc": ("body", "eps")})
+    assert json.loads(json.dumps(body, allow_nan=False)) == {"input": {"eps": ["nan", "inf", "-inf", 0.5]},
+                                                            "loc": ["body", "eps"]}
