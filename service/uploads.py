@@ -117,14 +117,18 @@ def npz_shapes(data: bytes) -> list[Shape]:
 
 
 def onnx_shapes(data: bytes) -> list[Shape]:
-    """The initializers' declared ``dims`` (the protobuf is parsed, its tensors are not converted)."""
+    """The declared ``dims`` of the initializers and Constant nodes (the protobuf is parsed, its tensors are
+    not converted)."""
     import onnx
 
     try:
         model = onnx.load_model_from_string(data)
     except Exception:  # protobuf's DecodeError and friends
         raise InvalidInputError("not a valid .onnx file (the protobuf does not parse)") from None
-    return [tuple(int(d) for d in t.dims) for t in model.graph.initializer]
+    tensors = list(model.graph.initializer)
+    # weights may also hide in Constant nodes' tensor attributes; they count the same
+    tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
+    return [tuple(int(d) for d in t.dims) for t in tensors]
 
 
 def torch_shapes(path: str) -> list[Shape]:

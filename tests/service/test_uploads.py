@@ -81,3 +81,17 @@ def test_a_422_body_echoing_nan_and_infinities_is_json():
     body = json_safe({"input": {"eps": [float("nan"), float("inf"), -float("inf"), 0.5]}, "loc": ("body", "eps")})
     assert json.loads(json.dumps(body, allow_nan=False)) == {"input": {"eps": ["nan", "inf", "-inf", 0.5]},
                                                             "loc": ["body", "eps"]}
+
+
+def test_weights_in_onnx_constant_nodes_count_against_the_limits():
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = helper.make_node("Constant", [], ["W"], value=numpy_helper.from_array(np.zeros((300, 4), np.float32)))
+    gemm = helper.make_node("Gemm", ["X", "W"], ["Y"], transB=1)
+    graph = helper.make_graph([weight, gemm], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 300])])
+    data = helper.make_model(graph).SerializeToString()
+    assert onnx_shapes(data) == [(300, 4)]
+    with pytest.raises(UploadShapeError, match="300 wide"):
+        check_upload("onnx", data, "unused.onnx", LIMITS)
