@@ -81,7 +81,8 @@ def second_opinion(model: Model, solver: str, params: SolveParameters, result: S
     (:data:`TRUSTED_MIP_SOLVERS`), and *its* answer is returned: termination, dual bound and primal point,
     named ``"<solver>+<trusted>"``, with both solve times added. The untrusted claim is dropped whole,
     not mixed in: a wrong "infeasible" or an overstated dual bound would otherwise still reach a verdict.
-    The price is a second solve (up to twice the time limit).
+    The price is a second solve, within the same time limit: the trusted one gets what the first left
+    (none left: :attr:`Termination.TIME_LIMIT` with no dual bound).
 
     When no trusted back-end can solve it, the answer is :attr:`Termination.UNCONFIRMED` with no dual
     bound (the primal point stays: it is only a claim, and the engine re-checks it on the real network),
@@ -89,6 +90,12 @@ def second_opinion(model: Model, solver: str, params: SolveParameters, result: S
     """
     if not model.num_integers or not capabilities(solver).needs_second_opinion:
         return result
+    if params.time_limit is not None:  # the time limit holds for both solves together
+        left = params.time_limit - result.solve_time - result.build_time
+        if left <= 0:
+            return dataclasses.replace(result, termination=Termination.TIME_LIMIT, dual_bound=None, safe_dual_bound=None,
+                                       message=f"{solver}'s MIP answer is unconfirmed: no time was left for a second opinion")
+        params = dataclasses.replace(params, time_limit=left)
     tried = []
     for trusted in TRUSTED_MIP_SOLVERS:
         if trusted == solver or not is_available(trusted) or capabilities(trusted).needs_second_opinion:

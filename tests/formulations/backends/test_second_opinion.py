@@ -136,3 +136,13 @@ def test_trusted_backends_are_returned_unchanged():
     model, _ = random_model(2, 6, 4, integer=True)
     res = solve(model, "scip")
     assert second_opinion(model, "scip", SolveParameters(), res) is res
+
+
+def test_the_second_opinion_shares_the_time_limit_and_none_left_means_no_bound(fake):
+    model, _ = random_model(4, 6, 4, integer=True)
+    fake(needs_second_opinion=True)
+    first = solve(model, "fake", SolveParameters(time_limit=60))
+    late = dataclasses.replace(first, solver="fake", solve_time=61.0, dual_bound=1e9)
+    res = second_opinion(model, "fake", SolveParameters(time_limit=60), late)
+    assert res.termination == Termination.TIME_LIMIT and res.dual_bound is None
+    assert "no time was left" in res.message
