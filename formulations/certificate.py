@@ -33,6 +33,7 @@ class UnknownReason(str, enum.Enum):
     SOLVER_ERROR = "solver error"
     RELAXATION = "relaxation inconclusive"  # an LP bound that neither proves nor refutes
     REFINEMENT_LIMIT = "refinement limit"
+    UNCONFIRMED = "unconfirmed"  # only a back-end that needs a second opinion answered (backends.second_opinion)
 
 
 _REASONS = {
@@ -41,7 +42,11 @@ _REASONS = {
     Termination.NODE_LIMIT: UnknownReason.NODE_LIMIT,
     Termination.NUMERICAL: UnknownReason.NUMERICAL,
     Termination.ERROR: UnknownReason.SOLVER_ERROR,
+    Termination.UNCONFIRMED: UnknownReason.UNCONFIRMED,  # only a back-end needing a second opinion answered
 }
+
+
+TERMINATION_REASONS = frozenset(_REASONS)  # the terminations that have a reason of their own
 
 
 def reason_for(termination: Termination | None, *, relaxation: bool = False) -> UnknownReason:

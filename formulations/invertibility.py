@@ -60,7 +60,7 @@ from .backends.registry import require
 from .backends import default_mip_solver, solve
 from .backends.base import SolveParameters, Termination
 from .bounds import LayerBounds, symbolic_bounds
-from .certificate import Certificate, UnknownReason, Verdict
+from .certificate import TERMINATION_REASONS, Certificate, UnknownReason, Verdict, reason_for
 from .encoding import MIP, NetworkEncoding, encode_input_set, encode_network
 from .errors import InvalidInputError, SolverNotAvailableError, UnsoundAnswerError
 from .input_sets import InputSet, canonical_norm, distance
@@ -77,13 +77,6 @@ KINDS = ("injectivity", "preimage", "dependence", "invariance")
 WITNESS_TOLERANCE = 1e-6
 _POLISH_STEPS = 5
 _POLISH_AIM = 1.0 - 1e-4
-_REASONS = {
-    Termination.TIME_LIMIT: UnknownReason.TIME_LIMIT,
-    Termination.FEASIBLE: UnknownReason.TIME_LIMIT,
-    Termination.NODE_LIMIT: UnknownReason.NODE_LIMIT,
-    Termination.NUMERICAL: UnknownReason.NUMERICAL,
-    Termination.ERROR: UnknownReason.SOLVER_ERROR,
-}
 
 
 def sound_upper(dual_bound: float) -> float:
@@ -564,8 +557,8 @@ def _run(query: PairQuery, *, solver, tolerance, gap, time_limit, max_rounds, st
         verdict, reason = Verdict.FALSIFIED, None
     else:
         verdict = Verdict.UNKNOWN
-        if out.termination in _REASONS:
-            reason = _REASONS[out.termination]
+        if out.termination in TERMINATION_REASONS:
+            reason = reason_for(out.termination)
         elif out.refinement_exhausted or out.rounds >= max_rounds:
             reason = UnknownReason.REFINEMENT_LIMIT
         else:

@@ -177,5 +177,5 @@ def minimize_with_refinement(
     return RefinementOutcome(
         lower=lower, upper=upper, point=best_point, primal=None if result is None else result.primal,
         encoding=enc, result=result, rounds=rounds, termination=termination, segments=segments,
-        solve_time=total, solver=solver,
+        solve_time=total, solver=solver if result is None else result.solver,  # "highs+scip": who answered
     )

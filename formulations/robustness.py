@@ -27,7 +27,7 @@ from .backends.registry import require
 from .backends import available_solvers, default_lp_solver, default_mip_solver, solve
 from .backends.base import SolveParameters, Termination
 from .bounds import margin_bounds, symbolic_bounds
-from .certificate import Certificate, TargetBound, UnknownReason, Verdict
+from .certificate import Certificate, TargetBound, UnknownReason, Verdict, reason_for
 from .encoding import LP, MIP, encode_network, margin_objective, tight_constraints
 from .errors import InvalidInputError, SolverNotAvailableError, UnsoundAnswerError
 from .input_sets import InputSet
@@ -38,13 +38,6 @@ from .refinement import minimize_with_refinement, sound_lower
 Array = np.ndarray
 METHODS = (LP, MIP)
 
-_REASONS = {
-    Termination.TIME_LIMIT: UnknownReason.TIME_LIMIT,
-    Termination.NODE_LIMIT: UnknownReason.NODE_LIMIT,
-    Termination.NUMERICAL: UnknownReason.NUMERICAL,
-    Termination.ERROR: UnknownReason.SOLVER_ERROR,
-    Termination.FEASIBLE: UnknownReason.TIME_LIMIT,
-}
 
 
 def margins(network: Network, x: Array, label: int) -> Array:
@@ -286,13 +279,7 @@ def _target_bound(t: _Target, method: str, tolerance: float) -> TargetBound:
     elif t.upper <= 0:
         verdict, reason = Verdict.FALSIFIED, None
     else:
-        verdict = Verdict.UNKNOWN
-        if method == LP or t.termination is None:
-            reason = UnknownReason.RELAXATION
-        elif t.termination in _REASONS:
-            reason = _REASONS[t.termination]
-        else:
-            reason = UnknownReason.REFINEMENT_LIMIT
+        verdict, reason = Verdict.UNKNOWN, reason_for(t.termination, relaxation=method == LP)
     return TargetBound(t.target, t.lower, t.upper, verdict, reason, t.tight, t.solver, t.solve_time, t.lower_stage)
 
 

@@ -11,7 +11,7 @@ import tempfile
 from typing import Annotated, Any, Literal, Protocol, Sequence, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from sqlalchemy.orm import Session
 
 from formulations.domains import Domain, check_radii, network_domain, parse_domain, with_domain
@@ -31,6 +31,29 @@ Method = Literal["lp", "mip", "both"]
 #: coordinate, or null for an open side (JSON has no infinity; -Infinity / 1e999 also read as infinite).
 DomainBound = float | list[float | None] | None
 UPLOAD_FORMATS = {".npz": "npz", ".pt": "pt", ".pth": "pt", ".onnx": "onnx"}
+
+
+def check_solver(name: str | None, role: Literal["mip", "lp"] = "mip") -> str | None:
+    """``name`` if it is a back-end that solves ``role`` problems (None: the engine's default); otherwise
+    ValueError naming the valid ones (``formulations.backends``' registry), so that an unknown solver is a
+    422 at the door instead of a job that silently runs with another one."""
+    if name is None:
+        return None
+    from formulations.backends import available_solvers, capabilities
+
+    usable = available_solvers()
+    # the engine's MIPs have continuous variables: an integer-only back-end (CP-SAT) cannot solve them
+    valid = [s for s in usable if getattr(capabilities(s), role) and not (role == "mip" and capabilities(s).integer_only)]
+    if name not in valid:
+        problem = f"unknown solver {name!r}" if name not in usable else f"solver {name!r} cannot solve this job's {role.upper()}s"
+        here = [s for s in valid if usable[s]]
+        raise ValueError(f"{problem}; valid {role.upper()} solvers: {', '.join(valid)}"
+                         + ("" if here == valid else f" (usable here: {', '.join(here) or 'none'})"))
+    return name
+
+
+MipSolver = Annotated[str | None, AfterValidator(lambda v: check_solver(v, "mip"))]
+LpSolver = Annotated[str | None, AfterValidator(lambda v: check_solver(v, "lp"))]
 
 
 class DatasetSlice(BaseModel):
@@ -55,7 +78,7 @@ class BatchRequest(BaseModel):
     """What to certify. Give the network by id or by name (a registered or built-in name), and either a
     dataset slice or explicit inputs with their labels."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / 1e999: a 422, not a 500
     network_id: int | None = None
     network: str | None = None
     dataset: DatasetSlice | None = None
@@ -69,8 +92,8 @@ class BatchRequest(BaseModel):
     kind: Literal["robustness"] = "robustness"
     norm: Literal["linf", "l1", "l2"] = "linf"
     target: int | None = Field(None, ge=0)
-    solver: str | None = None  # MIP back-end (engine default: SCIP)
-    lp_solver: str | None = None
+    solver: MipSolver = None  # MIP back-end (engine default: SCIP)
+    lp_solver: LpSolver = None
     time_limit: float | None = Field(None, gt=0, le=3600)
     # the box [lower, upper] the balls are clipped to; it must lie inside the network's input domain (None:
     # the network's). Checked, with eps, against the network when the job is planned (plan_queries).
@@ -109,7 +132,7 @@ class InvertibilityRequest(BaseModel):
     (f2 is ``second_network``); ``invariance``: how far the decision stays put; ``radius``: the largest
     certified radius of injectivity (or of dependence, with a second network)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / 1e999: a 422, not a 500
     kind: InvertibilityKind
     network_id: int | None = None
     network: str | None = None
@@ -122,7 +145,7 @@ class InvertibilityRequest(BaseModel):
     delta: float | None = Field(None, ge=0)
     domain: tuple[float, float] | None = None  # None: all of R^d (invariance: [0, 1])
     tolerance: float = Field(1e-4, gt=0)
-    solver: str | None = None
+    solver: MipSolver = None
     time_limit: float | None = Field(None, gt=0, le=36_000)
     query_time_limit: float | None = Field(None, gt=0, le=3600)  # radius: seconds per evaluated radius
     start: float | None = Field(None, gt=0)  # radius search: first radius, growth factor, bisection gap, cap
@@ -157,7 +180,7 @@ class InvertibilityRequest(BaseModel):
 
 
 class VnncompInstance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / 1e999: a 422, not a 500
     network_id: int
     vnnlib: str = Field(..., min_length=1)  # the property's text
     timeout: float = Field(..., gt=0, le=36_000)
@@ -167,10 +190,10 @@ class VnncompInstance(BaseModel):
 class VnncompRequest(BaseModel):
     """A VNN-COMP batch: one query per instance (network registered from its ONNX, VNN-LIB text stored)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / 1e999: a 422, not a 500
     kind: Literal["vnncomp"]
     instances: list[VnncompInstance] = Field(..., min_length=1, max_length=10_000)
-    solver: str | None = None
+    solver: MipSolver = None
 
 
 class SignatureRequest(BaseModel):
@@ -281,13 +304,20 @@ def register_builtin(session: Session, name: str) -> tuple[NetworkRow, bool]:
     return register_network(session, zoo.load_builtin(name), "builtin")
 
 
-def register_upload(session: Session, filename: str, data: bytes, **options: Any) -> tuple[NetworkRow, bool]:
-    """Register an uploaded .npz / .pt / .onnx file (loaded without unpickling: weights_only)."""
+def register_upload(session: Session, filename: str, data: bytes, *, limits=None, **options: Any) -> tuple[NetworkRow, bool]:
+    """Register an uploaded .npz / .pt / .onnx file (loaded without unpickling: weights_only).
+
+    ``limits`` (:class:`service.uploads.UploadLimits`, default the settings') are checked from the file's
+    headers before it is loaded (:func:`service.uploads.check_upload`). Messages name the user's file, never
+    the server's temporary copy."""
+    from service.uploads import check_upload
+
     suffix = os.path.splitext(filename)[1].lower()
     if suffix not in UPLOAD_FORMATS:
         raise InvalidInputError(f"cannot load {filename!r}: the file must end in one of {', '.join(UPLOAD_FORMATS)}")
     from formulations.loaders import load_network
 
+    limits = limits or get_settings().upload_limits
     with tempfile.TemporaryDirectory() as tmp:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(filename)) or "upload" + suffix
         path = os.path.join(tmp, safe)  # the loader's messages then name the user's file
@@ -296,12 +326,47 @@ def register_upload(session: Session, filename: str, data: bytes, **options: Any
         name = options.pop("name", None) or os.path.splitext(os.path.basename(filename))[0]
         domain = options.pop("domain", None)  # None: what the file says (an npz's metadata), else unbounded
         try:
+            check_upload(UPLOAD_FORMATS[suffix], data, path, limits)
+        except InvalidInputError as exc:  # UploadTooLargeError (413), UploadShapeError and the rest (422)
+            raise type(exc)(f"{os.path.basename(filename)}: {exc}") from None
+        try:
             network = load_network(path, name=name, **options)
-        except PolyCertError:
-            raise
+        except PolyCertError as exc:
+            raise _without_path(exc, path, tmp, filename) from None
         except Exception as exc:  # a corrupt or foreign file: the uploader's problem, said plainly
-            raise InvalidInputError(f"cannot read {filename!r} as a {suffix} network: {exc}") from None
-    return register_network(session, network, UPLOAD_FORMATS[suffix], domain=domain)
+            raise _without_path(InvalidInputError(f"cannot read {filename!r} as a {suffix} network: {exc}"),
+                                path, tmp, filename) from None
+    if isinstance(network.metadata, dict) and "source" in network.metadata:
+        network.metadata["source"] = os.path.basename(filename)  # not the temporary copy's path
+    row, created = register_network(session, network, UPLOAD_FORMATS[suffix], domain=domain)
+    if not created:
+        register_alias(session, row, name)
+    return row, created
+
+
+def register_alias(session: Session, row: NetworkRow, name: str) -> None:
+    """Known weights under a new name: the name becomes an alias of the stored network, so that a job naming
+    it finds that network. A name that already names another network is a conflict (a job naming it would
+    otherwise get one of the two silently)."""
+    if not name or name == row.name:
+        return
+    owner = repo.get_network_by_name(session, name) or repo.get_network_by_alias(session, name)
+    if owner is not None and owner.id != row.id:
+        raise ConflictError(f"these weights are network {row.id} ({row.name!r}); the name {name!r} already names"
+                            f" network {owner.id}: upload them under another name, or use {row.name!r}")
+    if owner is None:
+        repo.add_network_alias(session, row.id, name)
+
+
+def _without_path(exc: PolyCertError, path: str, tmp: str, filename: str) -> PolyCertError:
+    """``exc`` with the server's temporary path replaced by the uploaded file's name (same type where it can)."""
+    message = str(exc).replace(path, os.path.basename(filename)).replace(tmp + os.sep, "").replace(tmp, "")
+    if message == str(exc):
+        return exc
+    try:
+        return type(exc)(message)
+    except Exception:  # an error type with its own constructor
+        return InvalidInputError(message)
 
 
 def resolve_network(session: Session, *, network_id: int | None, name: str | None) -> NetworkRow:
@@ -311,7 +376,7 @@ def resolve_network(session: Session, *, network_id: int | None, name: str | Non
             raise NotFoundError(f"no network with id {network_id}")
         return row
     assert name is not None
-    row = repo.get_network_by_name(session, name)
+    row = repo.get_network_by_name(session, name) or repo.get_network_by_alias(session, name)
     return row if row is not None else register_builtin(session, name)[0]
 
 
@@ -437,6 +502,20 @@ def plan_centres(request: InvertibilityRequest, x: np.ndarray, sources: Sequence
                  eps=float(request.radius or 0.0), norm=request.norm, method="mip") for i in range(len(x))]
 
 
+def check_delta(request: InvertibilityRequest, rows: Sequence[NetworkRow]) -> None:
+    """A pair query (all kinds but invariance) on a network with smooth activations needs ``delta``: the
+    engine would refuse every centre (``formulations.invertibility``), so refuse the job at the door."""
+    if request.kind == "invariance" or request.delta is not None:
+        return
+    smooth = sorted({layer.activation.name for row in rows for layer in load_stored(row).layers
+                     if not (layer.activation.piecewise_linear or layer.activation.name == "identity")})
+    if smooth:
+        raise InvalidInputError(
+            f"a {request.kind} query on a network with smooth activations ({', '.join(smooth)}) needs delta > 0,"
+            " the output tolerance ||f(x) - f(y)||_inf <= delta: exact equality f(x) = f(y) cannot be decided"
+            " by refinement")
+
+
 def centres(request: InvertibilityRequest) -> tuple[np.ndarray, list[int | None]]:
     if request.dataset is not None:
         x, _, sources = load_slice(request.dataset)
@@ -494,6 +573,7 @@ def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | 
         second = None
         if request.second_network_id is not None or request.second_network is not None:
             second = resolve_network(session, network_id=request.second_network_id, name=request.second_network)
+        check_delta(request, [network] if second is None else [network, second])
         x, sources = centres(request)
         queries = plan_centres(request, x, sources, network, second)
         parameters = request.model_dump(exclude={"inputs"}, mode="json")

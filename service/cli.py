@@ -6,6 +6,7 @@ not ready (e.g. not migrated); 3 not found; 4 bad input; 5 the queue is unreacha
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -32,8 +33,25 @@ err = Console(stderr=True)
 EXIT_JOB_FAILED, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_QUEUE = 1, 2, 3, 4, 5
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from service.version import polycert_version
+
+        print(f"polycert {polycert_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """PolyCert: exact verification of feed-forward networks."""
+
+
 def fail(message: str, code: int) -> "typer.Exit":
-    err.print(f"[bold red]polycert: error:[/] {message}", highlight=False)
+    # one line whatever the width; the message escaped: "[0, 1]" or a path with brackets is not markup
+    err.print(f"[bold red]polycert: error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -97,12 +115,33 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
     from service.api.app import create_app
 
-    _settings()
+    settings = _settings()
     try:
         api = create_app()
     except DatabaseNotMigratedError as exc:
         raise fail(str(exc), EXIT_CONFIG) from None
+    for line in serve_banner(settings, host, port):
+        console.print(line, highlight=False, soft_wrap=True)
     uvicorn.run(api, host=host, port=port)
+
+
+def serve_banner(settings, host: str, port: int) -> list[str]:
+    """What ``serve`` says before it starts: where the data is and, on the development token, the token
+    itself with how to use it (a newcomer's first write otherwise gets a 401 and no hint)."""
+    from service.settings import DEVELOPMENT_TOKEN
+
+    url = f"http://{host}:{port}"
+    where = (f"embedded default: {settings.resolved_database_url}, in-process worker" if settings.embedded
+             else f"database {settings.resolved_database_url.split('@')[-1]}, queue {settings.queue_name}")
+    lines = [f"PolyCert API on {url} ({where}); documentation at {url}/docs"]
+    if settings.api_token == DEVELOPMENT_TOKEN:
+        lines += [f"write token (development): {DEVELOPMENT_TOKEN}",
+                  f"  send it as a header: curl -H 'Authorization: Bearer {DEVELOPMENT_TOKEN}'"
+                  f" -H 'Content-Type: application/json' -d '{{\"builtin\": \"polycert-tiny\"}}' {url}/networks",
+                  "  set POLYCERT_API_TOKEN to a secret of your own before anyone else can reach this port"]
+    else:
+        lines.append("write endpoints need the token of POLYCERT_API_TOKEN (Authorization: Bearer ...)")
+    return lines
 
 
 @app.command()
@@ -482,17 +521,40 @@ def vnncomp(
     from formulations.vnncomp import vnncomp_answer
     from formulations.vnnlib import format_result, read_vnnlib
 
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise fail(f"--timeout must be a positive number of seconds, got {timeout}", EXIT_BAD_INPUT)
+    if result is not None:
+        check_writable(result)
     started = time.monotonic()
     try:
         net = load_onnx(onnx)
         prop = read_vnnlib(vnnlib, n_inputs=net.input_size, n_outputs=net.output_size)
+    except PolyCertError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    except Exception as exc:  # a file the loaders did not foresee (sizes its data do not fill): one line, no traceback
+        raise fail(f"cannot read {onnx} / {vnnlib}: {type(exc).__name__}: {exc}", EXIT_BAD_INPUT) from None
+    try:
         answer = vnncomp_answer(net, prop, timeout=max(timeout - (time.monotonic() - started), 1.0))
     except PolyCertError as exc:
         raise fail(str(exc), EXIT_BAD_INPUT) from None
     if result is not None:
         word = {"holds": "unsat", "violated": "sat"}.get(answer.word, "unknown")
-        Path(result).write_text(format_result(word, answer.x, answer.y))
+        try:
+            Path(result).write_text(format_result(word, answer.x, answer.y))
+        except OSError as exc:
+            raise fail(f"cannot write the result file {result}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
     print(answer.word)
+
+
+def check_writable(path: str) -> None:
+    """Refuse, before any work, a result path whose folder does not exist or cannot be written."""
+    import os
+
+    folder = Path(path).expanduser().parent
+    if not folder.is_dir():
+        raise fail(f"cannot write the result file {path}: {folder} is not a folder", EXIT_BAD_INPUT)
+    if not os.access(folder, os.W_OK) or Path(path).is_dir():
+        raise fail(f"cannot write the result file {path}: permission denied or a folder", EXIT_BAD_INPUT)
 
 
 def _network_row(session, network: str):
@@ -618,7 +680,10 @@ def quantize(
 
 
 def read_instances(csv_path: str, timeout_scale: float) -> list[tuple[Path, Path, float]]:
-    """A VNN-COMP ``instances.csv`` (``onnx,vnnlib,timeout`` per line, paths relative to the file)."""
+    """A VNN-COMP ``instances.csv`` (``onnx,vnnlib,timeout`` per line, paths relative to the file).
+
+    As the benchmarks ship them: a property named ``.vnnlib`` that exists only as ``.vnnlib.gz`` is read from
+    that (:func:`resolve_gz`), and a first line whose timeout is not a number is a header and skipped."""
     import csv
 
     base = Path(csv_path).resolve().parent
@@ -630,14 +695,63 @@ def read_instances(csv_path: str, timeout_scale: float) -> list[tuple[Path, Path
                     continue
                 if len(row) < 3:
                     raise fail(f"{csv_path}:{line_no}: expected onnx,vnnlib,timeout; got {row}", EXIT_BAD_INPUT)
-                rows.append((base / row[0].strip(), base / row[1].strip(), float(row[2]) * timeout_scale))
+                try:
+                    timeout = float(row[2])
+                except ValueError:
+                    if not rows and not _is_number_like(row[2]):  # a header (onnx,vnnlib,timeout) before any instance
+                        continue
+                    raise fail(f"{csv_path}:{line_no}: the timeout {row[2].strip()!r} is not a number", EXIT_BAD_INPUT) from None
+                if not (math.isfinite(timeout) and timeout > 0):
+                    raise fail(f"{csv_path}:{line_no}: the timeout must be a positive number of seconds, got {row[2].strip()}",
+                               EXIT_BAD_INPUT)
+                rows.append((base / row[0].strip(), resolve_gz(base / row[1].strip()), timeout * timeout_scale))
     except OSError as exc:
-        raise fail(f"cannot read {csv_path}: {exc}", EXIT_NOT_FOUND) from None
-    except ValueError as exc:
-        raise fail(f"{csv_path}: a timeout is not a number ({exc})", EXIT_BAD_INPUT) from None
+        raise fail(f"cannot read {csv_path}: {exc.strerror or exc}", EXIT_NOT_FOUND) from None
     if not rows:
         raise fail(f"{csv_path} lists no instances", EXIT_BAD_INPUT)
     return rows
+
+
+def _is_number_like(text: str) -> bool:
+    return any(c.isdigit() for c in text)
+
+
+def resolve_gz(path: Path) -> Path:
+    """``path``, or ``path.gz`` when only that exists (VNN-COMP lists ``prop.vnnlib`` and ships ``prop.vnnlib.gz``)."""
+    gz = path.with_name(path.name + ".gz")
+    return gz if not path.exists() and gz.exists() else path
+
+
+def result_file_name(onnx: str, vnnlib: str) -> str:
+    """``<network>_<property>.counterexample``: the instance's names without ``.onnx`` / ``.vnnlib[.gz]``."""
+    def stem(name: str) -> str:
+        for suffix in (".gz", ".onnx", ".vnnlib"):
+            name = name.removesuffix(suffix)
+        return name
+
+    return f"{stem(Path(onnx).name)}_{stem(Path(vnnlib).name)}.counterexample"
+
+
+def write_results(folder: Path, answered) -> list[Path]:
+    """One competition result file per answered instance (the format ``polycert vnncomp --result`` writes:
+    ``unsat``, ``sat`` with the counterexample, or ``unknown``); returns the paths in instance order."""
+    from formulations.vnnlib import format_result
+
+    written, taken = [], set()
+    for query, cert in answered:
+        onnx_name, prop_name = (query.parameters or {}).get("name", "network,property").split(",", 1)
+        name = result_file_name(onnx_name, prop_name)
+        if name in taken:  # the same pair listed twice
+            name = name.replace(".counterexample", f"_{query.item}.counterexample")
+        taken.add(name)
+        word = {"holds": "unsat", "violated": "sat"}.get(cert.answer or "unknown", "unknown")
+        y = (cert.extra or {}).get("y")
+        if word == "sat" and (cert.counterexample is None or y is None):
+            word = "unknown"  # never a sat without its counterexample
+        path = folder / name
+        path.write_text(format_result(word, cert.counterexample, y))
+        written.append(path)
+    return written
 
 
 def _vnnlib_text(path: Path) -> str:
@@ -653,14 +767,23 @@ def vnncomp_batch(
     timeout_scale: Annotated[float, typer.Option(help="multiply every instance's timeout by this")] = 1.0,
     solver: Optional[str] = None,
     wait: Annotated[bool, typer.Option(help="follow the job (always, when embedded)")] = True,
+    results_dir: Annotated[Optional[str], typer.Option(help="write each instance's result file here once the job is done")] = None,
 ) -> None:
     """A VNN-COMP batch through the queue: one task per instance; prints the competition table."""
     from formulations.loaders import load_onnx
     from service.batches import VnncompRequest, register_network
     from service.db import repositories as repo
 
-    if not timeout_scale > 0:
-        raise fail(f"--timeout-scale must be > 0, got {timeout_scale}", EXIT_BAD_INPUT)
+    if not (math.isfinite(timeout_scale) and timeout_scale > 0):
+        raise fail(f"--timeout-scale must be a positive number, got {timeout_scale}", EXIT_BAD_INPUT)
+    if results_dir is not None:
+        if not (_settings().embedded or wait):
+            raise fail("--results-dir needs the job's answers: drop --no-wait", EXIT_BAD_INPUT)
+        try:
+            Path(results_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fail(f"cannot create the results folder {results_dir}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+        check_writable(str(Path(results_dir) / "x"))
     rows = read_instances(instances, timeout_scale)
     engine = _engine(migrate=_settings().database_url is None)
     specs = []
@@ -696,6 +819,12 @@ def vnncomp_batch(
                       cert.stage or "-", f"{cert.wall_time:.2f}")
     console.print(table)
     console.print(", ".join(f"{word} {n}" for word, n in sorted(counts.items())) + f" of {len(rows)} instances")
+    if results_dir is not None:
+        try:
+            written = write_results(Path(results_dir), answered)
+        except OSError as exc:
+            raise fail(f"cannot write a result file in {results_dir}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+        console.print(f"{len(written)} result files written to {results_dir}")
     console.print(f"job id: {job_id}")
 
 
@@ -754,6 +883,11 @@ def study(
     from formulations.errors import SolverNotAvailableError
     from service.study import StudyOptions, run_study
 
+    for option, values in (("--eps", eps), ("--signature-eps", [signature_eps]), ("--lam", lam),
+                           ("--mip-time-limit", [mip_time_limit])):
+        bad = [v for v in values if not math.isfinite(v) or v < 0]
+        if bad:
+            raise fail(f"{option} must be a finite number >= 0, got {bad[0]}", EXIT_BAD_INPUT)
     options = StudyOptions(per_digit=per_digit, eps=tuple(eps), signature_per_digit=signature_per_digit,
                            signature_eps=signature_eps, classifier_per_digit=classifier_per_digit, lambdas=tuple(lam),
                            flawed_per_digit=flawed_per_digit, mip_time_limit=mip_time_limit, solver=solver,

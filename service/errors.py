@@ -16,4 +16,5 @@ class QueueUnavailableError(ServiceError):
 
 
 class ConflictError(ServiceError):
-    """The request contradicts what is stored (known weights registered with another input domain)."""
+    """The request contradicts what is stored: a name that already names another network, or known weights
+    registered with another input domain (HTTP 409)."""

@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(default=1, ge=1, le=64)
     queue_name: str = "polycert"
     cascade: CascadeOptions = Field(default_factory=CascadeOptions)  # POLYCERT_CASCADE (JSON) or POLYCERT_CASCADE__<FIELD>
+    # uploads (POST /networks/upload), checked from the file's headers before any array is built
+    # (service/uploads.py): the file, what its zip decompresses into, and the network it declares. A 784-1024x4
+    # float64 network is ~40 MB and 3.9 M parameters; VNN-COMP's largest fully connected ones are within these
+    upload_max_bytes: int = Field(default=64 * 2**20, ge=1)
+    upload_max_decompressed_bytes: int = Field(default=256 * 2**20, ge=1)
+    upload_max_parameters: int = Field(default=10_000_000, ge=1)
+    upload_max_layers: int = Field(default=64, ge=1)
+    upload_max_width: int = Field(default=16_384, ge=1)
 
     @field_validator("chunk_size", mode="before")
     @classmethod
@@ -118,6 +126,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'polycert.db'}"
+
+    @property
+    def upload_limits(self):
+        """The upload limits as :class:`service.uploads.UploadLimits`."""
+        from .uploads import UploadLimits
+
+        return UploadLimits(max_bytes=self.upload_max_bytes, max_decompressed_bytes=self.upload_max_decompressed_bytes,
+                            max_parameters=self.upload_max_parameters, max_layers=self.upload_max_layers,
+                            max_width=self.upload_max_width)
 
     @property
     def embedded(self) -> bool:

@@ -33,6 +33,9 @@ class Termination(enum.Enum):
     # ``SolveParameters.cutoff`` pruned every point: the optimum is not better than the cutoff
     # (``dual_bound`` is the cutoff); says nothing about the model's feasibility
     CUTOFF = "cutoff"
+    # a back-end whose MIP answers need a second opinion answered, and no trusted back-end could confirm
+    # it (backends.second_opinion): no dual bound, whatever the back-end claimed
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,12 +26,36 @@ _ENTRIES: dict[str, tuple[str, str]] = {
 
 SOLVERS: tuple[str, ...] = tuple(_ENTRIES)
 
+# back-ends registered at run time (register_backend): plug-ins, and the deliberately wrong fakes of tests
+_REGISTERED: dict[str, Backend] = {}
+
+
+def solver_names() -> tuple[str, ...]:
+    """Every solver name this process knows: :data:`SOLVERS` and those added by :func:`register_backend`."""
+    return SOLVERS + tuple(n for n in _REGISTERED if n not in _ENTRIES)
+
+
+def register_backend(instance: Backend) -> None:
+    """Make ``instance`` solvable under ``instance.name`` (it shadows a built-in of the same name)."""
+    _REGISTERED[instance.name] = instance
+    backend.cache_clear()
+    is_available.cache_clear()
+
+
+def unregister_backend(name: str) -> None:
+    """Undo :func:`register_backend` (a no-op for a name it did not add)."""
+    _REGISTERED.pop(name, None)
+    backend.cache_clear()
+    is_available.cache_clear()
+
 
 @functools.cache
 def backend(name: str) -> Backend:
     """The back-end object for ``name`` (not checked for installation)."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     if name not in _ENTRIES:
-        raise SolverNotAvailableError(f"unknown solver {name!r}; known solvers: {', '.join(SOLVERS)}")
+        raise SolverNotAvailableError(f"unknown solver {name!r}; known solvers: {', '.join(solver_names())}")
     module, attribute = _ENTRIES[name]
     obj = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
     return obj() if isinstance(obj, type) else obj
@@ -48,7 +72,7 @@ def is_available(name: str) -> bool:
 
 def available_solvers() -> dict[str, bool]:
     """Every known solver name -> whether it is usable here."""
-    return {name: is_available(name) for name in SOLVERS}
+    return {name: is_available(name) for name in solver_names()}
 
 
 def capabilities(name: str) -> Capabilities:
@@ -60,7 +84,7 @@ def require(name: str) -> Backend:
     """The back-end for ``name``; :class:`SolverNotAvailableError` naming what is missing otherwise."""
     b = backend(name)
     if not is_available(name):
-        usable = [s for s in SOLVERS if is_available(s)]
+        usable = [s for s in solver_names() if is_available(s)]
         raise SolverNotAvailableError(
             f"solver {name!r} is not usable here: it needs the Python package {b.requires!r}"
             f"{' with a working licence' if name == 'gurobi' else ''}; available solvers: "

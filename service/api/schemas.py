@@ -6,7 +6,9 @@ import datetime as dt
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 
 from pydantic import Field
 
@@ -17,6 +19,17 @@ JobCreate = JobRequest  # robustness batch, invertibility queries or a VNN-COMP 
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else value
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """Every timestamp in UTC with its zone: SQLite gives back naive datetimes (which PolyCert stores in
+    UTC), PostgreSQL aware ones; both then serialise alike (``2026-12-02T18:30:00.123456Z``)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(_utc)]
 
 
 class NetworkBuiltin(BaseModel):
@@ -58,7 +71,8 @@ class NetworkPublic(BaseModel):
     input_size: int
     output_size: int
     input_domain: DomainPublic  # every query on the network is about balls clipped to it (or a narrower box)
-    created_at: dt.datetime
+    created_at: UtcDatetime
+    aliases: list[str] = []  # other names the same weights were uploaded under; a job may name any of them
 
     _domain = field_validator("input_domain", mode="before")(lambda cls, v: _domain_or_unit(v))
 
@@ -90,9 +104,9 @@ class JobPublic(BaseModel):
     status: str
     created_by: str
     parameters: dict[str, Any]
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     error: str | None = None
     progress: Progress | None = None
 

@@ -54,6 +54,19 @@ class NetworkRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
 
 
+class NetworkAliasRow(Base):
+    """Another name of a network: the same weights uploaded under a new name (migration 0004)."""
+
+    __tablename__ = "network_aliases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
+
+    __table_args__ = (Index("ix_network_aliases_network", "network_id"),)
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
 

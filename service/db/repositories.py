@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, aliased
 
-from .models import AttackRow, CertificateRow, ChunkRow, JobRow, NetworkRow, QueryRow, SignatureRow
+from .models import AttackRow, CertificateRow, ChunkRow, JobRow, NetworkAliasRow, NetworkRow, QueryRow, SignatureRow
 
 ACTIVE = ("queued", "running")
 
@@ -95,10 +95,36 @@ def list_networks(session: Session) -> Sequence[NetworkRow]:
 def add_network(session: Session, **values: Any) -> tuple[NetworkRow, bool]:
     """Register a network by content digest; returns (row, created). The same weights are stored once."""
     stmt = _insert(session, NetworkRow).values(**values).on_conflict_do_nothing(index_elements=["digest"])
-    created = session.execute(stmt).rowcount == 1
+    # RETURNING, not rowcount: on PostgreSQL (psycopg) the rowcount read -1, so every upload said created=false
+    created = session.execute(stmt.returning(NetworkRow.id)).first() is not None
     row = get_network_by_digest(session, values["digest"])
     assert row is not None
     return row, created
+
+
+def get_network_by_alias(session: Session, name: str) -> NetworkRow | None:
+    return session.scalar(select(NetworkRow).join(NetworkAliasRow, NetworkAliasRow.network_id == NetworkRow.id)
+                          .where(NetworkAliasRow.name == name))
+
+
+def add_network_alias(session: Session, network_id: int, name: str) -> bool:
+    """Record ``name`` as another name of network ``network_id``; False when that alias already exists."""
+    stmt = _insert(session, NetworkAliasRow).values(network_id=network_id, name=name, created_at=_now())
+    # RETURNING, not rowcount: psycopg's rowcount of an INSERT ... ON CONFLICT here reads -1
+    stmt = stmt.on_conflict_do_nothing(index_elements=["name"]).returning(NetworkAliasRow.id)
+    return session.execute(stmt).first() is not None
+
+
+def network_aliases(session: Session, network_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Each network's aliases, oldest first (networks without any are absent)."""
+    out: dict[int, list[str]] = {}
+    if not network_ids:
+        return out
+    rows = session.execute(select(NetworkAliasRow.network_id, NetworkAliasRow.name)
+                           .where(NetworkAliasRow.network_id.in_(list(network_ids))).order_by(NetworkAliasRow.id))
+    for network_id, name in rows:
+        out.setdefault(network_id, []).append(name)
+    return out
 
 
 # -- jobs, chunks, queries --------------------------------------------------------------------------

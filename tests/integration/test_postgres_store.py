@@ -173,3 +173,25 @@ def test_a_cascade_that_fails_after_its_early_report_answers_only_the_rest_per_q
     assert len(certs) == 8 and len(per_query) == 6  # the two early answers are kept, not recomputed
     assert sum(c.solver == "interval" for c in certs) == 6
     assert (job.done, job.status) == (8, "done")
+
+
+def test_an_alias_is_stored_once_on_postgres_and_names_its_network(pg_session):
+    from service import batches
+    from tests.service.factories import small_network
+
+    row, _ = batches.register_network(pg_session, small_network(987_001, name="aliased"), "npz")
+    alias = f"alias-{uuid.uuid4().hex[:8]}"
+    assert repo.add_network_alias(pg_session, row.id, alias)
+    assert not repo.add_network_alias(pg_session, row.id, alias)
+    pg_session.commit()
+    assert batches.resolve_network(pg_session, network_id=None, name=alias).id == row.id
+    assert repo.network_aliases(pg_session, [row.id]) == {row.id: [alias]}
+
+
+def test_registering_a_network_on_postgres_says_whether_it_was_new(pg_session):
+    from service import batches
+    from tests.service.factories import small_network
+
+    network = small_network(987_002, name="fresh")  # a seed no other test uses: new to the database
+    assert batches.register_network(pg_session, network, "npz")[1] is True
+    assert batches.register_network(pg_session, network, "npz")[1] is False

@@ -7,16 +7,21 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 
 from service import batches
-from service.api.deps import SessionDep, TokenDep
+from service.api.deps import SessionDep, SettingsDep, TokenDep
 from service.api.schemas import NetworkBuiltin, NetworkList, NetworkPublic, NetworkRegistered, PruneRequest, QuantizeRequest
 from service.db import repositories as repo
 
 router = APIRouter(prefix="/networks", tags=["networks"])
-MAX_UPLOAD = 64 * 1024 * 1024
 
 
-def _registered(row, created: bool) -> NetworkRegistered:
-    return NetworkRegistered(**NetworkPublic.model_validate(row).model_dump(), created=created)
+def network_public(session, row) -> NetworkPublic:
+    out = NetworkPublic.model_validate(row)
+    out.aliases = repo.network_aliases(session, [row.id]).get(row.id, [])
+    return out
+
+
+def _registered(session, row, created: bool) -> NetworkRegistered:
+    return NetworkRegistered(**network_public(session, row).model_dump(), created=created)
 
 
 @router.post("", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
@@ -24,12 +29,13 @@ def register_builtin(body: NetworkBuiltin, session: SessionDep, _user: TokenDep)
     """Register a shipped network (``polycert-tiny``, ``verianet``) by name."""
     row, created = batches.register_builtin(session, body.builtin)
     session.commit()
-    return _registered(row, created)
+    return _registered(session, row, created)
 
 
 @router.post("/upload", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
-async def upload(
+def upload(
     session: SessionDep,
+    settings: SettingsDep,
     _user: TokenDep,
     file: Annotated[UploadFile, File(description=".npz, .pt (state dict) or .onnx")],
     name: Annotated[str | None, Form()] = None,
@@ -39,9 +45,11 @@ async def upload(
                                                    "[lower, upper] (numbers, per-coordinate lists, null = infinite); "
                                                    "default: what the file says, else unbounded")] = None,
 ) -> NetworkRegistered:
-    data = await file.read(MAX_UPLOAD + 1)
-    if len(data) > MAX_UPLOAD:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"uploads are limited to {MAX_UPLOAD} bytes")
+    """Upload a network file. Limits (settings ``POLYCERT_UPLOAD_MAX_*``): the file's bytes and what its zip
+    decompresses into (413), its parameters, layers and width, read from the headers first (422). A plain
+    ``def``: FastAPI runs it in a worker thread, so parsing a large file never blocks the event loop."""
+    limits = settings.upload_limits
+    data = file.file.read(limits.max_bytes + 1)
     options = {"name": name}
     if activations:
         options["activations"] = [a.strip() for a in activations.split(",")]
@@ -49,15 +57,17 @@ async def upload(
         options["orientation"] = orientation
     if domain:
         options["domain"] = domain  # read (and refused with a message) by formulations.domains.parse_domain
-    row, created = batches.register_upload(session, file.filename or "upload", data, **options)
+    row, created = batches.register_upload(session, file.filename or "upload", data, limits=limits, **options)
     session.commit()
-    return _registered(row, created)
+    return _registered(session, row, created)
 
 
 @router.get("", response_model=NetworkList)
 def list_networks(session: SessionDep) -> NetworkList:
     rows = repo.list_networks(session)
-    return NetworkList(count=len(rows), data=[NetworkPublic.model_validate(r) for r in rows])
+    aliases = repo.network_aliases(session, [r.id for r in rows])
+    data = [NetworkPublic.model_validate(r).model_copy(update={"aliases": aliases.get(r.id, [])}) for r in rows]
+    return NetworkList(count=len(rows), data=data)
 
 
 @router.get("/{network_id}", response_model=NetworkPublic)
@@ -65,7 +75,7 @@ def get_network(network_id: int, session: SessionDep) -> NetworkPublic:
     row = repo.get_network(session, network_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no network with id {network_id}")
-    return NetworkPublic.model_validate(row)
+    return network_public(session, row)
 
 
 @router.post("/{network_id}/prune", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
@@ -74,7 +84,7 @@ def prune(network_id: int, body: PruneRequest, session: SessionDep, _user: Token
     row, created = batches.derive_network(session, network_id, "prune", fraction=body.percent / 100.0,
                                           scope=body.scope, name=body.name)
     session.commit()
-    return _registered(row, created)
+    return _registered(session, row, created)
 
 
 @router.post("/{network_id}/quantize", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
@@ -82,4 +92,4 @@ def quantize(network_id: int, body: QuantizeRequest, session: SessionDep, _user:
     """Register a copy with weights quantised to ``bits`` bits (symmetric, one scale per layer)."""
     row, created = batches.derive_network(session, network_id, "quantize", bits=body.bits, name=body.name)
     session.commit()
-    return _registered(row, created)
+    return _registered(session, row, created)
