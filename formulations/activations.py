@@ -295,3 +295,27 @@ def get_activation(name: str | Activation) -> Activation:
 def names() -> list[str]:
     """Canonical names of the registered activations."""
     return sorted({a.name for a in REGISTRY.values()})
+
+
+# -- regions (where a neuron operates) ---------------------------------------------------------------
+
+
+def activation_regions(act: Activation) -> tuple[Array, tuple[str, ...]]:
+    """Edges (inner, sorted) and names of the regions used to describe where a neuron operates.
+
+    The edges are the inflection points and stationary points: between two of them the activation is
+    monotone with one curvature sign. GELU: ``-sqrt 2`` (inflection), -0.7518 (minimum), ``sqrt 2``.
+    """
+    edges = np.array(sorted({*act.inflections, *act.stationary, *act.kinks}), dtype=np.float64)
+    if act.name == "gelu" and edges.size == 3:
+        names = ("tail", "dip", "rise", "linear")
+    else:
+        bounds = ["-inf", *(f"{e:.3g}" for e in edges), "inf"]
+        names = tuple(f"[{a}, {b})" for a, b in zip(bounds[:-1], bounds[1:]))
+    return edges, names
+
+
+def region_of(act: Activation, z: Array) -> Array:
+    """Index of the region (:func:`activation_regions`) holding each pre-activation value."""
+    edges, _ = activation_regions(act)
+    return np.searchsorted(edges, np.asarray(z, dtype=np.float64), side="right")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import Activation
+from .activations import Activation, region_of
 from .backends.base import SolveParameters, SolveResult
 from .backends.highs_persistent import NAME, PersistentLP
 from .bounds import LayerBounds
@@ -26,7 +26,6 @@ from .encoding import encode_affine, encode_envelope
 from .envelopes import curvature_lines, envelope_arrays, linear_bounds
 from .model import ConstraintTag, Model, Sense, VariableTag
 from .network import Network
-from .signatures import region_of
 
 Array = np.ndarray
 Lines = tuple[Array, Array, Array, Array]  # lower slopes, lower intercepts, upper slopes, upper intercepts: (m, K) each
@@ -67,6 +66,7 @@ class EnvelopeLP:
         self.n_vars = model.num_variables
         self.row_tags = list(model.constraint_tags)
         self._box: tuple[Array, Array] = (np.zeros(d), np.ones(d))
+        self._images: dict[int, tuple[Array, Array]] = {}  # per hidden layer, the image bounds loaded
 
     @staticmethod
     def _envelope_rows(model: Model, first: int, layer: int, m: int) -> tuple[Array, Array]:
@@ -107,6 +107,7 @@ class EnvelopeLP:
         act = self.network.layers[i].activation
         f_min, f_max = act.image(l, u)
         lp.set_variable_bounds(self.post[i], f_min, f_max)
+        self._images[i] = (f_min, f_max)
         lo_s, lo_c, up_s, up_c = lines if lines is not None else self.lines(act, l, u)
         lower_rows, upper_rows = self.rows[i]
         z_cols = np.broadcast_to(self.pre[i][:, None], lower_rows.shape)
@@ -145,22 +146,37 @@ class EnvelopeLP:
             if tag is not None and tag.kind in ("envelope_lower", "envelope_upper"):
                 tags.append(tag)
         for i, post in enumerate(self.post):
-            if post is not None:
-                tags.extend(region_tags(self.network.layers[i].activation, i, result.primal[self.pre[i]]))
+            if post is None:
+                continue
+            tags.extend(image_tags(i, result.primal[post], *self._images[i]))
+            tags.extend(region_tags(self.network.layers[i].activation, i, result.primal[self.pre[i]]))
         return tuple(dict.fromkeys(tags))
 
 
 def pixel_tags(x: Array, lo: Array, hi: Array, tolerance: float = PIXEL_TOLERANCE) -> list[ConstraintTag]:
     """``input_lower`` / ``input_upper`` tags of the coordinates of ``x`` at a bound of the box [lo, hi]."""
-    at_lo = np.abs(x - lo) <= tolerance * (1 + np.abs(lo))
-    at_hi = (np.abs(x - hi) <= tolerance * (1 + np.abs(hi))) & (hi > lo)
+    free = (hi - lo) > 1e-9 * (1 + np.abs(lo))  # a coordinate the set fixes (eps 0) is at no bound of its own
+    at_lo = (np.abs(x - lo) <= tolerance * (1 + np.abs(lo))) & free
+    at_hi = (np.abs(x - hi) <= tolerance * (1 + np.abs(hi))) & free
     return ([ConstraintTag("input_lower", neuron=int(j)) for j in np.flatnonzero(at_lo)]
             + [ConstraintTag("input_upper", neuron=int(j)) for j in np.flatnonzero(at_hi)])
 
 
+IMAGE_LINE = -1  # the "line" index of a post-activation resting on its exact image bound (a constant line)
+
+
+def image_tags(layer: int, a: Array, f_min: Array, f_max: Array, tolerance: float = PIXEL_TOLERANCE) -> list[ConstraintTag]:
+    """Neurons whose post-activation sits at its image bound ``min/max f`` on [l, u]: the constant envelope
+    lines, which an LP optimum may rest on rather than on a sloped line (those carry an outward margin)."""
+    at_min = np.abs(a - f_min) <= tolerance * (1 + np.abs(f_min))
+    at_max = (np.abs(a - f_max) <= tolerance * (1 + np.abs(f_max))) & (f_max > f_min)
+    return ([ConstraintTag("envelope_lower", layer, int(j), IMAGE_LINE) for j in np.flatnonzero(at_min)]
+            + [ConstraintTag("envelope_upper", layer, int(j), IMAGE_LINE) for j in np.flatnonzero(at_max)])
+
+
 def region_tags(act: Activation, layer: int, z: Array) -> list[ConstraintTag]:
     """One ``region`` tag per neuron: where its pre-activation lies (GELU: tail / dip / rise / linear; ReLU:
-    the phase, 0 inactive and 1 active), :func:`formulations.signatures.region_of`."""
+    the phase, 0 inactive and 1 active), :func:`formulations.activations.region_of`."""
     return [ConstraintTag("region", layer, int(j), int(r)) for j, r in enumerate(region_of(act, z))]
 
 

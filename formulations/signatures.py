@@ -27,19 +27,22 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from .activations import Activation
+from .activations import Activation, activation_regions, region_of  # noqa: F401  (re-exported)
 from .backends import default_lp_solver, default_mip_solver, solve
 from .backends.base import SolveParameters, Termination
-from .bounds import symbolic_bounds
+from .bounds import symbolic_bounds, symbolic_bounds_batch
 from .encoding import LP, MIP, encode_network, logit_objective, tight_constraints
 from .errors import InvalidInputError, SolverError, UnsoundAnswerError
-from .input_sets import InputSet
+from .envelope_lp import EnvelopeLP, Relaxations, point_tags
+from .input_sets import InputSet, ball_boxes, validate_balls
 from .model import ConstraintTag, Model, Sense
 from .network import Network
 from .refinement import minimize_with_refinement, sound_lower
+from .segment_bab import minimize_bab, root_node
 
 Array = np.ndarray
 
+BRANCH_NODE_LIMIT = 3000  # LPs per signature before the refined MIP takes over
 LINE_KINDS = ("envelope_lower", "envelope_upper", "segment_lower", "segment_upper")
 
 
@@ -49,27 +52,6 @@ def sound_upper(dual_bound: float) -> float:
 
 
 # -- regions of an activation ------------------------------------------------------------------------
-
-
-def activation_regions(act: Activation) -> tuple[Array, tuple[str, ...]]:
-    """Edges (inner, sorted) and names of the regions used to describe where a neuron operates.
-
-    The edges are the inflection points and stationary points: between two of them the activation is
-    monotone with one curvature sign. GELU: ``-sqrt 2`` (inflection), -0.7518 (minimum), ``sqrt 2``.
-    """
-    edges = np.array(sorted({*act.inflections, *act.stationary, *act.kinks}), dtype=np.float64)
-    if act.name == "gelu" and edges.size == 3:
-        names = ("tail", "dip", "rise", "linear")
-    else:
-        bounds = ["-inf", *(f"{e:.3g}" for e in edges), "inf"]
-        names = tuple(f"[{a}, {b})" for a, b in zip(bounds[:-1], bounds[1:]))
-    return edges, names
-
-
-def region_of(act: Activation, z: Array) -> Array:
-    """Index of the region (:func:`activation_regions`) holding each pre-activation value."""
-    edges, _ = activation_regions(act)
-    return np.searchsorted(edges, np.asarray(z, dtype=np.float64), side="right")
 
 
 # -- one signature --------------------------------------------------------------------------------------
@@ -261,7 +243,11 @@ def maximize_logit_batch(
     The one engine call of signature jobs (``workers.signatures``). Contract: one :class:`Signature` per
     row, in row order; ``time_limit`` is seconds *per row*; the whole call raises what
     :func:`maximize_logit` raises for the first row that fails (the caller answers row by row then).
-    Today a loop over :func:`maximize_logit`; a batched path may replace the body, not the contract.
+    Batched: one persistent envelope LP for all rows, the MIP optimum by the segment branch and bound on it
+    (exact to ``tolerance`` against the best logit attained), the refined MIP of :func:`maximize_logit` for
+    a row the branch and bound leaves open within ``BRANCH_NODE_LIMIT`` LPs. The MIP's tight set is read off
+    the real network at the optimum's input: pixels at a bound and each neuron's region (``segments`` stays
+    empty: the leaves of the search are not a fixed segmentation).
 
     Raises:
         InvalidInputError: ``xs`` not (n, d), or ``classes`` / ``eps`` not of length n; and as
@@ -278,9 +264,14 @@ def maximize_logit_batch(
                                 f"{classes.shape} and {eps.shape}")
     if not np.issubdtype(classes.dtype, np.integer) and len(xs):
         raise InvalidInputError(f"classes must be integers, got dtype {classes.dtype}")
-    return [maximize_logit(network, x, int(c), float(e), method=method, solver=solver, domain=domain,
-                           tolerance=tolerance, time_limit=time_limit)
-            for x, c, e in zip(xs, classes, eps)]
+    if method not in (LP, MIP):
+        raise InvalidInputError(f"method must be 'lp' or 'mip', got {method!r}")
+    for c in classes:
+        _check_class(network, c)
+    if not len(xs):
+        return []
+    return _batched_signatures(network, xs, classes, eps, method=method, domain=domain, tolerance=tolerance,
+                               time_limit=time_limit, node_limit=BRANCH_NODE_LIMIT, solver=solver)
 
 
 def logit_attack(network: Network, xs: Array, classes: Array, eps: Array, *, domain: tuple[float, float],
@@ -406,3 +397,72 @@ def significant(counts: Array, n: int, baseline: float | Array, *, alpha: float 
     """(q-values, mask): features whose frequency differs from ``baseline`` at false discovery rate ``alpha``."""
     q = benjamini_hochberg(binomial_pvalues(counts, n, baseline))
     return q, q <= alpha
+
+
+# -- the batched path -------------------------------------------------------------------------------------
+
+
+def _signature_at(network: Network, cls: int, eps: float, method: str, bound: float, point: Array,
+                  lo: Array, hi: Array, tags: tuple[ConstraintTag, ...]) -> Signature:
+    """A :class:`Signature` from an optimum's input and its tags (pixels and lines from the tags; regions
+    read off the real network at the input)."""
+    achieved = float(network.forward(point)[cls])
+    if achieved > bound + 1e-6 * (1.0 + abs(bound)):
+        raise UnsoundAnswerError(f"class {cls}: bound {bound:.9g} ({method}) is below the logit {achieved:.9g} "
+                                 "the real network attains at the optimum's input; answer rejected")
+    d = network.input_size
+    low, up = pixels_from_tags(tags, d)
+    regions = _hidden_regions(network, network.pre_activations(point)[: len(network.hidden_layers)])
+    return Signature(cls=cls, eps=float(eps), method=method, bound=float(bound), achieved=achieved, point=point,
+                     pixels_lower=low, pixels_upper=up, lines=lines_from_tags(tags),
+                     regions=regions, tags=tags)
+
+
+def _batched_signatures(network: Network, xs: Array, classes: Array, eps: Array, *, method: str, domain,
+                        tolerance: float, time_limit: float | None, node_limit: int, solver: str | None,
+                        n_lines: int = 3) -> list[Signature]:
+    """The maxima of ``logit[classes[i]]`` over the L-inf balls of ``xs`` in one persistent envelope LP
+    (:class:`~formulations.envelope_lp.EnvelopeLP`): LP, one solve per row; MIP, the segment branch and bound
+    (:func:`~formulations.segment_bab.minimize_bab` of ``-logit``) until the bound is within ``tolerance`` of
+    the best logit attained, and the refined MIP (:func:`maximize_logit`) for a row it leaves open."""
+    centers, eps, _, dlo, dhi = validate_balls(xs, eps, "linf", domain)
+    lo, hi = ball_boxes(centers, eps, "linf", dlo, dhi)
+    env = EnvelopeLP(network, n_lines, time_limit)
+    rel = Relaxations(env, symbolic_bounds_batch(network, lo, hi))
+    out = []
+    for r, (cls, e) in enumerate(zip(classes, eps)):
+        cls, e = int(cls), float(e)
+        c = np.zeros(network.output_size)
+        c[cls] = -1.0  # minimise -logit[cls]
+        input_set = InputSet(centers[r], e, domain=(dlo, dhi))
+        if method == LP:
+            rel.load(r, lo[r], hi[r])
+            res = env.minimize_outputs(c)
+            if res.termination != Termination.OPTIMAL or res.primal is None or res.dual_bound is None:
+                raise SolverError(f"signature LP for class {cls} ended with {res.termination.value}: {res.message}")
+            point = input_set.project(res.primal[env.inputs])
+            out.append(_signature_at(network, cls, e, LP, -sound_lower(res.dual_bound), point, lo[r], hi[r],
+                                     env.tight_tags(res)))
+            continue
+        best = {"value": -float(network.forward(input_set.project(centers[r]))[cls]),
+                "point": input_set.project(centers[r])}
+
+        def offer(p: Array, best=best, input_set=input_set, cls=cls) -> None:
+            p = input_set.project(p)
+            value = -float(network.forward(p)[cls])
+            if value < best["value"]:
+                best["value"], best["point"] = value, p
+
+        deadline = None if time_limit is None else time.monotonic() + time_limit
+        outcome = minimize_bab(env, root_node(rel, r), lo[r], hi[r], c, offer=offer,
+                               close_at=lambda best=best: best["value"] - tolerance, node_limit=node_limit,
+                               deadline=deadline)
+        if outcome.termination != Termination.OPTIMAL or best["value"] - outcome.lower > tolerance:
+            left = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
+            out.append(maximize_logit(network, centers[r], cls, e, method=MIP, solver=solver, domain=domain,
+                                      tolerance=tolerance, time_limit=left))
+            continue
+        point = best["point"]
+        tags = point_tags(network, point, lo[r], hi[r], max(1e-6, 0.01 * e))
+        out.append(_signature_at(network, cls, e, MIP, -outcome.lower, point, lo[r], hi[r], tags))
+    return out

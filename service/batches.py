@@ -474,7 +474,7 @@ def plan_signature_queries(request: SignatureRequest, x: np.ndarray, labels: np.
 def signature_chunk_sizes(session: Session, network_id: int, queries: Sequence[dict[str, Any]],
                           chunk_seconds: float) -> list[int]:
     """Guided chunk sizes per method block: each block's largest chunk holds ``chunk_seconds`` at that
-    method's recent cost on this network's signature jobs, or at the prior (LP ~40 ms, MIP ~3 s)."""
+    method's recent cost on this network's signature jobs, or at the prior (``workers.signatures.PRIOR_SECONDS``)."""
     from workers.signatures import PRIOR_SECONDS, SIGNATURE
 
     sizes: list[int] = []

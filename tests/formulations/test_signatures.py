@@ -137,18 +137,24 @@ def test_significant_flags_only_the_feature_far_from_its_baseline():
 # -- the batched entry and the known-point check of signature jobs ----------------------------------------
 
 
-def test_maximize_logit_batch_answers_each_row_as_maximize_logit_does_in_row_order():
+@pytest.mark.parametrize("method", ["lp", "mip"])
+def test_maximize_logit_batch_answers_each_row_soundly_in_row_order_and_its_mip_matches_maximize_logit(method):
     from formulations.signatures import maximize_logit_batch
 
     net = hand_network()
     xs = np.array([X0, X0 + 0.1, X0 - 0.1])
     classes, eps = np.array([0, 1, 2]), np.array([EPS, 0.1, 0.0])
-    sigs = maximize_logit_batch(net, xs, classes, eps, method="lp", domain=(0.0, 1.0))
+    sigs = maximize_logit_batch(net, xs, classes, eps, method=method, domain=(0.0, 1.0))
     assert [s.cls for s in sigs] == [0, 1, 2] and [s.eps for s in sigs] == [EPS, 0.1, 0.0]
+    rng = np.random.default_rng(0)
     for x, c, e, sig in zip(xs, classes, eps, sigs):
-        one = maximize_logit(net, x, int(c), float(e), method="lp", domain=(0.0, 1.0))
-        assert sig.bound == one.bound and np.array_equal(sig.point, one.point)
-        assert np.array_equal(sig.pixels_lower, one.pixels_lower) and sig.lines == one.lines
+        assert np.all(np.abs(sig.point - x) <= e + 1e-12) and sig.achieved == float(net.forward(sig.point)[c])
+        samples = np.clip(x + rng.uniform(-e, e, size=(500, x.size)), 0.0, 1.0)
+        assert sig.bound >= net.forward(samples)[:, c].max() and sig.bound >= sig.achieved
+        one = maximize_logit(net, x, int(c), float(e), method=method, domain=(0.0, 1.0))
+        if method == "mip":  # both exact to the tolerance: the same maximum
+            assert abs(sig.achieved - one.achieved) <= 2e-4 and sig.bound - sig.achieved <= 1e-4 + 1e-9
+        assert sig.tags and (sig.pixels_lower | sig.pixels_upper).any() == (e > 0)
 
 
 def test_maximize_logit_batch_refuses_rows_without_a_class_and_a_radius_each():

@@ -49,7 +49,7 @@ def test_signatures_by_digit_count_the_tight_rows_of_every_digit_with_inputs(ser
         mip_only = client.get("/signatures", params={"network": checks.NETWORK, "digit": certs[0]["label"],
                                                      "method": "mip"}).json()
     assert mip_only["n"] == sum(c["label"] == certs[0]["label"] and c["method"] == "mip" for c in certs)
-    assert {r["kind"] for r in mip_only["neurons"]} == {"segment", "region"}
+    assert {r["kind"] for r in mip_only["neurons"]} == {"region"}  # exact optima: regions, no relaxation lines
 
 
 def test_the_individual_signatures_of_a_digit_come_paged_with_their_tight_sets(server, certs):
