@@ -831,16 +831,22 @@ def vnncomp_batch(
 @app.command()
 def demo(
     network: str = "polycert-tiny",
-    count: Annotated[int, typer.Option(help="how many test images")] = 100,
+    count: Annotated[int, typer.Option(help="how many test images for the robustness job")] = 50,
     eps: Annotated[list[float], typer.Option(help="radius; repeat for several")] = [0.01, 0.02],
     methods: str = "both",
+    signature_count: Annotated[int, typer.Option(help="test images for the signature job (0: none)")] = 30,
+    signature_eps: float = 0.05,
     time_limit: float = 30.0,
 ) -> None:
-    """The README's main job: certify the first test images of the shipped network with LP and MIP, on
-    the embedded default (SQLite + in-process worker) unless POLYCERT_* settings say otherwise."""
+    """The README's main job, the product's three uses on the embedded default (SQLite + in-process worker)
+    unless POLYCERT_* settings say otherwise: a robustness batch with LP and exact MIP bounds, a signature
+    job, then the LP-versus-MIP comparison and one digit's signature."""
     from service import reports, zoo
-    from service.batches import register_network
+    from service.batches import SignatureRequest, register_network
 
+    bad = [v for v in [*eps, signature_eps] if not math.isfinite(v) or v < 0]
+    if bad:
+        raise fail(f"eps must be a finite number >= 0, got {bad[0]}", EXIT_BAD_INPUT)
     settings = _settings()
     engine = _engine(migrate=settings.database_url is None)
     console.print(f"network {network}: loading (trained on first use)")
@@ -849,15 +855,46 @@ def demo(
         register_network(session, net, "builtin")
         session.commit()
     preprocessing = net.metadata.get("preprocessing", "mnist7-area" if net.input_size == 49 else "mnist28")
+    where = "embedded worker, " + settings.resolved_database_url if settings.embedded else "Celery workers"
+    console.print(f"1. robustness: {net.architecture}; {count} test images ({preprocessing}), eps {eps}, methods "
+                  f"{methods}, bounds and tight constraints; {where}", highlight=False)
     request = _request(network=net.name, dataset=dict(name=preprocessing, start=0, stop=count), eps=eps,
                        methods=methods, time_limit=time_limit)
-    console.print(f"{net.architecture}; {count} test images ({preprocessing}), eps {eps}, methods {methods},"
-                  f" {'embedded worker, ' + settings.resolved_database_url if settings.embedded else 'Celery workers'}")
     job_id = _run(request, engine, wait=True)
+    signature_job_id = None
+    if signature_count > 0:
+        console.print(f"2. signatures: max logit[label] over the eps-{signature_eps:g} ball of {signature_count} test "
+                      "images, LP and exact MIP, with the constraints tight at each optimum", highlight=False)
+        sig_request = _request(SignatureRequest, kind="signature", network=net.name,
+                               dataset=dict(name=preprocessing, start=0, stop=signature_count), eps=[signature_eps],
+                               methods="both", time_limit=time_limit)
+        signature_job_id = _run(sig_request, engine, wait=True)
     if methods == "both":
+        console.print("3. LP versus MIP on the robustness job:")
         with _session(engine) as session:
             print_comparison(reports.compare(session, job_id).summary)
-    console.print(f"details: polycert compare {job_id} | polycert signatures --digit 0 --job {job_id}")
+    if signature_job_id is not None:
+        with _session(engine) as session:
+            digit = int(repo_first_label(session, signature_job_id))
+            scope = reports.signature_scope(session, digit, network=net.name, job_id=signature_job_id, method="mip",
+                                            source="signature")
+            result = reports.digit_signatures(session, scope)
+        console.print(f"4. digit {digit}'s exact signature (job {signature_job_id}, n = {result['n']}): share of optima "
+                      "with the pixel at its lower / upper bound (' ' none ... '@' all)", highlight=False)
+        lower = heatmap(result["pixel_lower"], result["image_side"])
+        upper = heatmap(result["pixel_upper"], result["image_side"])
+        for a, b in zip(lower, upper):
+            console.print(f"  lower |{a}|   upper |{b}|", highlight=False)
+    console.print("more: polycert compare " + str(job_id) + " --rows | polycert compare " + str(job_id) + " --by digit | "
+                  + (f"polycert signatures --network {net.name} --digit D --job {signature_job_id} | " if signature_job_id
+                     else "") + "polycert serve (then GET /signatures, /jobs/{id}/comparison)", highlight=False)
+
+
+def repo_first_label(session, job_id: int) -> int:
+    from service.db import repositories as repo
+
+    _, rows = repo.list_results(session, job_id, limit=1)
+    return rows[0][0].label if rows else 0
 
 
 @app.command("study")
