@@ -273,8 +273,11 @@ def _lp_stage(run: _Run) -> None:
         _margin_lps(run, r, stop_at_failure=settings.lp_tighten and not settings.bounds)
     if not settings.lp_tighten:
         return
+    # a verdict tightens only what the first LPs left open; bounds tighten every input, so that every LP bound
+    # is the same relaxation (and the exact search starts from it)
     still = np.array([r for r in range(run.rows.size)
-                      if br.open_targets(int(run.rows[r])).size and not run.clock.expired(r)], dtype=np.int64)
+                      if (settings.bounds or br.open_targets(int(run.rows[r])).size) and not run.clock.expired(r)],
+                     dtype=np.int64)
     if still.size == 0:
         return
     last = len(run.network.layers) - 1

@@ -78,6 +78,9 @@ def branch_neuron(env: EnvelopeLP, node: Node, primal: Array) -> tuple[int, int,
             best = float(gap[j])
             l, u = node.lower[i][j], node.upper[i][j]
             t = float(np.clip(z[j], l + 0.1 * (u - l), u - 0.1 * (u - l)))
+            inside = [p for p in act.inflections if l + 0.05 * (u - l) < p < u - 0.05 * (u - l)]
+            if inside:  # split at the curvature change: both halves get exact closed-form lines (and the hull)
+                t = float(min(inside, key=lambda p: abs(p - t)))
             pick = (i, j, t)
     return pick if best > 0.0 else None
 

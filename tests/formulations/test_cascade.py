@@ -184,3 +184,42 @@ def test_the_early_report_holds_exactly_the_final_answers_of_the_cheap_stages(se
     assert [(c.verdict, c.lower, c.upper, c.stage) for c in certs] == [(c.verdict, c.lower, c.upper, c.stage) for c in plain]
     for i in indices:
         assert certs[i].times["lp_share"] == 0.0 and certs[i].times["mip_share"] == 0.0
+
+
+BOUNDS = CascadeSettings(answer="bounds")
+
+
+@pytest.mark.parametrize("activation", ["gelu", "relu", "sigmoid", "silu"])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), eps=st.sampled_from([0.02, 0.08, 0.2]))
+def test_bounds_bracket_the_exact_minimum_margin_and_the_lp_bound_lies_below_it(activation, seed, eps):
+    rng, net, xs, labels = batch(seed, activation)
+    lp = certify_batch(net, xs, labels, eps, method="lp", settings=BOUNDS)
+    mip = certify_batch(net, xs, labels, eps, method="mip", settings=BOUNDS)
+    sampled = sampled_min_margins(net, xs, labels, eps, rng)
+    for i, (a, b) in enumerate(zip(lp, mip)):
+        # sound: no sampled point of the set lies below either lower bound
+        assert a.lower <= sampled[i] + 1e-9 and b.lower <= sampled[i] + 1e-9
+        # exact: the bracket closed, and its upper end is a margin the real network attains in the set
+        assert b.extra["exact"] and b.upper - b.lower <= BOUNDS.mip_tolerance * (1 + 1e-9)
+        worst = b.extra["worst_target"]
+        assert b.upper == pytest.approx(min(t.upper for t in b.targets)) and np.isfinite(b.upper)
+        # the relaxation is never tighter than the exact answer (beyond the tolerance)
+        assert a.lower <= b.lower + BOUNDS.mip_tolerance
+        # both report the constraints tight at their optimum: a region for every hidden neuron at least
+        for cert in (a, b):
+            regions = [t for t in cert.tight if t.kind == "region"]
+            assert len(regions) == sum(layer.n_out for layer in net.hidden_layers), (cert.method, cert.tight)
+        assert worst in [t.target for t in b.targets]
+        assert b.extra["misclassified"] == (i == 0 and net.predict(xs[:1])[0] != labels[0])
+
+
+def test_a_query_deadline_stops_the_exact_search_with_time_limit_and_the_bounds_it_reached():
+    rng, net, xs, labels = batch(7, "gelu", n=3)
+    tight_deadline = CascadeSettings(answer="bounds", query_time_limit=1e-3, symbolic=False, attack_steps=0,
+                                     strong_attack_steps=0, lp_tighten=False)
+    certs = certify_batch(net, xs, labels, 0.3, method="mip", settings=tight_deadline)
+    timed_out = [c for c in certs if not c.extra["exact"]]
+    assert timed_out, "a millisecond cannot close an exact bracket at eps 0.3"
+    for c in timed_out:
+        assert c.lower <= c.upper and (c.verdict != Verdict.UNKNOWN or c.reason.value == "time limit")
