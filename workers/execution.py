@@ -138,7 +138,7 @@ def certificate_record(cert: Certificate, wall_time: float) -> dict[str, Any]:
     counterexample = None if cert.counterexample is None else np.asarray(cert.counterexample, dtype=np.float64).tolist()
     targets = [
         dict(target=int(t.target), lower=_number(t.lower), upper=_number(t.upper), verdict=_enum_value(t.verdict),
-             reason=_enum_value(t.reason), solver=t.solver, solve_time=_number(t.solve_time))
+             reason=_enum_value(t.reason), solver=t.solver, solve_time=_number(t.solve_time), stage=t.stage)
         for t in cert.targets
     ]
     return dict(

@@ -94,6 +94,7 @@ def second_opinion(model: Model, solver: str, params: SolveParameters, result: S
         left = params.time_limit - result.solve_time - result.build_time
         if left <= 0:
             return dataclasses.replace(result, termination=Termination.TIME_LIMIT, dual_bound=None, safe_dual_bound=None,
+                                       solver=f"{solver}+unconfirmed",  # never named as if its word stood alone
                                        message=f"{solver}'s MIP answer is unconfirmed: no time was left for a second opinion")
         params = dataclasses.replace(params, time_limit=left)
     tried = []

@@ -51,8 +51,8 @@ def test_write_endpoints_need_the_token(client, network_id):
 @pytest.mark.parametrize("change, message", [
     ({"eps": [2.0]}, "eps 2 exceeds the linf extent 1 of the input domain [0, 1]"),
     ({"eps": [-0.1]}, "eps must be >= 0"),
-    ({"eps": [float("nan")]}, "eps must be finite"),
-    ({"eps": [float("inf")]}, "eps must be finite"),
+    ({"eps": [float("nan")]}, "finite number"),  # refused by the request model, at body.eps
+    ({"eps": [float("inf")]}, "finite number"),
     ({"domain": [-1, 1]}, "the job's domain [-1, 1] is not inside the input domain [0, 1]"),
     ({"labels": [0]}, "one label each"),
     ({"inputs": [[0.1, 0.2]] * 4}, "network 'toy-4-3-2' expects 4"),

@@ -43,7 +43,7 @@ def test_submit_status_compare_and_signatures_on_the_embedded_default(toy49):
 @pytest.mark.parametrize("argv, code, message", [
     (["status", "999"], 3, "no job with id 999"),
     (["compare", "999"], 3, "no job with id 999"),
-    (["submit", "--network", "toy49", "--eps", "nan"], 4, "eps must be finite"),
+    (["submit", "--network", "toy49", "--eps", "nan"], 4, "eps.0: Input should be a finite number"),
     (["submit", "--network", "no-such-net"], 3, "no built-in network 'no-such-net'"),
     (["worker"], 2, "POLYCERT_BROKER_URL is not set"),
 ])

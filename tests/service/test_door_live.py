@@ -208,9 +208,14 @@ def test_a_job_with_highs_as_mip_solver_stores_answers_confirmed_by_scip(server)
     assert len(certs) == 2
     for cert in certs:
         assert cert["stage"] == "mip" and cert["verdict"] in ("verified", "falsified", "unknown")
-        solvers = cert["solver"].split(",")
-        assert solvers and all(s == "highs+scip" for s in solvers), cert["solver"]
-        assert all(t["solver"] == "highs+scip" for t in cert["targets"] if t["solver"]), cert["targets"]
+        # the envelope LPs are HiGHS's (their bounds are re-derived from the duals: no second opinion needed);
+        # every bound a MIP solve proved is HiGHS's confirmed by SCIP, never HiGHS's word alone
+        assert "highs+scip" in cert["solver"].split(","), cert["solver"]
+        mip = [t for t in cert["targets"] if t["stage"] == "mip" and not t["solver"].startswith("branch-and-bound")]
+        # (a last refinement round the deadline left no time to confirm is named highs+unconfirmed: its dual
+        # bound was dropped, the target's bound is a confirmed round's)
+        assert mip and all(t["solver"] in ("highs+scip", "highs+unconfirmed") for t in mip), \
+            [(t["stage"], t["solver"]) for t in cert["targets"]]
 
 
 def test_a_nan_in_any_other_body_or_query_is_a_json_422(server):
