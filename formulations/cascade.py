@@ -302,15 +302,19 @@ def _close_at(run: _Run, i: int) -> Callable[[], float]:
     return lambda: float(np.min(np.where(br.mask[i], br.upper[i], np.inf))) - tol
 
 
-def _exact_targets(run: _Run, i: int) -> list[int]:
-    """The targets stage 4 still has to search, worst attained margin first."""
+def _needs_search(run: _Run, i: int, k: int) -> bool:
+    """Whether stage 4 still has to search target k of input i: its bound not yet within the tolerance of
+    the best margin attained (bounds), or its sign still open (verdict)."""
     br = run.br
     if run.settings.bounds:
-        threshold = _close_at(run, i)()
-        ks = [int(k) for k in br.targets_of(i) if br.lower[i, k] <= threshold]
-    else:
-        ks = [int(k) for k in br.open_targets(i)]
-    return sorted(ks, key=lambda k: br.upper[i, k])
+        return bool(br.mask[i, k]) and br.lower[i, k] <= _close_at(run, i)()
+    return k in br.open_targets(i)
+
+
+def _exact_targets(run: _Run, i: int) -> list[int]:
+    """The targets stage 4 has to search, worst attained margin first."""
+    ks = [int(k) for k in range(run.br.lower.shape[1]) if _needs_search(run, i, int(k))]
+    return sorted(ks, key=lambda k: run.br.upper[i, k])
 
 
 def _branch_and_bound(run: _Run, r: int, k: int) -> bool:
@@ -365,7 +369,7 @@ def _mip_stage(run: _Run) -> None:
         for k in _exact_targets(run, i):
             if not run.settings.bounds and not run.br.undecided[i]:
                 break
-            if k not in _exact_targets(run, i):  # an earlier target's points closed it already
+            if not _needs_search(run, i, k):  # an earlier target's points closed it already
                 continue
             if run.clock.expired(r):
                 run.br.termination[(i, k)] = Termination.TIME_LIMIT

@@ -427,9 +427,9 @@ def check_balls(x: np.ndarray, eps: Sequence[float], norm: str, domain: Domain) 
         validate_balls(x, np.full(len(x), e), norm, (lo, hi))
 
 
-def plan_queries(request: BatchRequest, x: np.ndarray, labels: np.ndarray, sources: Sequence[int | None],
-                 network: NetworkRow, *, domain: Domain | None = None) -> list[dict[str, Any]]:
-    """One query per (item, eps, method), in that order. ``domain``: the job's (default :func:`job_domain`)."""
+def check_inputs(x: np.ndarray, labels: np.ndarray, network: NetworkRow, *, target: tuple[str, int | None]) -> None:
+    """What every kind of batch needs of its inputs: the network's width, finite values, labels and the
+    ``(field, class)`` it names among the network's outputs."""
     if x.shape[1] != network.input_size:
         raise InvalidInputError(f"inputs have {x.shape[1]} values; network {network.name!r} expects {network.input_size}")
     if not np.isfinite(x).all():
@@ -437,8 +437,15 @@ def plan_queries(request: BatchRequest, x: np.ndarray, labels: np.ndarray, sourc
     bad = sorted({int(k) for k in labels if not 0 <= k < network.output_size})
     if bad:
         raise InvalidInputError(f"labels {bad} are outside 0..{network.output_size - 1}")
-    if request.target is not None and request.target >= network.output_size:
-        raise InvalidInputError(f"target {request.target} is outside 0..{network.output_size - 1}")
+    field, cls = target
+    if cls is not None and cls >= network.output_size:
+        raise InvalidInputError(f"{field} {cls} is outside 0..{network.output_size - 1}")
+
+
+def plan_queries(request: BatchRequest, x: np.ndarray, labels: np.ndarray, sources: Sequence[int | None],
+                 network: NetworkRow, *, domain: Domain | None = None) -> list[dict[str, Any]]:
+    """One query per (item, eps, method), in that order. ``domain``: the job's (default :func:`job_domain`)."""
+    check_inputs(x, labels, network, target=("target", request.target))
     check_balls(x, request.eps, request.norm, domain if domain is not None else job_domain(request.domain, network))
     return [
         dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(labels[i]), target=request.target,
@@ -453,15 +460,7 @@ def plan_signature_queries(request: SignatureRequest, x: np.ndarray, labels: np.
                            network: NetworkRow) -> list[dict[str, Any]]:
     """One query per (method, item, eps), method-major, so that each method's chunks are sized by its
     own cost; ``target`` holds ``target_class`` (None: the input's label is maximised)."""
-    if x.shape[1] != network.input_size:
-        raise InvalidInputError(f"inputs have {x.shape[1]} values; network {network.name!r} expects {network.input_size}")
-    if not np.isfinite(x).all():
-        raise InvalidInputError("inputs hold NaN or infinite values")
-    bad = sorted({int(k) for k in labels if not 0 <= k < network.output_size})
-    if bad:
-        raise InvalidInputError(f"labels {bad} are outside 0..{network.output_size - 1}")
-    if request.target_class is not None and request.target_class >= network.output_size:
-        raise InvalidInputError(f"target_class {request.target_class} is outside 0..{network.output_size - 1}")
+    check_inputs(x, labels, network, target=("target_class", request.target_class))
     return [
         dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(labels[i]), target=request.target_class,
              eps=float(eps), norm="linf", method=method)

@@ -73,7 +73,6 @@ def create_app(settings: Settings | None = None, *, dispatcher=None) -> FastAPI:
     app.add_exception_handler(NotFoundError, _error(status.HTTP_404_NOT_FOUND))
     app.add_exception_handler(ConflictError, _error(status.HTTP_409_CONFLICT))
     app.add_exception_handler(QueueUnavailableError, _error(status.HTTP_503_SERVICE_UNAVAILABLE))
-    app.add_exception_handler(ConflictError, _error(status.HTTP_409_CONFLICT))
     app.add_exception_handler(SolverNotAvailableError, _error(status.HTTP_422_UNPROCESSABLE_CONTENT))
     app.add_exception_handler(PolyCertError, _error(status.HTTP_422_UNPROCESSABLE_CONTENT))
 
