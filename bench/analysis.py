@@ -47,8 +47,8 @@ def _queue_helpers():
 
 
 def test_images(network_name: str):
-    from service.datasets import load_preprocessed
-    from service.zoo import load_builtin
+    from polycert.datasets import load_preprocessed
+    from polycert.zoo import load_builtin
 
     network = load_builtin(network_name)
     name = network.metadata.get("preprocessing", "mnist7-area")
@@ -57,7 +57,7 @@ def test_images(network_name: str):
 
 
 def part_a(args) -> None:
-    from workers.execution import cascade_call, default_certify_batch
+    from polycert.workers.execution import cascade_call, default_certify_batch
 
     certify_batch = default_certify_batch()
     print("# (a) in process, one worker: both methods, bounds beside verdicts")
@@ -118,17 +118,17 @@ def part_b(args) -> None:
         env.update(POLYCERT_DATABASE_URL=url, POLYCERT_BROKER_URL=q.REDIS, POLYCERT_QUEUE_NAME=queue,
                    POLYCERT_ENVIRONMENT="test", PYTHONPATH=str(ROOT))
         os.environ.update({k: v for k, v in env.items() if k.startswith("POLYCERT_")})
-        from service import batches
-        from service.db.migrate import upgrade
-        from service.db.models import CertificateRow, ChunkRow
-        from service.db.session import get_engine, session_factory
-        from service.dispatch import get_dispatcher, reset_dispatchers
-        from service.settings import get_settings
+        from polycert import batches
+        from polycert.db.migrate import upgrade
+        from polycert.db.models import CertificateRow, ChunkRow
+        from polycert.db.session import get_engine, session_factory
+        from polycert.dispatch import get_dispatcher, reset_dispatchers
+        from polycert.settings import get_settings
 
         get_settings.cache_clear()
         upgrade(url)
         redis.Redis.from_url(q.REDIS).flushdb()
-        procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "solo",
+        procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "polycert.workers.app", "worker", "--pool", "solo",
                                    "-Q", queue, "-l", "warning", "--without-gossip", "--without-mingle",
                                    "--without-heartbeat", "-n", f"analysis{i}@%h"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for i in range(args.workers)]

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from formulations.backends import SolveParameters, available_solvers, solve
-from formulations.backends.registry import backend
-from formulations.errors import SolverNotAvailableError
-from formulations.model import Model, Sense
+from polycert.formulations.backends import SolveParameters, available_solvers, solve
+from polycert.formulations.backends.registry import backend
+from polycert.formulations.errors import SolverNotAvailableError
+from polycert.formulations.model import Model, Sense
 
 
 def random_lp(rows: int, cols: int, nnz: int, seed: int = 0) -> Model:

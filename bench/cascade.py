@@ -20,10 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from formulations.cascade import STAGES, CascadeSettings, run_cascade  # noqa: E402
-from formulations.certificate import Verdict  # noqa: E402
-from service.datasets import load_mnist7  # noqa: E402
-from service.zoo import load_builtin  # noqa: E402
+from polycert.formulations.cascade import STAGES, CascadeSettings, run_cascade  # noqa: E402
+from polycert.formulations.certificate import Verdict  # noqa: E402
+from polycert.datasets import load_mnist7  # noqa: E402
+from polycert.zoo import load_builtin  # noqa: E402
 
 NETWORKS = (("verianet", "bilinear"), ("polycert-tiny", "area"))
 ALPHA_CROWN = {0.01: (200, "1.7-2.2 s"), 0.02: (59, "1.6-1.9 s")}

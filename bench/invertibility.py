@@ -46,14 +46,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
-from formulations.invertibility import (  # noqa: E402
+from polycert.formulations.invertibility import (  # noqa: E402
     as_image,
     decision_invariance,
     dependence_radius,
     injectivity_radius,
 )
-from formulations.network import Network  # noqa: E402
-from formulations.transforms import prune  # noqa: E402
+from polycert.formulations.network import Network  # noqa: E402
+from polycert.formulations.transforms import prune  # noqa: E402
 
 
 # -- the dynamical system ---------------------------------------------------------------------------------
@@ -159,8 +159,8 @@ def main(argv=None) -> int:
 
 def mnist_invariance(args) -> None:
     """Decision invariance of the shipped 49-3-3-10 GELU network on the first test image of each of 3 digits."""
-    from service.datasets import load_preprocessed
-    from service.zoo import load_builtin
+    from polycert.datasets import load_preprocessed
+    from polycert.zoo import load_builtin
 
     net = load_builtin("polycert-tiny")
     x, y = load_preprocessed(net.metadata["preprocessing"], split="test")

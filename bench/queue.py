@@ -45,7 +45,7 @@ def serial(network, chunks, time_limit) -> tuple[float, float]:
     chunk (``workers.execution.cascade_call``: the cascade, the service's settings, the job's time
     limit), storing nothing: (wall seconds, summed engine seconds). ``chunks``: (method, norm, inputs,
     labels, eps) per chunk."""
-    from workers.execution import cascade_call, default_certify_batch
+    from polycert.workers.execution import cascade_call, default_certify_batch
 
     certify_batch = default_certify_batch()
     solve = 0.0
@@ -62,7 +62,7 @@ def job_chunks(session, job_id: int) -> list[tuple]:
     method and norm per chunk, as the default requests make them)."""
     from sqlalchemy import select
 
-    from service.db.models import QueryRow
+    from polycert.db.models import QueryRow
 
     rows = session.execute(select(QueryRow.chunk_id, QueryRow.method, QueryRow.norm, QueryRow.input, QueryRow.label,
                                   QueryRow.eps).where(QueryRow.job_id == job_id).order_by(QueryRow.id)).all()
@@ -98,10 +98,10 @@ def warm_up(sessions, n_workers: int, args, network_name: str) -> None:
     """One small job from the end of the dataset (not the measured images), one chunk per worker, run to
     the end: every worker has answered a chunk, and the network has the history from which the service
     sizes the measured job's chunks."""
-    from service import batches
-    from service.datasets import load_preprocessed
-    from service.dispatch import get_dispatcher
-    from service.settings import get_settings
+    from polycert import batches
+    from polycert.datasets import load_preprocessed
+    from polycert.dispatch import get_dispatcher
+    from polycert.settings import get_settings
 
     stop = len(load_preprocessed(args.dataset)[0])
     request = batches.BatchRequest(network=network_name, dataset={"name": args.dataset, "start": stop - n_workers * WARM_UP_CHUNK,
@@ -134,19 +134,19 @@ def through_celery(n_workers: int, args, network_name: str, plan: list[int] | No
     if args.chunk_size:
         env["POLYCERT_CHUNK_SIZE"] = str(args.chunk_size)
     os.environ.update({k: v for k, v in env.items() if k.startswith("POLYCERT_")})
-    from service import batches
-    from service.db.migrate import upgrade
-    from service.db.models import CertificateRow, ChunkRow
-    from service.db.session import get_engine, session_factory
-    from service.dispatch import get_dispatcher, reset_dispatchers
-    from service.settings import get_settings
+    from polycert import batches
+    from polycert.db.migrate import upgrade
+    from polycert.db.models import CertificateRow, ChunkRow
+    from polycert.db.session import get_engine, session_factory
+    from polycert.dispatch import get_dispatcher, reset_dispatchers
+    from polycert.settings import get_settings
 
     get_settings.cache_clear()
     upgrade(url)
     redis.Redis.from_url(REDIS).flushdb()
     logs = [open(args.worker_log / f"worker{n_workers}-{i}.log", "w") if args.worker_log else subprocess.DEVNULL
             for i in range(n_workers)]
-    procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", args.pool,
+    procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "polycert.workers.app", "worker", "--pool", args.pool,
                                "-c", "1", "-Q", queue, "-l", "info" if args.worker_log else "warning",
                                "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bench{i}@%h"],
                               cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT)
@@ -219,8 +219,8 @@ def main() -> None:
                         help="Celery pool of each worker process (prefork: the deployed one, with time limits)")
     args = parser.parse_args()
 
-    from service.datasets import load_preprocessed
-    from service.zoo import load_builtin
+    from polycert.datasets import load_preprocessed
+    from polycert.zoo import load_builtin
 
     network = load_builtin(args.network)
     x, y = load_preprocessed(args.dataset)

@@ -26,20 +26,20 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from scipy.optimize import linprog  # noqa: E402
 
-from formulations.backends import solve  # noqa: E402
-from formulations.backends.base import SolveParameters  # noqa: E402
-from formulations.bounds import symbolic_bounds  # noqa: E402
-from formulations.cascade import CascadeSettings, certify_batch, minimum_margin_bb  # noqa: E402
-from formulations.certificate import Verdict  # noqa: E402
-from formulations.encoding import MIP, encode_network, margin_objective  # noqa: E402
-from formulations.envelopes import envelope_arrays, linear_bounds  # noqa: E402
-from formulations.input_sets import InputSet  # noqa: E402
-from formulations.model import Model  # noqa: E402
-from formulations.piecewise import uniform_segments  # noqa: E402
-from formulations.refinement import sound_lower  # noqa: E402
-from formulations.robustness import certify, margins, minimum_margin  # noqa: E402
-from service.datasets import load_preprocessed  # noqa: E402
-from service.zoo import load_builtin  # noqa: E402
+from polycert.formulations.backends import solve  # noqa: E402
+from polycert.formulations.backends.base import SolveParameters  # noqa: E402
+from polycert.formulations.bounds import symbolic_bounds  # noqa: E402
+from polycert.formulations.cascade import CascadeSettings, certify_batch, minimum_margin_bb  # noqa: E402
+from polycert.formulations.certificate import Verdict  # noqa: E402
+from polycert.formulations.encoding import MIP, encode_network, margin_objective  # noqa: E402
+from polycert.formulations.envelopes import envelope_arrays, linear_bounds  # noqa: E402
+from polycert.formulations.input_sets import InputSet  # noqa: E402
+from polycert.formulations.model import Model  # noqa: E402
+from polycert.formulations.piecewise import uniform_segments  # noqa: E402
+from polycert.formulations.refinement import sound_lower  # noqa: E402
+from polycert.formulations.robustness import certify, margins, minimum_margin  # noqa: E402
+from polycert.datasets import load_preprocessed  # noqa: E402
+from polycert.zoo import load_builtin  # noqa: E402
 
 
 def dense_lp_bounds(network, x, label, eps, n_lines=3):

@@ -47,8 +47,8 @@ from dataclasses import dataclass
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from formulations.loaders import load_onnx  # noqa: E402
-from formulations.vnnlib import check_counterexample, read_vnnlib, robustness_view  # noqa: E402
+from polycert.formulations.loaders import load_onnx  # noqa: E402
+from polycert.formulations.vnnlib import check_counterexample, read_vnnlib, robustness_view  # noqa: E402
 
 DEFAULT_BENCHMARK = ROOT.parent / "shared" / "benchmarks" / "vnncomp2022_mnist_fc"
 COLUMNS = ("network", "property", "timeout_s", "expected", "parse_ms", "label", "header_label", "centre_pred", "centre_cex")
@@ -136,8 +136,8 @@ RUN_COLUMNS = ("network", "property", "timeout_s", "expected", "answer", "verdic
 
 def run_one(onnx: Path, vnnlib: Path, timeout: float, started: float, result: Path | None) -> dict:
     """Decide one instance in this process; the budget counts from ``started`` (process start)."""
-    from formulations.vnncomp import vnncomp_answer
-    from formulations.vnnlib import format_result
+    from polycert.formulations.vnncomp import vnncomp_answer
+    from polycert.formulations.vnnlib import format_result
 
     net = load_onnx(onnx)
     prop = read_vnnlib(vnnlib, n_inputs=net.input_size, n_outputs=net.output_size)

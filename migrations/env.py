@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import pool
 
-from service.db.models import Base
-from service.db.session import make_engine
-from service.settings import get_settings
+from polycert.db.models import Base
+from polycert.db.session import make_engine
+from polycert.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata

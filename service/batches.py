@@ -14,13 +14,13 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from sqlalchemy.orm import Session
 
-from formulations.domains import Domain, check_radii, network_domain, parse_domain, with_domain
-from formulations.errors import InvalidInputError, PolyCertError
-from formulations.input_sets import validate_balls
-from formulations.network import Network
-from service.db import repositories as repo
-from service.db.models import JobRow, NetworkRow
-from workers.networks import network_to_bytes, stored_network
+from polycert.formulations.domains import Domain, check_radii, network_domain, parse_domain, with_domain
+from polycert.formulations.errors import InvalidInputError, PolyCertError
+from polycert.formulations.input_sets import validate_balls
+from polycert.formulations.network import Network
+from polycert.db import repositories as repo
+from polycert.db.models import JobRow, NetworkRow
+from polycert.workers.networks import network_to_bytes, stored_network
 
 from . import chunking
 from .errors import ConflictError, NotFoundError, QueueUnavailableError
@@ -39,7 +39,7 @@ def check_solver(name: str | None, role: Literal["mip", "lp"] = "mip") -> str | 
     422 at the door instead of a job that silently runs with another one."""
     if name is None:
         return None
-    from formulations.backends import available_solvers, capabilities
+    from polycert.formulations.backends import available_solvers, capabilities
 
     usable = available_solvers()
     # the engine's MIPs have continuous variables: an integer-only back-end (CP-SAT) cannot solve them
@@ -296,7 +296,7 @@ def _domain_text(domain: Domain) -> str:
 
 
 def register_builtin(session: Session, name: str) -> tuple[NetworkRow, bool]:
-    from service import zoo  # the shipped networks (trained or loaded on first use)
+    from polycert import zoo  # the shipped networks (trained or loaded on first use)
 
     known = [info.name for info in zoo.builtin_networks()]
     if name not in known:
@@ -310,12 +310,12 @@ def register_upload(session: Session, filename: str, data: bytes, *, limits=None
     ``limits`` (:class:`service.uploads.UploadLimits`, default the settings') are checked from the file's
     headers before it is loaded (:func:`service.uploads.check_upload`). Messages name the user's file, never
     the server's temporary copy."""
-    from service.uploads import check_upload
+    from polycert.uploads import check_upload
 
     suffix = os.path.splitext(filename)[1].lower()
     if suffix not in UPLOAD_FORMATS:
         raise InvalidInputError(f"cannot load {filename!r}: the file must end in one of {', '.join(UPLOAD_FORMATS)}")
-    from formulations.loaders import load_network
+    from polycert.formulations.loaders import load_network
 
     limits = limits or get_settings().upload_limits
     with tempfile.TemporaryDirectory() as tmp:
@@ -387,7 +387,7 @@ def load_stored(row: NetworkRow) -> Network:
 # -- jobs ---------------------------------------------------------------------------------------------
 def load_slice(ds: DatasetSlice) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
     """(x (n, d), labels (n,), dataset indices) of a dataset slice."""
-    from service.datasets import load_preprocessed
+    from polycert.datasets import load_preprocessed
 
     x, y = load_preprocessed(ds.name, ds.split)
     if ds.start >= len(x):
@@ -474,7 +474,7 @@ def signature_chunk_sizes(session: Session, network_id: int, queries: Sequence[d
                           chunk_seconds: float) -> list[int]:
     """Guided chunk sizes per method block: each block's largest chunk holds ``chunk_seconds`` at that
     method's recent cost on this network's signature jobs, or at the prior (``workers.signatures.PRIOR_SECONDS``)."""
-    from workers.signatures import PRIOR_SECONDS, SIGNATURE
+    from polycert.workers.signatures import PRIOR_SECONDS, SIGNATURE
 
     sizes: list[int] = []
     for method in dict.fromkeys(q["method"] for q in queries):
@@ -527,7 +527,7 @@ def centres(request: InvertibilityRequest) -> tuple[np.ndarray, list[int | None]
 
 def plan_instances(session: Session, request: VnncompRequest) -> list[dict[str, Any]]:
     """One query per VNN-COMP instance; the property's centre box is read (and checked) here."""
-    from formulations.vnnlib import read_vnnlib, robustness_view
+    from polycert.formulations.vnnlib import read_vnnlib, robustness_view
 
     queries = []
     for i, inst in enumerate(request.instances):
@@ -620,7 +620,7 @@ def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | 
 def derive_network(session: Session, network_id: int, transform: str, **options: Any) -> tuple[NetworkRow, bool]:
     """Register a pruned (``fraction``, ``scope``) or quantised (``bits``) copy of a registered network
     (``formulations.transforms``; issue 5 item 6)."""
-    from formulations import transforms
+    from polycert.formulations import transforms
 
     row = resolve_network(session, network_id=network_id, name=None)
     network = load_stored(row)

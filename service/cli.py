@@ -20,8 +20,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from formulations.errors import PolyCertError
-from service.db.migrate import DatabaseNotMigratedError
+from polycert.formulations.errors import PolyCertError
+from polycert.db.migrate import DatabaseNotMigratedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="PolyCert: exact verification of feed-forward networks.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
@@ -35,7 +35,7 @@ EXIT_JOB_FAILED, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_QUEUE = 1, 2,
 
 def _print_version(value: bool) -> None:
     if value:
-        from service.version import polycert_version
+        from polycert.version import polycert_version
 
         print(f"polycert {polycert_version()}")
         raise typer.Exit(0)
@@ -56,7 +56,7 @@ def fail(message: str, code: int) -> "typer.Exit":
 
 
 def _settings():
-    from service.settings import get_settings
+    from polycert.settings import get_settings
 
     try:
         return get_settings()
@@ -66,8 +66,8 @@ def _settings():
 
 def _engine(*, migrate: bool = False):
     """The configured database; checked to be migrated (or migrated, for the embedded default)."""
-    from service.db.migrate import ensure_migrated, upgrade
-    from service.db.session import get_engine
+    from polycert.db.migrate import ensure_migrated, upgrade
+    from polycert.db.session import get_engine
 
     settings = _settings()
     if migrate:
@@ -81,7 +81,7 @@ def _engine(*, migrate: bool = False):
 
 
 def _session(engine):
-    from service.db.session import session_factory
+    from polycert.db.session import session_factory
 
     return session_factory(engine)()
 
@@ -90,7 +90,7 @@ def _session(engine):
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply migrations to the configured database (POLYCERT_DATABASE_URL, default SQLite)."""
-    from service.db.migrate import upgrade
+    from polycert.db.migrate import upgrade
 
     settings = _settings()
     try:
@@ -113,7 +113,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the HTTP API (uvicorn). Refuses to start on an unmigrated database."""
     import uvicorn
 
-    from service.api.app import create_app
+    from polycert.api.app import create_app
 
     settings = _settings()
     try:
@@ -128,7 +128,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 def serve_banner(settings, host: str, port: int) -> list[str]:
     """What ``serve`` says before it starts: where the data is and, on the development token, the token
     itself with how to use it (a newcomer's first write otherwise gets a 401 and no hint)."""
-    from service.settings import DEVELOPMENT_TOKEN
+    from polycert.settings import DEVELOPMENT_TOKEN
 
     url = f"http://{host}:{port}"
     where = (f"embedded default: {settings.resolved_database_url}, in-process worker" if settings.embedded
@@ -152,7 +152,7 @@ def worker(concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 1,
         raise fail("POLYCERT_BROKER_URL is not set: with no broker, jobs run in the embedded worker of the"
                    " process that submits them (polycert submit / serve)", EXIT_CONFIG)
     _engine()
-    from workers.app import app as celery_app
+    from polycert.workers.app import app as celery_app
 
     celery_app.worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
                             "-Q", settings.queue_name, "--without-gossip", "--without-mingle"])
@@ -160,9 +160,9 @@ def worker(concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 1,
 
 # -- jobs -----------------------------------------------------------------------------------------------
 def _submit(request, engine):
-    from service import batches
-    from service.dispatch import get_dispatcher
-    from service.errors import NotFoundError, QueueUnavailableError
+    from polycert import batches
+    from polycert.dispatch import get_dispatcher
+    from polycert.errors import NotFoundError, QueueUnavailableError
 
     settings = _settings()
     with _session(engine) as session:
@@ -180,7 +180,7 @@ def _submit(request, engine):
 
 def _follow(engine, job_id: int, total: int) -> str:
     """A progress bar until the job is done or cancelled; returns its final status."""
-    from service.db import repositories as repo
+    from polycert.db import repositories as repo
 
     columns = (TextColumn("job {task.fields[job]}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -200,7 +200,7 @@ def _wait_embedded(job_id: int, engine, total: int) -> str:
     """Embedded mode: the pool lives in this process, so follow the job until the pool is drained."""
     import threading
 
-    from service.dispatch import get_dispatcher
+    from polycert.dispatch import get_dispatcher
 
     pool = get_dispatcher(_settings())
     failure: list[BaseException] = []
@@ -234,7 +234,7 @@ def _run(request, engine, wait: bool) -> int:
 
 
 def _request(model=None, **fields):
-    from service.batches import BatchRequest
+    from polycert.batches import BatchRequest
 
     try:
         return (model or BatchRequest)(**fields)
@@ -246,7 +246,7 @@ def _domain_pair(text: str | None):
     """``--domain LO,HI`` as the request's (lower, upper), null for an open side; a malformed one is a one-line error."""
     if text is None:
         return None
-    from formulations.domains import parse_domain
+    from polycert.formulations.domains import parse_domain
 
     try:
         data = parse_domain(text).to_json()
@@ -279,8 +279,8 @@ def submit(
 @app.command()
 def status(job: int) -> None:
     """A job's status and progress."""
-    from service import reports
-    from service.db import repositories as repo
+    from polycert import reports
+    from polycert.db import repositories as repo
 
     engine = _engine()
     with _session(engine) as session:
@@ -296,8 +296,8 @@ def status(job: int) -> None:
 @app.command()
 def cancel(job: int) -> None:
     """Cancel a queued or running job (answers already stored are kept)."""
-    from service import batches
-    from service.errors import NotFoundError
+    from polycert import batches
+    from polycert.errors import NotFoundError
 
     with _session(_engine()) as session:
         try:
@@ -375,8 +375,8 @@ def compare(
     differ: Annotated[bool, typer.Option("--differ", help="print only the rows whose verdicts differ (implies --rows)")] = False,
 ) -> None:
     """The LP-versus-MIP comparison of a job run with methods=both: summary per eps or digit, rows on request."""
-    from service import reports
-    from service.db import repositories as repo
+    from polycert import reports
+    from polycert.db import repositories as repo
 
     if by not in COMPARISON_GROUPS:
         raise fail(f"--by must be one of {', '.join(COMPARISON_GROUPS)}, got {by!r}", EXIT_BAD_INPUT)
@@ -435,8 +435,8 @@ def signatures(
 ) -> None:
     """Per-digit signatures of one network: n, text heatmaps of how often each pixel sits at its lower /
     upper bound at the optimum, the region shares of every hidden neuron, and envelope / segment activity."""
-    from service import reports
-    from service.errors import NotFoundError
+    from polycert import reports
+    from polycert.errors import NotFoundError
 
     if method is not None and method not in ("lp", "mip"):
         raise fail(f"--method must be lp or mip, got {method!r}", EXIT_BAD_INPUT)
@@ -484,8 +484,8 @@ def signature_job(
     """Submit a signature job (POST /jobs kind "signature"): per test image and eps, maximise the class
     logit over the ball with LP and / or MIP and store the tight constraints; prints each answer (bound,
     achieved value, verdict), then `polycert signatures --digit D` shows them by digit."""
-    from service.batches import SignatureRequest
-    from service.db import repositories as repo
+    from polycert.batches import SignatureRequest
+    from polycert.db import repositories as repo
 
     request = _request(SignatureRequest, kind="signature", network=network,
                        dataset=dict(name=dataset, start=start, stop=stop), eps=eps, methods=methods,
@@ -517,9 +517,9 @@ def vnncomp(
     """Decide one VNN-COMP instance; print holds / violated / unknown (a violation is re-checked first)."""
     from pathlib import Path
 
-    from formulations.loaders import load_onnx
-    from formulations.vnncomp import vnncomp_answer
-    from formulations.vnnlib import format_result, read_vnnlib
+    from polycert.formulations.loaders import load_onnx
+    from polycert.formulations.vnncomp import vnncomp_answer
+    from polycert.formulations.vnnlib import format_result, read_vnnlib
 
     if not (math.isfinite(timeout) and timeout > 0):
         raise fail(f"--timeout must be a positive number of seconds, got {timeout}", EXIT_BAD_INPUT)
@@ -559,8 +559,8 @@ def check_writable(path: str) -> None:
 
 def _network_row(session, network: str):
     """A registered network by id or name (a built-in name is registered on first use)."""
-    from service import batches
-    from service.errors import NotFoundError
+    from polycert import batches
+    from polycert.errors import NotFoundError
 
     try:
         if network.isdigit():
@@ -583,7 +583,7 @@ def _fmt(value, digits: int = 4) -> str:
 
 def print_answers(engine, job_id: int, title: str) -> None:
     """The answers of an invertibility job: verdict, answer word, bracket on p*, witness pair summary."""
-    from service.db import repositories as repo
+    from polycert.db import repositories as repo
 
     with _session(engine) as session:
         _, rows = repo.list_results(session, job_id, limit=10_000)
@@ -617,7 +617,7 @@ def invert(
 ) -> None:
     """Invertibility queries (Cui et al. 2023) through the queue: one per centre; prints the bracket on p*,
     the verdict and answer (invertible / not invertible / unknown) and the witness pair's distance."""
-    from service.batches import InvertibilityRequest
+    from polycert.batches import InvertibilityRequest
 
     engine = _engine(migrate=_settings().database_url is None)
     with _session(engine) as session:
@@ -642,7 +642,7 @@ def invert(
 
 
 def _derive(network: str, transform: str, **options) -> None:
-    from service import batches
+    from polycert import batches
 
     engine = _engine(migrate=_settings().database_url is None)
     with _session(engine) as session:
@@ -735,7 +735,7 @@ def result_file_name(onnx: str, vnnlib: str) -> str:
 def write_results(folder: Path, answered) -> list[Path]:
     """One competition result file per answered instance (the format ``polycert vnncomp --result`` writes:
     ``unsat``, ``sat`` with the counterexample, or ``unknown``); returns the paths in instance order."""
-    from formulations.vnnlib import format_result
+    from polycert.formulations.vnnlib import format_result
 
     written, taken = [], set()
     for query, cert in answered:
@@ -770,9 +770,9 @@ def vnncomp_batch(
     results_dir: Annotated[Optional[str], typer.Option(help="write each instance's result file here once the job is done")] = None,
 ) -> None:
     """A VNN-COMP batch through the queue: one task per instance; prints the competition table."""
-    from formulations.loaders import load_onnx
-    from service.batches import VnncompRequest, register_network
-    from service.db import repositories as repo
+    from polycert.formulations.loaders import load_onnx
+    from polycert.batches import VnncompRequest, register_network
+    from polycert.db import repositories as repo
 
     if not (math.isfinite(timeout_scale) and timeout_scale > 0):
         raise fail(f"--timeout-scale must be a positive number, got {timeout_scale}", EXIT_BAD_INPUT)
@@ -841,8 +841,8 @@ def demo(
     """The README's main job, the product's three uses on the embedded default (SQLite + in-process worker)
     unless POLYCERT_* settings say otherwise: a robustness batch with LP and exact MIP bounds, a signature
     job, then the LP-versus-MIP comparison and one digit's signature."""
-    from service import reports, zoo
-    from service.batches import SignatureRequest, register_network
+    from polycert import reports, zoo
+    from polycert.batches import SignatureRequest, register_network
 
     bad = [v for v in [*eps, signature_eps] if not math.isfinite(v) or v < 0]
     if bad:
@@ -891,7 +891,7 @@ def demo(
 
 
 def repo_first_label(session, job_id: int) -> int:
-    from service.db import repositories as repo
+    from polycert.db import repositories as repo
 
     _, rows = repo.list_results(session, job_id, limit=1)
     return rows[0][0].label if rows else 0
@@ -917,8 +917,8 @@ def study(
     patterns) with sound certificates, and write a Markdown report with figures."""
     import shlex
 
-    from formulations.errors import SolverNotAvailableError
-    from service.study import StudyOptions, run_study
+    from polycert.formulations.errors import SolverNotAvailableError
+    from polycert.study import StudyOptions, run_study
 
     for option, values in (("--eps", eps), ("--signature-eps", [signature_eps]), ("--lam", lam),
                            ("--mip-time-limit", [mip_time_limit])):
@@ -943,7 +943,7 @@ def main() -> None:
     try:
         app()
     finally:
-        from service.dispatch import reset_dispatchers
+        from polycert.dispatch import reset_dispatchers
 
         reset_dispatchers()
 

@@ -31,7 +31,7 @@ from importlib import resources
 
 import numpy as np
 
-from formulations.errors import InvalidInputError
+from polycert.formulations.errors import InvalidInputError
 
 Array = np.ndarray
 
@@ -114,7 +114,7 @@ def encode_bilinear(grey28: Array) -> Array:
 # -- loading the shipped files -------------------------------------------------------------------------
 def asset_path(name: str):
     """A file of ``service/assets`` as an ``importlib.resources`` traversable."""
-    return resources.files("service").joinpath(ASSETS, name)
+    return resources.files("polycert").joinpath(ASSETS, name)
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from celery import Celery
 
-from service.settings import Settings
+from polycert.settings import Settings
 
 CHUNK_TASK = "polycert.run_chunk"  # the name workers.tasks registers
 
@@ -48,7 +48,7 @@ def get_dispatcher(settings: Settings):
     with _lock:
         if key not in _dispatchers:
             if settings.embedded:
-                from workers.embedded import EmbeddedPool
+                from polycert.workers.embedded import EmbeddedPool
 
                 _dispatchers[key] = EmbeddedPool(settings.resolved_database_url, settings.embedded_workers)
             else:

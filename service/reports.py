@@ -19,8 +19,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service.db import repositories as repo
-from service.db.models import CertificateRow, JobRow, QueryRow
+from polycert.db import repositories as repo
+from polycert.db.models import CertificateRow, JobRow, QueryRow
 
 
 def finite(value: float | None) -> float | None:
@@ -249,7 +249,7 @@ class SignatureScope:
 
 
 def _network_by_key(session: Session, key: str):
-    from service.errors import NotFoundError
+    from polycert.errors import NotFoundError
 
     row = repo.get_network(session, int(key)) if key.strip().isdigit() else repo.get_network_by_name(session, key)
     if row is None:
@@ -264,8 +264,8 @@ def signature_scope(session: Session, digit: int, *, network: str | None = None,
     """Resolve and check a signature lookup. Raises NotFoundError (unknown network or job) and
     InvalidInputError (a job of another network; no network named while several have certificates; a
     digit that is not a class of the network; an unknown source)."""
-    from formulations.errors import InvalidInputError
-    from service.errors import NotFoundError
+    from polycert.formulations.errors import InvalidInputError
+    from polycert.errors import NotFoundError
 
     if digit < 0:
         raise InvalidInputError(f"digit must be >= 0, got {digit}")
@@ -294,8 +294,8 @@ def signature_scope(session: Session, digit: int, *, network: str | None = None,
 
 def region_names(network_row) -> list[list[str]]:
     """Per hidden layer, the names of ``formulations.signatures.region_of``'s regions."""
-    from formulations.signatures import activation_regions
-    from workers.networks import cached_network, stored_network
+    from polycert.formulations.signatures import activation_regions
+    from polycert.workers.networks import cached_network, stored_network
 
     network = cached_network(network_row.digest) or stored_network(network_row)
     return [list(activation_regions(layer.activation)[1]) for layer in network.hidden_layers]

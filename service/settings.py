@@ -63,7 +63,7 @@ class CascadeOptions(BaseModel):
         """The engine's ``CascadeSettings`` for one job: ``query_time_limit`` is each query's deadline (all its
         targets and stages), a target's MIP at most the query's time split evenly over its ``n_targets`` other
         classes, each LP's at most the whole query's."""
-        from formulations.cascade import CascadeSettings  # the engine is heavy; settings load without it
+        from polycert.formulations.cascade import CascadeSettings  # the engine is heavy; settings load without it
 
         values = self.model_dump()
         values["answer"] = answer

@@ -27,15 +27,15 @@ from typing import Sequence
 
 import numpy as np
 
-from formulations.attack import pgd_attack
-from formulations.bounds import margin_bounds_batch
-from formulations.certificate import Verdict
-from formulations.errors import InvalidInputError, PolyCertError, UnsoundAnswerError
-from formulations.network import Network
-from formulations.robustness import certify
-from formulations.signatures import (SIDE_NAMES, Signature, activation_regions, aggregate, maximize_logit,
+from polycert.formulations.attack import pgd_attack
+from polycert.formulations.bounds import margin_bounds_batch
+from polycert.formulations.certificate import Verdict
+from polycert.formulations.errors import InvalidInputError, PolyCertError, UnsoundAnswerError
+from polycert.formulations.network import Network
+from polycert.formulations.robustness import certify
+from polycert.formulations.signatures import (SIDE_NAMES, Signature, activation_regions, aggregate, maximize_logit,
                                      significant)
-from formulations.study import (flawed_verify, ideal_indices, logit_maxima, lp_prediction, neuron_patterns,
+from polycert.formulations.study import (flawed_verify, ideal_indices, logit_maxima, lp_prediction, neuron_patterns,
                                 system_level)
 
 Array = np.ndarray
@@ -99,12 +99,12 @@ def _bar(total: int, desc: str, enabled: bool):
 
 def load_study_network(name: str) -> tuple[Network, Array, Array]:
     """A built-in network (or a network file with a 7x7 preprocessing in its metadata) and its test set."""
-    from service import zoo
-    from service.datasets import load_preprocessed
+    from polycert import zoo
+    from polycert.datasets import load_preprocessed
 
     path = Path(name)
     if path.suffix and path.exists():
-        from formulations.loaders import load_network
+        from polycert.formulations.loaders import load_network
 
         network = load_network(path)
     else:
@@ -611,13 +611,13 @@ def write_report(out: Path, network: Network, command: str, opts: StudyOptions, 
 
 def run_study(network_name: str, out: Path | str, options: StudyOptions | None = None, *, command: str = "") -> Path:
     """Run items 3-7 on a network and write the report (item 8); returns the README path."""
-    from formulations.backends import default_lp_solver, default_mip_solver
+    from polycert.formulations.backends import default_lp_solver, default_mip_solver
 
     opts = options or StudyOptions()
     if opts.solver is None:
         # Gurobi solves these small MIPs ~10x faster than SCIP here (measured); its size-limited licence
         # covers 49-3-3-10 encodings. Fall back to the default MIP solver elsewhere.
-        from formulations.backends import available_solvers
+        from polycert.formulations.backends import available_solvers
 
         opts = replace(opts, solver="gurobi" if available_solvers().get("gurobi") else default_mip_solver())
     if not opts.eps or any(not (e >= 0) for e in opts.eps):

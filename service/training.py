@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from formulations.errors import InvalidInputError
-from formulations.loaders import save_npz
-from formulations.network import Network
-from service.datasets import PREPROCESSING, load_mnist7
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.loaders import save_npz
+from polycert.formulations.network import Network
+from polycert.datasets import PREPROCESSING, load_mnist7
 
 EPOCHS = 30
 BATCH_SIZE = 512

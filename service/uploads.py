@@ -21,7 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from formulations.errors import InvalidInputError
+from polycert.formulations.errors import InvalidInputError
 
 Shape = tuple[int, ...]
 

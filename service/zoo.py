@@ -21,11 +21,11 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 
-from formulations.domains import Domain
-from formulations.errors import InvalidInputError
-from formulations.loaders import load_npz
-from formulations.network import Network
-from service.datasets import asset_path
+from polycert.formulations.domains import Domain
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.loaders import load_npz
+from polycert.formulations.network import Network
+from polycert.datasets import asset_path
 
 
 @dataclass(frozen=True)

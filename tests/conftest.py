@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from service.db.migrate import upgrade
-from service.db.session import make_engine, session_factory
-from service.settings import get_settings
+from polycert.db.migrate import upgrade
+from polycert.db.session import make_engine, session_factory
+from polycert.settings import get_settings
 
 # hypothesis' default 200 ms deadline per example is a timing assertion: on a loaded machine (CI's, or this
 # one running a benchmark) pure functions took 280 ms and failed. Timings belong in bench/; tests assert

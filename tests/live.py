@@ -45,7 +45,7 @@ class LiveServer:
 
     def cli(self, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
         """``polycert ARGS`` with the server's environment (its database: the embedded default's data dir)."""
-        return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=self.env,
+        return subprocess.run([sys.executable, "-m", "polycert.cli", *args], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
     def wait_job(self, job_id: int, *, timeout: float = 300.0) -> dict:
@@ -77,13 +77,13 @@ def live_server(tmp_path: Path, **env_extra: str) -> Iterator[LiveServer]:
     data = tmp_path / "data"
     env = server_env(data, **env_extra)
     log = tmp_path / "server.log"
-    up = subprocess.run([sys.executable, "-m", "service.cli", "db", "upgrade"], cwd=ROOT, env=env,
+    up = subprocess.run([sys.executable, "-m", "polycert.cli", "db", "upgrade"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=120)
     if up.returncode != 0:
         raise RuntimeError(f"polycert db upgrade failed: {up.stdout}{up.stderr}")
     port = free_port()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "polycert.cli", "serve", "--port", str(port)], cwd=ROOT,
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = LiveServer(f"http://127.0.0.1:{port}", TOKEN, env, proc, log)
     try:

@@ -18,7 +18,7 @@ JOB = {"kind": "signature", "network": NETWORK, "dataset": DATASET, "eps": [EPS]
 
 
 def shipped_network():
-    from service.zoo import load_builtin
+    from polycert.zoo import load_builtin
 
     return load_builtin(NETWORK)
 
@@ -105,7 +105,7 @@ def check_job(client, job_id: int, n_images: int) -> list[dict]:
 
 
 def _input_of(cert: dict, network) -> np.ndarray:
-    from service.datasets import load_preprocessed
+    from polycert.datasets import load_preprocessed
 
     x, _ = load_preprocessed(DATASET["name"], "test")
     return x[cert["source_index"]]

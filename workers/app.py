@@ -17,7 +17,7 @@ import sys
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
-from service.settings import get_settings
+from polycert.settings import get_settings
 
 CHUNK_TASK = "polycert.run_chunk"
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 def make_celery() -> Celery:
     settings = get_settings()
     soft, hard = settings.chunk_time_limits()
-    app = Celery("polycert", broker=settings.broker_url or "memory://", include=["workers.tasks"])
+    app = Celery("polycert", broker=settings.broker_url or "memory://", include=["polycert.workers.tasks"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -58,8 +58,8 @@ app = make_celery()
 @worker_init.connect
 def _refuse_unmigrated_database(**_kwargs) -> None:
     """A worker on a database without the schema would fail every task: refuse to start instead."""
-    from service.db.migrate import DatabaseNotMigratedError, ensure_migrated
-    from service.db.session import get_engine
+    from polycert.db.migrate import DatabaseNotMigratedError, ensure_migrated
+    from polycert.db.session import get_engine
 
     engine = get_engine(get_settings().resolved_database_url)
     try:
@@ -84,8 +84,8 @@ def _load_the_engine(**_kwargs) -> None:
     """
     import gc
 
-    from service.db.session import get_engine
-    from workers.execution import default_certify, default_certify_batch, warm_up
+    from polycert.db.session import get_engine
+    from polycert.workers.execution import default_certify, default_certify_batch, warm_up
 
     engine = get_engine(get_settings().resolved_database_url)
     engine.dispose(close=False)  # the parent's connections stay the parent's

@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.exc import OperationalError
 
-from service.db.session import get_engine, session_factory
+from polycert.db.session import get_engine, session_factory
 
 from .execution import ChunkOutcome, Certify, CertifyBatch, record_failure, run_chunk
 

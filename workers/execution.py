@@ -24,11 +24,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from formulations.certificate import Certificate, UnknownReason, Verdict
-from formulations.errors import PolyCertError
-from service.db import repositories as repo
-from service.db.models import QueryRow
-from service.settings import get_settings
+from polycert.formulations.certificate import Certificate, UnknownReason, Verdict
+from polycert.formulations.errors import PolyCertError
+from polycert.db import repositories as repo
+from polycert.db.models import QueryRow
+from polycert.settings import get_settings
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -54,13 +54,13 @@ def worker_name() -> str:
 
 
 def default_certify() -> Certify:
-    from formulations.robustness import certify  # imported late: the engine is heavy and optional at import
+    from polycert.formulations.robustness import certify  # imported late: the engine is heavy and optional at import
 
     return certify
 
 
 def default_certify_batch() -> CertifyBatch:
-    from formulations.cascade import certify_batch
+    from polycert.formulations.cascade import certify_batch
 
     return certify_batch
 
@@ -69,8 +69,8 @@ def warm_up(certify_batch: CertifyBatch) -> None:
     """Cascade calls on a toy ReLU network that go through every stage (the cheap ones switched off, so that
     the LP, the branching and the MIP solver run too): the engine's lazy imports (the LP and MIP solvers'
     libraries) and caches are loaded, so that a worker's first chunk costs what its later ones do."""
-    from formulations.cascade import CascadeSettings
-    from formulations.network import Network
+    from polycert.formulations.cascade import CascadeSettings
+    from polycert.formulations.network import Network
 
     rng = np.random.default_rng(0)
     toy = Network.from_arrays([rng.normal(size=(3, 4)), rng.normal(size=(2, 3))], [np.zeros(3), np.zeros(2)], "relu",
@@ -86,7 +86,7 @@ def job_domain(network, parameters: dict[str, Any]):
     """The box a job's balls are clipped to: the one the job recorded at submission (the network's domain or a
     narrower one, :func:`service.batches.job_domain`). Jobs stored before jobs recorded it were asked on the
     network's domain, which was then [0, 1] for every network."""
-    from formulations.domains import Domain, network_domain, parse_domain
+    from polycert.formulations.domains import Domain, network_domain, parse_domain
 
     if parameters.get("domain") is not None:
         return parse_domain(parameters["domain"]).check_size(network.input_size)
@@ -100,7 +100,7 @@ def input_domain(network, parameters: dict[str, Any] | None = None) -> tuple[Any
 
 def input_set_record(query: QueryRow, parameters: dict[str, Any]) -> dict[str, Any]:
     """The exact set a robustness certificate is about: norm, eps, the centre's digest and the domain."""
-    from formulations.domains import center_digest, parse_domain
+    from polycert.formulations.domains import center_digest, parse_domain
 
     return dict(norm=query.norm, eps=float(query.eps), center_sha256=center_digest(query.input),
                 domain=parse_domain(parameters["domain"]).to_json())

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from formulations.certificate import Certificate, Verdict
+from polycert.formulations.certificate import Certificate, Verdict
 
 INVERTIBILITY_KINDS = ("injectivity", "preimage", "dependence", "invariance", "radius")
 VNNCOMP = "vnncomp"
@@ -46,7 +46,7 @@ def jsonable(value: Any) -> Any:
 def invertibility_certificate(kind: str, network, center: np.ndarray, parameters: dict[str, Any],
                               second=None) -> Certificate:
     """One engine call of ``formulations.invertibility`` for a centre (the job's parameters)."""
-    from formulations import invertibility as inv
+    from polycert.formulations import invertibility as inv
 
     common = dict(norm=parameters.get("norm", "linf"), delta=parameters.get("delta"), solver=parameters.get("solver"),
                   tolerance=parameters.get("tolerance", 1e-4))
@@ -91,8 +91,8 @@ def invertibility_record(cert: Certificate, wall_time: float) -> dict[str, Any]:
 
 def vnncomp_record(network, vnnlib_text: str, timeout: float, solver: str | None = None) -> dict[str, Any]:
     """Decide one VNN-COMP instance (``formulations.vnncomp.vnncomp_answer``); certificate columns."""
-    from formulations.vnncomp import vnncomp_answer
-    from formulations.vnnlib import read_vnnlib
+    from polycert.formulations.vnncomp import vnncomp_answer
+    from polycert.formulations.vnnlib import read_vnnlib
 
     started = time.perf_counter()
     prop = read_vnnlib(vnnlib_text, n_inputs=network.input_size, n_outputs=network.output_size)

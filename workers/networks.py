@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from formulations.loaders import network_from_bytes, network_to_bytes
-from formulations.network import Network
+from polycert.formulations.loaders import network_from_bytes, network_to_bytes
+from polycert.formulations.network import Network
 
 __all__ = ["cached_network", "network_from_bytes", "network_to_bytes", "stored_network"]
 

@@ -39,8 +39,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from formulations.certificate import UnknownReason, Verdict
-from formulations.errors import PolyCertError
+from polycert.formulations.certificate import UnknownReason, Verdict
+from polycert.formulations.errors import PolyCertError
 
 SIGNATURE = "signature"
 ANSWER_OPTIMUM, ANSWER_BOUND, ANSWER_UNKNOWN = "optimum", "bound", "unknown"
@@ -112,8 +112,8 @@ def answer_group(network, group: Sequence, parameters: dict[str, Any], domain: t
 
     One ``maximize_logit_batch`` call for the group; if it raises, one call per query, and a query whose
     call raises is answered unknown with the message."""
-    from formulations.backends import default_lp_solver, default_mip_solver
-    from formulations.signatures import logit_attack, maximize_logit_batch, reject_below_known
+    from polycert.formulations.backends import default_lp_solver, default_mip_solver
+    from polycert.formulations.signatures import logit_attack, maximize_logit_batch, reject_below_known
 
     method = group[0].method
     tolerance = float(parameters.get("tolerance") or DEFAULT_TOLERANCE)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError
 
-from service.db.session import get_engine, session_factory
-from service.settings import get_settings
+from polycert.db.session import get_engine, session_factory
+from polycert.settings import get_settings
 
 from .app import CHUNK_TASK, app
 from .execution import record_failure, run_chunk

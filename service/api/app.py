@@ -10,14 +10,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from formulations.errors import PolyCertError, SolverNotAvailableError
-from service.db.migrate import ensure_migrated
-from service.db.session import get_engine, session_factory
-from service.dispatch import get_dispatcher
-from service.errors import ConflictError, NotFoundError, QueueUnavailableError
-from service.settings import Settings, get_settings
-from service.version import polycert_version
-from service.uploads import UploadTooLargeError
+from polycert.formulations.errors import PolyCertError, SolverNotAvailableError
+from polycert.db.migrate import ensure_migrated
+from polycert.db.session import get_engine, session_factory
+from polycert.dispatch import get_dispatcher
+from polycert.errors import ConflictError, NotFoundError, QueueUnavailableError
+from polycert.settings import Settings, get_settings
+from polycert.version import polycert_version
+from polycert.uploads import UploadTooLargeError
 
 from . import docs
 from .routers import jobs, networks, signatures

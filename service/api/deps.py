@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.settings import Settings
+from polycert.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="the API token (POLYCERT_API_TOKEN)")
 

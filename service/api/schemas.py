@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 
 from pydantic import Field
 
-from service.batches import BatchRequest, DatasetSlice, JobRequest  # noqa: F401  (JobCreate is the job request)
+from polycert.batches import BatchRequest, DatasetSlice, JobRequest  # noqa: F401  (JobCreate is the job request)
 
 JobCreate = JobRequest  # robustness batch, invertibility queries or a VNN-COMP batch, told apart by ``kind``
 

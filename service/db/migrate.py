@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-import migrations
+from polycert import migrations
 
 # the package may be a namespace package in some installs: take its directory, not its __init__
 MIGRATIONS_DIR = Path(list(migrations.__path__)[0]).resolve()

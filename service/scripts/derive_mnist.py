@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.datasets import AREA_FILE, BILINEAR_FILE, MNIST28_FILE, encode_area, encode_bilinear
+from polycert.datasets import AREA_FILE, BILINEAR_FILE, MNIST28_FILE, encode_area, encode_bilinear
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 N_TEST_28 = 1000

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 from scipy.optimize import linprog
 
-from formulations import Network
+from polycert.formulations import Network
 
 
 def random_network(rng: np.random.Generator, sizes: tuple[int, ...], activation: str) -> Network:

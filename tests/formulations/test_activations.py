@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from formulations.activations import GELU_ARGMIN, GELU_MIN, SILU_ARGMIN, get_activation, names
-from formulations.errors import UnsupportedOperatorError
+from polycert.formulations.activations import GELU_ARGMIN, GELU_MIN, SILU_ARGMIN, get_activation, names
+from polycert.formulations.errors import UnsupportedOperatorError
 
 NONTRIVIAL = [n for n in names() if n != "identity"]
 # Largest |f'| of every registered activation is below 1.2 (GELU's maximum slope is 1.1289...).

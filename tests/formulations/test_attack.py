@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formulations.activations import get_activation
-from formulations.attack import margin_and_gradient, pgd_attack
-from formulations.bounds import margin_bounds_batch
-from formulations.errors import InvalidInputError
-from formulations.input_sets import ball_boxes, contains_points
-from formulations.network import Network
+from polycert.formulations.activations import get_activation
+from polycert.formulations.attack import margin_and_gradient, pgd_attack
+from polycert.formulations.bounds import margin_bounds_batch
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.input_sets import ball_boxes, contains_points
+from polycert.formulations.network import Network
 
 ACTIVATIONS = ("gelu", "relu", "sigmoid", "tanh", "silu")
 NORMS = ("linf", "l1", "l2")

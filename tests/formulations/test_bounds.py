@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formulations.activations import GELU_MIN
-from formulations.attack import pgd_attack
-from formulations.bounds import (
+from polycert.formulations.activations import GELU_MIN
+from polycert.formulations.attack import pgd_attack
+from polycert.formulations.bounds import (
     LayerBounds,
     interval_bounds,
     interval_bounds_batch,
@@ -21,9 +21,9 @@ from formulations.bounds import (
     symbolic_bounds,
     symbolic_bounds_batch,
 )
-from formulations.errors import InvalidInputError, UnsoundAnswerError
-from formulations.input_sets import InputSet
-from formulations.network import Network
+from polycert.formulations.errors import InvalidInputError, UnsoundAnswerError
+from polycert.formulations.input_sets import InputSet
+from polycert.formulations.network import Network
 
 ACTIVATIONS = ("gelu", "relu", "sigmoid", "tanh", "silu")
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from formulations import InvalidInputError, Network, Verdict
-from formulations.backends import available_solvers
-from formulations.cascade import STAGES, CascadeSettings, certify_batch, run_cascade
-from formulations.robustness import certify, margins
+from polycert.formulations import InvalidInputError, Network, Verdict
+from polycert.formulations.backends import available_solvers
+from polycert.formulations.cascade import STAGES, CascadeSettings, certify_batch, run_cascade
+from polycert.formulations.robustness import certify, margins
 
 pytestmark = pytest.mark.skipif(not available_solvers().get("scip"), reason="the exact reference needs SCIP")
 
@@ -149,8 +149,8 @@ def test_settings_reject_bad_limits(field, value):
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000))
 def test_branch_and_bound_minimum_margin_matches_enumeration_and_the_refined_mip(seed):
-    from formulations.cascade import minimum_margin_bb
-    from formulations.robustness import minimum_margin
+    from polycert.formulations.cascade import minimum_margin_bb
+    from polycert.formulations.robustness import minimum_margin
     from tests.formulations.helpers import random_network as rnet, relu_enumeration_min_margin, relu_margin_instance
 
     rng = np.random.default_rng(seed)

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from formulations.domains import Domain, center_digest, check_radii, network_domain, parse_domain, with_domain
-from formulations.errors import InvalidInputError
-from formulations.network import Network
+from polycert.formulations.domains import Domain, center_digest, check_radii, network_domain, parse_domain, with_domain
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.network import Network
 
 
 @pytest.mark.parametrize("spelling", ["-1,1", " -1 , 1 ", "[-1, 1]", '{"lower": -1, "upper": 1}', (-1, 1),

@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from formulations.backends import available_solvers, solve
-from formulations.backends.base import SolveParameters
-from formulations.backends.persistent import persistent_mip
-from formulations.bounds import symbolic_bounds
-from formulations.elimination import encode_prefix
-from formulations.encoding import LP, MIP, encode_network
-from formulations.errors import InvalidInputError
-from formulations.input_sets import InputSet
-from formulations.model import Model, Sense
-from formulations.network import Network
-from formulations.tightening import _prefix
+from polycert.formulations.backends import available_solvers, solve
+from polycert.formulations.backends.base import SolveParameters
+from polycert.formulations.backends.persistent import persistent_mip
+from polycert.formulations.bounds import symbolic_bounds
+from polycert.formulations.elimination import encode_prefix
+from polycert.formulations.encoding import LP, MIP, encode_network
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.input_sets import InputSet
+from polycert.formulations.model import Model, Sense
+from polycert.formulations.network import Network
+from polycert.formulations.tightening import _prefix
 
 MIP_SOLVERS = [s for s in ("scip", "gurobi") if available_solvers().get(s)]
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from formulations import Model, Network
-from formulations.bounds import symbolic_bounds
-from formulations.encoding import LP, MIP, encode_network
-from formulations.input_sets import InputSet
-from formulations.refinement import initial_segments
+from polycert.formulations import Model, Network
+from polycert.formulations.bounds import symbolic_bounds
+from polycert.formulations.encoding import LP, MIP, encode_network
+from polycert.formulations.input_sets import InputSet
+from polycert.formulations.refinement import initial_segments
 
 
 def random_network(seed: int, activation: str) -> Network:

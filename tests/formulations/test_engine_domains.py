@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from formulations.cascade import CascadeSettings, certify_batch
-from formulations.input_sets import InputSet
-from formulations.network import Network
-from formulations.robustness import certify
+from polycert.formulations.cascade import CascadeSettings, certify_batch
+from polycert.formulations.input_sets import InputSet
+from polycert.formulations.network import Network
+from polycert.formulations.robustness import certify
 from tests.formulations.helpers import random_network, relu_enumeration_min_margin
 
 INF = math.inf
@@ -153,8 +153,8 @@ _PROPERTY = """(declare-const X_0 Real)
 
 @pytest.mark.parametrize("lo, hi, word", [(-0.05, 0.15, "violated"), (0.0, 0.15, "holds")])
 def test_a_vnnlib_box_outside_the_unit_interval_is_decided_as_written(lo, hi, word):
-    from formulations.vnncomp import property_input_set, vnncomp_answer
-    from formulations.vnnlib import read_vnnlib
+    from polycert.formulations.vnncomp import property_input_set, vnncomp_answer
+    from polycert.formulations.vnnlib import read_vnnlib
 
     prop = read_vnnlib(_PROPERTY.format(lo=lo, hi=hi), n_inputs=1, n_outputs=2)
     assert prop.lower.tolist() == [lo] and prop.upper.tolist() == [hi]
@@ -167,7 +167,7 @@ def test_a_vnnlib_box_outside_the_unit_interval_is_decided_as_written(lo, hi, wo
 
 
 def test_a_raw_pixel_vnnlib_box_is_not_clipped_to_the_unit_interval():
-    from formulations.vnnlib import read_vnnlib
+    from polycert.formulations.vnnlib import read_vnnlib
 
     prop = read_vnnlib(_PROPERTY.format(lo=100, hi=200), n_inputs=1, n_outputs=2)
     assert prop.lower.tolist() == [100.0] and prop.upper.tolist() == [200.0]

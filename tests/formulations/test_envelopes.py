@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from formulations.activations import GELU_ARGMIN, SILU_ARGMIN, get_activation
-from formulations.envelopes import (
+from polycert.formulations.activations import GELU_ARGMIN, SILU_ARGMIN, get_activation
+from polycert.formulations.envelopes import (
     curvature_lines,
     LINE_MARGIN,
     LOWER,
@@ -24,7 +24,7 @@ from formulations.envelopes import (
     hull_gap,
     linear_bounds,
 )
-from formulations.errors import InvalidInputError
+from polycert.formulations.errors import InvalidInputError
 
 from .test_activations import NONTRIVIAL, interval, samples
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formulations.errors import InvalidInputError
-from formulations.input_sets import InputSet, canonical_norm, distance, fast_project, l1_ball_projection
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.input_sets import InputSet, canonical_norm, distance, fast_project, l1_ball_projection
 
 NORMS = ("linf", "l1", "l2")
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from formulations.certificate import Verdict
-from formulations.errors import InvalidInputError
-from formulations.input_sets import distance
-from formulations.invertibility import (
+from polycert.formulations.certificate import Verdict
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.input_sets import distance
+from polycert.formulations.invertibility import (
     as_image,
     certified_radius,
     decision_invariance,
@@ -17,8 +17,8 @@ from formulations.invertibility import (
     preimage,
     shared_prefix,
 )
-from formulations.network import Layer, Network
-from formulations.transforms import prune
+from polycert.formulations.network import Layer, Network
+from polycert.formulations.transforms import prune
 
 NORMS = ("linf", "l1")
 

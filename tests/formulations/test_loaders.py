@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from scipy.special import erf
 
-from formulations.errors import InvalidInputError, NetworkShapeError, UnsupportedOperatorError
-from formulations.domains import Domain, network_domain
-from formulations.loaders import (
+from polycert.formulations.errors import InvalidInputError, NetworkShapeError, UnsupportedOperatorError
+from polycert.formulations.domains import Domain, network_domain
+from polycert.formulations.loaders import (
     from_state_dict, load_network, load_npz, load_onnx, load_torch, network_from_bytes, network_to_bytes, save_npz,
 )
-from formulations.network import Network
+from polycert.formulations.network import Network
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 VNNCOMP_ONNX = FIXTURES / "mnist-net_256x2.onnx"

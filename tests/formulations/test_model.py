@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from formulations import ConstraintTag, InvalidInputError, Model, Sense
+from polycert.formulations import ConstraintTag, InvalidInputError, Model, Sense
 
 
 def test_rows_are_stored_as_a_sparse_matrix_with_their_tags_and_ranges():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from formulations import InvalidInputError, Layer, Network, NetworkShapeError, UnsupportedOperatorError
+from polycert.formulations import InvalidInputError, Layer, Network, NetworkShapeError, UnsupportedOperatorError
 
 
 def small(rng=np.random.default_rng(0)) -> Network:

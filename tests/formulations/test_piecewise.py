@@ -7,10 +7,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from formulations.activations import GELU_ARGMIN, get_activation
-from formulations.envelopes import LINE_MARGIN
-from formulations.errors import InvalidInputError
-from formulations.piecewise import (
+from polycert.formulations.activations import GELU_ARGMIN, get_activation
+from polycert.formulations.envelopes import LINE_MARGIN
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.piecewise import (
     band_width,
     critical_points,
     curvature_segments,

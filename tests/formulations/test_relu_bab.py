@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from formulations.bounds import symbolic_bounds
-from formulations.errors import InvalidInputError
-from formulations.relu_bab import (FALSIFIED, UNKNOWN, VERIFIED, BabSearch, BabSettings, optimised_bounds,
+from polycert.formulations.bounds import symbolic_bounds
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.relu_bab import (FALSIFIED, UNKNOWN, VERIFIED, BabSearch, BabSettings, optimised_bounds,
                                    relu_bab)
 from tests.formulations.helpers import random_network, relu_enumeration_min_margin, relu_margin_instance
 
@@ -97,7 +97,7 @@ def test_smooth_activations_are_refused():
 @given(seed=st.integers(0, 100_000))
 def test_verdicts_agree_with_the_exact_mip_on_wider_networks(seed):
     """32 hidden ReLUs (too many to enumerate): the MIP's bracket of the minimum margin is the oracle."""
-    from formulations.robustness import minimum_margin
+    from polycert.formulations.robustness import minimum_margin
 
     eps = 0.15
     net, x, label, target, lo, hi = relu_margin_instance(np.random.default_rng(seed), (6, 16, 16, 3), eps)
@@ -136,7 +136,7 @@ def _split_instance(seed: int):
     unstable neurons of the first two hidden layers: (net, lo, hi, bounds, problem, unstable, splits)."""
     import torch
 
-    from formulations.relu_bab import _Problem
+    from polycert.formulations.relu_bab import _Problem
 
     rng = np.random.default_rng(seed)
     net = random_network(rng, (4, 12, 12, 12, 3), "relu")
@@ -153,7 +153,7 @@ def _split_instance(seed: int):
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 100_000))
 def test_domain_bounds_contain_every_sampled_pre_activation_that_meets_the_splits(seed):
-    from formulations.relu_bab import _domain_bounds
+    from polycert.formulations.relu_bab import _domain_bounds
 
     net, lo, hi, bounds, problem, unstable, splits = _split_instance(seed)
     lowers, uppers = _domain_bounds(problem, splits, [l[None] for l in problem.lower],
@@ -179,7 +179,7 @@ def test_split_betas_start_each_child_at_its_parents_bound(seed, data):
     """For a neuron whose coefficient is >= 0, the start beta makes the child's bound its parent's, exactly."""
     import torch
 
-    from formulations.relu_bab import _split_betas
+    from polycert.formulations.relu_bab import _split_betas
 
     net, lo, hi, bounds, problem, unstable, splits = _split_instance(seed)
     n = problem.total_unstable
@@ -225,7 +225,7 @@ def test_a_fully_split_domain_the_polish_leaves_short_is_closed_by_its_exact_lp(
 def test_the_leaf_lp_bounds_the_margin_on_its_domain_and_proves_only_empty_domains_empty(seed, data):
     import torch
 
-    from formulations.relu_bab import _leaf_lp, _Problem
+    from polycert.formulations.relu_bab import _leaf_lp, _Problem
 
     net, lo, hi, label, target = _instance(seed)
     bounds = symbolic_bounds(net, lo, hi)
@@ -299,9 +299,9 @@ def test_the_optimisers_bound_has_the_reference_steps_value_and_gradient_also_wh
     open neurons, where a subgradient that mixed the two lines (clamp's) steered the optimiser wrongly."""
     import torch
 
-    from formulations.relu_bab import _Problem
+    from polycert.formulations.relu_bab import _Problem
 
-    from formulations.network import Network
+    from polycert.formulations.network import Network
 
     rng = np.random.default_rng(seed)
     base = random_network(rng, (4, 8, 8, 3), "relu")
@@ -343,7 +343,7 @@ def test_one_relaxed_layer_matches_the_reference_step_in_value_and_in_every_grad
     must be the reference's subgradient there, not a mix of the two lines."""
     import torch
 
-    from formulations.relu_bab import _relaxation, _relu_back
+    from polycert.formulations.relu_bab import _relaxation, _relu_back
 
     rng = np.random.default_rng(seed)
     D, n = 6, 10

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from formulations import InvalidInputError, Network, SolverNotAvailableError, Verdict
-from formulations.backends import available_solvers
-from formulations.robustness import certify, margins, minimum_margin
+from polycert.formulations import InvalidInputError, Network, SolverNotAvailableError, Verdict
+from polycert.formulations.backends import available_solvers
+from polycert.formulations.robustness import certify, margins, minimum_margin
 from tests.formulations.helpers import random_network, relu_enumeration_min_margin, relu_margin_instance
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from formulations import Verdict
-from formulations.attack import pgd_attack
-from formulations.cascade import certify_batch
-from formulations.robustness import certify, margins
-from service.datasets import load_preprocessed
-from service.zoo import load_builtin
+from polycert.formulations import Verdict
+from polycert.formulations.attack import pgd_attack
+from polycert.formulations.cascade import certify_batch
+from polycert.formulations.robustness import certify, margins
+from polycert.datasets import load_preprocessed
+from polycert.zoo import load_builtin
 
 
 @pytest.mark.parametrize("name", ["polycert-tiny", "verianet"])

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from formulations.activations import get_activation
-from formulations.errors import InvalidInputError
-from formulations.network import Network
-from formulations.signatures import (
+from polycert.formulations.activations import get_activation
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.network import Network
+from polycert.formulations.signatures import (
     Signature,
     activation_regions,
     aggregate,
@@ -139,7 +139,7 @@ def test_significant_flags_only_the_feature_far_from_its_baseline():
 
 @pytest.mark.parametrize("method", ["lp", "mip"])
 def test_maximize_logit_batch_answers_each_row_soundly_in_row_order_and_its_mip_matches_maximize_logit(method):
-    from formulations.signatures import maximize_logit_batch
+    from polycert.formulations.signatures import maximize_logit_batch
 
     net = hand_network()
     xs = np.array([X0, X0 + 0.1, X0 - 0.1])
@@ -158,7 +158,7 @@ def test_maximize_logit_batch_answers_each_row_soundly_in_row_order_and_its_mip_
 
 
 def test_maximize_logit_batch_refuses_rows_without_a_class_and_a_radius_each():
-    from formulations.signatures import maximize_logit_batch
+    from polycert.formulations.signatures import maximize_logit_batch
 
     with pytest.raises(InvalidInputError, match="2 inputs need 2 classes"):
         maximize_logit_batch(hand_network(), np.array([X0, X0]), np.array([0]), np.array([EPS, EPS]),
@@ -168,7 +168,7 @@ def test_maximize_logit_batch_refuses_rows_without_a_class_and_a_radius_each():
 
 
 def test_the_logit_attack_finds_the_closed_form_maximum_inside_the_ball():
-    from formulations.signatures import logit_attack
+    from polycert.formulations.signatures import logit_attack
 
     points, values = logit_attack(hand_network(), X0[None, :], np.array([0]), np.array([EPS]), domain=(0.0, 1.0))
     _, best = closed_form()
@@ -177,8 +177,8 @@ def test_the_logit_attack_finds_the_closed_form_maximum_inside_the_ball():
 
 
 def test_a_bound_below_a_known_value_is_rejected_and_one_above_it_kept():
-    from formulations.errors import UnsoundAnswerError
-    from formulations.signatures import reject_below_known
+    from polycert.formulations.errors import UnsoundAnswerError
+    from polycert.formulations.signatures import reject_below_known
 
     sig = maximize_logit(hand_network(), X0, 0, EPS, method="lp")
     reject_below_known(sig, sig.achieved)  # no error: the bound is above what the network attains

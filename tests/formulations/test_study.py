@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from formulations.activations import get_activation
-from formulations.errors import InvalidInputError
-from formulations.input_sets import InputSet
-from formulations.network import Network
-from formulations.study import (
+from polycert.formulations.activations import get_activation
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.input_sets import InputSet
+from polycert.formulations.network import Network
+from polycert.formulations.study import (
     flawed_image,
     flawed_lines,
     flawed_verify,

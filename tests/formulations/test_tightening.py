@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formulations.attack import pgd_attack
-from formulations.bounds import LayerBounds, symbolic_bounds, unstable
-from formulations.errors import InvalidInputError
-from formulations.input_sets import InputSet
-from formulations.network import Network
-from formulations.backends import available_solvers
-from formulations.tightening import mip_order, tighten_bounds
+from polycert.formulations.attack import pgd_attack
+from polycert.formulations.bounds import LayerBounds, symbolic_bounds, unstable
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.input_sets import InputSet
+from polycert.formulations.network import Network
+from polycert.formulations.backends import available_solvers
+from polycert.formulations.tightening import mip_order, tighten_bounds
 
 
 def relu_net(seed: int, sizes=(6, 16, 16, 12, 4)) -> Network:

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from formulations.errors import InvalidInputError
-from formulations.network import Network
-from formulations.transforms import magnitude_mask, prune, quantize, quantize_weights
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.network import Network
+from polycert.formulations.transforms import magnitude_mask, prune, quantize, quantize_weights
 
 
 def random_network(seed: int = 0, sizes=(2, 8, 6, 2), act: str = "relu") -> Network:

@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formulations.attack import pgd_attack
-from formulations.errors import InvalidInputError
-from formulations.loaders import load_onnx
-from formulations.network import Network
-from formulations.bounds import symbolic_bounds
-from formulations.relu_bab import optimised_bounds
-from formulations.vnncomp import HOLDS, UNKNOWN, VIOLATED, _refine, _Run, property_input_set, vnncomp_answer
-from formulations.vnnlib import check_counterexample, format_result, parse_result, read_vnnlib
+from polycert.formulations.attack import pgd_attack
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.loaders import load_onnx
+from polycert.formulations.network import Network
+from polycert.formulations.bounds import symbolic_bounds
+from polycert.formulations.relu_bab import optimised_bounds
+from polycert.formulations.vnncomp import HOLDS, UNKNOWN, VIOLATED, _refine, _Run, property_input_set, vnncomp_answer
+from polycert.formulations.vnnlib import check_counterexample, format_result, parse_result, read_vnnlib
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

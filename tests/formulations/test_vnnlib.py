@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formulations.certificate import Verdict
-from formulations.errors import InvalidInputError, UnsupportedOperatorError
-from formulations.network import Network
-from formulations.vnnlib import (
+from polycert.formulations.certificate import Verdict
+from polycert.formulations.errors import InvalidInputError, UnsupportedOperatorError
+from polycert.formulations.network import Network
+from polycert.formulations.vnnlib import (
     ANSWER_WORDS,
     answer_is_correct,
     answer_word,

@@ -49,11 +49,11 @@ def postgres_url():
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    from service.db.migrate import upgrade
+    from polycert.db.migrate import upgrade
 
     upgrade(url)
     yield url
-    from service.db.session import get_engine
+    from polycert.db.session import get_engine
 
     get_engine.cache_clear()
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -80,7 +80,7 @@ class Workers:
     def start(self, concurrency: int = 1) -> subprocess.Popen:
         log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "prefork",
+            [sys.executable, "-m", "celery", "-A", "polycert.workers.app", "worker", "--pool", "prefork",
              f"--concurrency={concurrency}", "-Q", self.env["POLYCERT_QUEUE_NAME"], "--loglevel", "warning",
              "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"it{len(self.procs)}@%h"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

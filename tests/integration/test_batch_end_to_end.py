@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from service.api.app import create_app
-from service.db.models import CertificateRow
-from service.db.session import get_engine, session_factory
-from service.dispatch import reset_dispatchers
-from service.settings import get_settings
+from polycert.api.app import create_app
+from polycert.db.models import CertificateRow
+from polycert.db.session import get_engine, session_factory
+from polycert.dispatch import reset_dispatchers
+from polycert.settings import get_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def stack(request, tmp_path, monkeypatch, workers):
     if request.param == "postgres-celery":
         env = service_env(request.getfixturevalue("postgres_url"), request.getfixturevalue("redis_url"))
     else:
-        from service.db.migrate import upgrade
+        from polycert.db.migrate import upgrade
 
         url = f"sqlite:///{tmp_path / 'polycert.db'}"
         upgrade(url)
@@ -73,8 +73,8 @@ def certificate_counts(database_url: str, job_id: int) -> tuple[int, int]:
 
 
 def test_a_batch_over_http_comes_back_with_certificates_signatures_and_comparison(stack):
-    from formulations.robustness import certify
-    from service.zoo import load_builtin
+    from polycert.formulations.robustness import certify
+    from polycert.zoo import load_builtin
 
     client, database_url, pool = stack
     registered = client.post("/networks", json={"builtin": NETWORK})
@@ -91,12 +91,12 @@ def test_a_batch_over_http_comes_back_with_certificates_signatures_and_compariso
     assert results["count"] == 16
     # the stored answers are the cascade's (stages recorded) and agree with the exact per-query MIP
     network = load_builtin(NETWORK)
-    from formulations.cascade import STAGES
-    from service.datasets import load_preprocessed
+    from polycert.formulations.cascade import STAGES
+    from polycert.datasets import load_preprocessed
 
     assert all(r["stage"] in STAGES for r in results["data"])
     x, y = load_preprocessed("mnist7-bilinear")
-    from formulations.domains import center_digest
+    from polycert.formulations.domains import center_digest
 
     for r in results["data"]:  # every certificate states its set: the built-in's [0, 1], its eps, its image
         assert r["input_set"]["domain"] == {"lower": 0.0, "upper": 1.0}, r["input_set"]

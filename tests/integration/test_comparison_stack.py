@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from service.db.models import CertificateRow
-from service.db.session import get_engine, session_factory
+from polycert.db.models import CertificateRow
+from polycert.db.session import get_engine, session_factory
 
 from tests.integration.conftest import service_env
 from tests.live import live_server
@@ -19,8 +19,8 @@ IMAGES, EPS = 6, [0.01, 0.03]
 
 
 def misclassified(start: int, stop: int) -> int:
-    from service.datasets import load_mnist7
-    from service.zoo import load_builtin
+    from polycert.datasets import load_mnist7
+    from polycert.zoo import load_builtin
 
     x, y = load_mnist7("test", resize="area")
     return int((load_builtin("polycert-tiny").predict(x[start:stop]) != y[start:stop]).sum())

@@ -10,13 +10,13 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from service.db import repositories as repo
-from service.db.migrate import ensure_migrated
-from service.db.models import CertificateRow, SignatureRow
-from service.db.session import make_engine, session_factory
+from polycert.db import repositories as repo
+from polycert.db.migrate import ensure_migrated
+from polycert.db.models import CertificateRow, SignatureRow
+from polycert.db.session import make_engine, session_factory
 from tests.service.factories import interval_certify
 from tests.workers.test_execution import make_job
-from workers.execution import run_chunk
+from polycert.workers.execution import run_chunk
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +53,8 @@ def test_each_chunk_task_carries_its_own_time_limits_to_the_broker(redis_url, mo
 
     import redis
 
-    from service.dispatch import CeleryDispatcher
-    from service.settings import Settings
+    from polycert.dispatch import CeleryDispatcher
+    from polycert.settings import Settings
 
     queue = f"limits-{uuid.uuid4().hex[:6]}"
     dispatcher = CeleryDispatcher(Settings(broker_url=redis_url, queue_name=queue))
@@ -66,9 +66,9 @@ def test_each_chunk_task_carries_its_own_time_limits_to_the_broker(redis_url, mo
 
 
 # -- the early store: what the cascade's cheap stages decide is written while the engine goes on -----------
-from formulations.cascade import certify_batch as cascade_batch  # noqa: E402
-from formulations.errors import UnsoundAnswerError  # noqa: E402
-from service.db.models import AttackRow, ChunkRow, JobRow  # noqa: E402
+from polycert.formulations.cascade import certify_batch as cascade_batch  # noqa: E402
+from polycert.formulations.errors import UnsoundAnswerError  # noqa: E402
+from polycert.db.models import AttackRow, ChunkRow, JobRow  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
 
 
@@ -123,7 +123,7 @@ def test_an_early_store_is_counted_once_and_skips_what_is_already_stored(pg_sess
     queries = {q.id: q for q in repo.pending_queries(pg_session, chunks[0])}
     assert queries == {}  # nothing left to answer
     # the same answers sent again (a redelivered chunk that raced its first run): nothing inserted, nothing counted
-    from service.db.models import QueryRow
+    from polycert.db.models import QueryRow
     rows = {q.id: q for q in pg_session.scalars(select(QueryRow).where(QueryRow.job_id == job.id))}
     again = [repo.Answer(rows[c.query_id], {k: getattr(c, k) for k in repo._CERTIFICATE_COLUMNS
                                              if k not in ("query_id", "job_id", "method")}) for c in stored]
@@ -176,7 +176,7 @@ def test_a_cascade_that_fails_after_its_early_report_answers_only_the_rest_per_q
 
 
 def test_an_alias_is_stored_once_on_postgres_and_names_its_network(pg_session):
-    from service import batches
+    from polycert import batches
     from tests.service.factories import small_network
 
     row, _ = batches.register_network(pg_session, small_network(987_001, name="aliased"), "npz")
@@ -189,7 +189,7 @@ def test_an_alias_is_stored_once_on_postgres_and_names_its_network(pg_session):
 
 
 def test_registering_a_network_on_postgres_says_whether_it_was_new(pg_session):
-    from service import batches
+    from polycert import batches
     from tests.service.factories import small_network
 
     network = small_network(987_002, name="fresh")  # a seed no other test uses: new to the database

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from formulations.certificate import Certificate, TargetBound, UnknownReason, Verdict
-from formulations.model import ConstraintTag
-from formulations.network import Network
+from polycert.formulations.certificate import Certificate, TargetBound, UnknownReason, Verdict
+from polycert.formulations.model import ConstraintTag
+from polycert.formulations.network import Network
 
 
 def small_network(seed: int = 0, name: str = "toy-4-3-2") -> Network:

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from service.api.app import create_app
-from service.batches import register_network
-from service.db.migrate import DatabaseNotMigratedError
-from service.settings import Settings
+from polycert.api.app import create_app
+from polycert.batches import register_network
+from polycert.db.migrate import DatabaseNotMigratedError
+from polycert.settings import Settings
 from tests.service.factories import interval_certify, small_network
-from workers.embedded import EmbeddedPool
+from polycert.workers.embedded import EmbeddedPool
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_the_openapi_schema_lists_the_resources(client):
 
 
 def test_an_uploaded_npz_is_registered_once_by_content(client, tmp_path):
-    from formulations.loaders import save_npz
+    from polycert.formulations.loaders import save_npz
 
     network = small_network(7, name="uploaded")
     path = save_npz(network, tmp_path / "net.npz")

@@ -9,13 +9,13 @@ from hypothesis import given, strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from service import batches, chunking
-from service.db import repositories as repo
-from service.db.models import ChunkRow, JobRow, QueryRow
-from service.db.session import session_factory
-from service.errors import QueueUnavailableError
+from polycert import batches, chunking
+from polycert.db import repositories as repo
+from polycert.db.models import ChunkRow, JobRow, QueryRow
+from polycert.db.session import session_factory
+from polycert.errors import QueueUnavailableError
 from tests.service.factories import interval_certify, small_network
-from workers.execution import run_chunk
+from polycert.workers.execution import run_chunk
 
 
 @given(total=st.integers(0, 5000), largest=st.integers(1, 1200), share=st.integers(1, 8))

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import workers.execution
-from formulations.network import Network
-from service.batches import register_network
-from service.cli import app
-from service.dispatch import reset_dispatchers
+from polycert.workers import execution as worker_execution
+from polycert.formulations.network import Network
+from polycert.batches import register_network
+from polycert.cli import app
+from polycert.dispatch import reset_dispatchers
 from tests.service.factories import interval_certify
 
 runner = CliRunner()
@@ -18,7 +18,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def toy49(session, monkeypatch):
-    monkeypatch.setattr(workers.execution, "default_certify", lambda: interval_certify)
+    monkeypatch.setattr(worker_execution, "default_certify", lambda: interval_certify)
     rng = np.random.default_rng(5)
     net = Network.from_arrays([rng.normal(size=(5, 49)) * 0.2, rng.normal(size=(10, 5))], [np.zeros(5), np.zeros(10)],
                               "relu", name="toy49")
@@ -54,7 +54,7 @@ def test_errors_have_exit_codes_and_messages(toy49, argv, code, message):
 
 
 def test_an_unmigrated_database_is_refused_and_db_upgrade_fixes_it(tmp_path, monkeypatch, settings):
-    from service.settings import get_settings
+    from polycert.settings import get_settings
 
     monkeypatch.setenv("POLYCERT_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
     get_settings.cache_clear()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.cli import EXIT_BAD_INPUT
+from polycert.cli import EXIT_BAD_INPUT
 from tests.live import ROOT, server_env
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -19,7 +19,7 @@ PROP = str(FIXTURES / "vnnlib" / "prop_0_0.03.vnnlib.gz")
 
 
 def polycert(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=server_env(tmp_path / "data"),
+    return subprocess.run([sys.executable, "-m", "polycert.cli", *args], cwd=ROOT, env=server_env(tmp_path / "data"),
                           capture_output=True, text=True, timeout=300)
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from formulations.loaders import load_onnx
-from formulations.vnnlib import check_counterexample, parse_result, read_vnnlib
-from service.cli import EXIT_BAD_INPUT, app
+from polycert.formulations.loaders import load_onnx
+from polycert.formulations.vnnlib import check_counterexample, parse_result, read_vnnlib
+from polycert.cli import EXIT_BAD_INPUT, app
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ONNX = str(FIXTURES / "mnist-net_256x2.onnx")
@@ -46,8 +46,8 @@ def test_a_property_that_does_not_fit_the_network_is_bad_input(tmp_path):
 def test_a_batch_over_an_instances_csv_goes_through_the_queue_and_prints_the_table(tmp_path, session, settings):
     from sqlalchemy import select
 
-    from service.db.models import CertificateRow, JobRow, QueryRow
-    from service.dispatch import reset_dispatchers
+    from polycert.db.models import CertificateRow, JobRow, QueryRow
+    from polycert.dispatch import reset_dispatchers
 
     csv = tmp_path / "instances.csv"
     csv.write_text(f"{ONNX},{FIXTURES / 'vnnlib' / 'prop_0_0.03.vnnlib.gz'},60\n"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from formulations.loaders import load_onnx
-from formulations.vnnlib import check_counterexample, parse_result, read_vnnlib
+from polycert.formulations.loaders import load_onnx
+from polycert.formulations.vnnlib import check_counterexample, parse_result, read_vnnlib
 from tests.live import ROOT, server_env
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -29,7 +29,7 @@ def benchmark(tmp_path, header: bool):
 
 
 def run(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=server_env(tmp_path / "data", COLUMNS="200"),
+    return subprocess.run([sys.executable, "-m", "polycert.cli", *args], cwd=ROOT, env=server_env(tmp_path / "data", COLUMNS="200"),
                           capture_output=True, text=True, timeout=600)
 
 

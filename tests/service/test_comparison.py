@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from service import reports
+from polycert import reports
 
 
 def cert(verdict: str, lower: float, upper: float = math.inf, stage: str = "mip", extra=None) -> SimpleNamespace:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.datasets import load_mnist7
-from service.zoo import load_builtin
+from polycert.datasets import load_mnist7
+from polycert.zoo import load_builtin
 from tests.live import live_server
 
 pytestmark = pytest.mark.slow

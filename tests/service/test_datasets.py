@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formulations.errors import InvalidInputError
-from service.datasets import (
+from polycert.formulations.errors import InvalidInputError
+from polycert.datasets import (
     area_resize,
     bilinear_resize,
     encode_area,
@@ -24,7 +24,7 @@ from service.datasets import (
     load_preprocessed,
     quantise,
 )
-from service.scripts.derive_mnist import derive, grey_levels
+from polycert.scripts.derive_mnist import derive, grey_levels
 
 
 @pytest.mark.parametrize("resize", ["area", "bilinear"])

@@ -7,12 +7,12 @@ from collections import Counter
 import pytest
 from sqlalchemy import inspect
 
-from service.db import repositories as repo
-from service.db.migrate import DatabaseNotMigratedError, ensure_migrated, head_revision
-from service.db.session import make_engine
+from polycert.db import repositories as repo
+from polycert.db.migrate import DatabaseNotMigratedError, ensure_migrated, head_revision
+from polycert.db.session import make_engine
 from tests.workers.test_execution import make_job
 from tests.service.factories import interval_certify
-from workers.execution import run_chunk
+from polycert.workers.execution import run_chunk
 
 
 def test_an_unmigrated_database_is_refused_with_the_command_that_fixes_it(tmp_path):
@@ -28,7 +28,7 @@ def test_upgrade_creates_every_table_at_the_head_revision(engine):
 
 
 def test_the_same_network_is_registered_once(session):
-    from service.batches import register_network
+    from polycert.batches import register_network
     from tests.service.factories import small_network
 
     first, created = register_network(session, small_network(), "npz")
@@ -62,7 +62,7 @@ def test_networks_stored_before_migration_0003_get_the_unit_box_they_were_answer
 
     from sqlalchemy import text
 
-    from service.db.migrate import upgrade
+    from polycert.db.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     upgrade(url, "0002")

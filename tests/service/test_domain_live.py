@@ -165,8 +165,8 @@ def test_eps_is_bounded_by_the_domains_extent_and_must_be_finite(server):
 
 
 def test_unbounded_networks_take_any_finite_eps_and_the_file_or_format_says_the_default(server, tmp_path):
-    from formulations.domains import Domain, with_domain
-    from formulations.loaders import load_npz, save_npz
+    from polycert.formulations.domains import Domain, with_domain
+    from polycert.formulations.loaders import load_npz, save_npz
 
     plain = upload(server, "key-plain", key_arrays(scale=4.0))  # nothing said: unbounded, the plain ball
     assert plain.json()["input_domain"] == {"lower": None, "upper": None}

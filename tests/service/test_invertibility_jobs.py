@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from formulations.network import Network
-from service.batches import register_network
-from service.cli import app as cli
-from service.dispatch import reset_dispatchers
+from polycert.formulations.network import Network
+from polycert.batches import register_network
+from polycert.cli import app as cli
+from polycert.dispatch import reset_dispatchers
 from tests.service.factories import small_network
-from workers.embedded import EmbeddedPool
+from polycert.workers.embedded import EmbeddedPool
 
 
 def relu_identity() -> Network:
@@ -96,8 +96,8 @@ def test_prune_and_quantize_register_new_networks_once(client, session):
     body = pruned.json()
     assert body["created"] and body["id"] != row.id and body["name"] == "toy-pruned50"
     assert body["architecture"] == row.architecture
-    from workers.networks import network_from_bytes
-    from service.db import repositories as repo
+    from polycert.workers.networks import network_from_bytes
+    from polycert.db import repositories as repo
 
     session.expire_all()
     weights = [layer.weight for layer in network_from_bytes(repo.get_network(session, body["id"]).weights).layers]

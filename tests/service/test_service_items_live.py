@@ -11,7 +11,7 @@ import sys
 import httpx
 import pytest
 
-from service.settings import DEVELOPMENT_TOKEN
+from polycert.settings import DEVELOPMENT_TOKEN
 from tests.live import ROOT, live_server, server_env
 
 
@@ -71,7 +71,7 @@ def test_timestamps_have_one_iso_form_with_the_zone_on_post_and_get(dev_server):
 
 
 def test_polycert_version_prints_the_projects_version(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "service.cli", "--version"], cwd=ROOT, env=server_env(tmp_path),
+    result = subprocess.run([sys.executable, "-m", "polycert.cli", "--version"], cwd=ROOT, env=server_env(tmp_path),
                             capture_output=True, text=True, timeout=60)
     version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
     assert result.returncode == 0 and result.stdout == f"polycert {version}\n"

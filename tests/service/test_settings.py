@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from service.settings import DEVELOPMENT_TOKEN, Settings
+from polycert.settings import DEVELOPMENT_TOKEN, Settings
 
 
 def test_with_nothing_set_it_is_sqlite_in_the_data_dir_with_an_embedded_worker(tmp_path, monkeypatch):
@@ -32,11 +32,11 @@ def test_chunk_limits_leave_every_query_its_own_time_limit():
 def test_cascade_options_mirror_the_engine_settings_and_cap_the_time_per_query(monkeypatch):
     from dataclasses import fields
 
-    from formulations.cascade import CascadeSettings
+    from polycert.formulations.cascade import CascadeSettings
 
-    from service.settings import CascadeOptions
+    from polycert.settings import CascadeOptions
 
-    from formulations.cascade import JOB_FIELDS
+    from polycert.formulations.cascade import JOB_FIELDS
 
     engine_defaults = {f.name: f.default for f in fields(CascadeSettings) if f.name not in JOB_FIELDS}
     options = CascadeOptions()

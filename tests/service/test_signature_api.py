@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.batches import register_network
+from polycert.batches import register_network
 from tests.service.factories import small_network
-from workers.embedded import EmbeddedPool
+from polycert.workers.embedded import EmbeddedPool
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from formulations.errors import InvalidInputError
-from service.cli import app
-from service.study import QueryOutcome, StudyOptions, first_per_digit, rate_rows, run_study, wilson_interval
+from polycert.formulations.errors import InvalidInputError
+from polycert.cli import app
+from polycert.study import QueryOutcome, StudyOptions, first_per_digit, rate_rows, run_study, wilson_interval
 
 
 def test_wilson_interval_matches_the_closed_form_values():

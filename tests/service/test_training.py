@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from formulations.errors import InvalidInputError
-from formulations.loaders import load_npz
-from service.training import save_trained, train_tiny_network
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.loaders import load_npz
+from polycert.training import save_trained, train_tiny_network
 
 QUICK = dict(epochs=2, n_train=3000, batch_size=500)
 
 
 def shipped_metrics() -> dict:
-    return json.loads(resources.files("service").joinpath("assets", "polycert_tiny_gelu.json").read_text())
+    return json.loads(resources.files("polycert").joinpath("assets", "polycert_tiny_gelu.json").read_text())
 
 
 def test_two_runs_with_the_same_seed_give_identical_weights_and_another_seed_does_not():
@@ -45,7 +45,7 @@ def test_saved_network_and_sidecar_round_trip(tmp_path):
 
 def test_shipped_sidecar_matches_the_shipped_weights_and_records_a_decent_accuracy():
     metrics = shipped_metrics()
-    with resources.as_file(resources.files("service").joinpath("assets", "polycert_tiny_gelu.npz")) as path:
+    with resources.as_file(resources.files("polycert").joinpath("assets", "polycert_tiny_gelu.npz")) as path:
         network = load_npz(path)
     assert network.digest() == metrics["digest"]
     assert metrics["architecture"] == network.architecture == "49-3-3-10 gelu,gelu,identity"

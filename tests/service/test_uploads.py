@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from service.uploads import (
+from polycert.uploads import (
     UploadLimits, UploadShapeError, UploadTooLargeError, check_upload, npz_shapes, onnx_shapes, torch_shapes,
 )
 from tests.live import ROOT
@@ -68,7 +68,7 @@ def test_a_pt_state_dict_is_measured_with_its_storage_mapped(tmp_path):
 def test_the_upload_route_is_a_plain_function_so_fastapi_runs_it_off_the_event_loop():
     import inspect
 
-    from service.api.routers import networks
+    from polycert.api.routers import networks
 
     assert not inspect.iscoroutinefunction(networks.upload)
 
@@ -76,7 +76,7 @@ def test_the_upload_route_is_a_plain_function_so_fastapi_runs_it_off_the_event_l
 def test_a_422_body_echoing_nan_and_infinities_is_json():
     import json
 
-    from service.api.app import json_safe
+    from polycert.api.app import json_safe
 
     body = json_safe({"input": {"eps": [float("nan"), float("inf"), -float("inf"), 0.5]}, "loc": ("body", "eps")})
     assert json.loads(json.dumps(body, allow_nan=False)) == {"input": {"eps": ["nan", "inf", "-inf", 0.5]},

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from formulations.errors import InvalidInputError
-from service.datasets import load_preprocessed
-from service.zoo import builtin_networks, load_builtin, network_info
+from polycert.formulations.errors import InvalidInputError
+from polycert.datasets import load_preprocessed
+from polycert.zoo import builtin_networks, load_builtin, network_info
 
 
 def test_registry_names_both_networks_with_their_preprocessing_and_domain():
@@ -37,7 +37,7 @@ def test_shipped_network_reaches_its_recorded_accuracy_on_the_shipped_test_set(n
 
 
 def test_verianet_is_read_in_keras_orientation_and_close_to_the_study_accuracy():
-    with resources.as_file(resources.files("service").joinpath("assets", "verianet_weights.npz")) as path:
+    with resources.as_file(resources.files("polycert").joinpath("assets", "verianet_weights.npz")) as path:
         w = dict(np.load(path))
     x, y = load_preprocessed("mnist7-bilinear")
     gelu = lambda z: 0.5 * z * (1.0 + erf(z / np.sqrt(2.0)))

@@ -7,12 +7,12 @@ import numpy as np
 from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import func, select
 
-from formulations.errors import SolverNotAvailableError
-from service import batches
-from service.db import repositories as repo
-from service.db.models import CertificateRow, SignatureRow
+from polycert.formulations.errors import SolverNotAvailableError
+from polycert import batches
+from polycert.db import repositories as repo
+from polycert.db.models import CertificateRow, SignatureRow
 from tests.service.factories import interval_certify, small_network
-from workers.execution import run_chunk
+from polycert.workers.execution import run_chunk
 
 
 def make_job(session, n_inputs=3, eps=(0.01, 0.5), methods="both", chunk_size=4):
@@ -132,7 +132,7 @@ def test_a_cancelled_job_stops_its_chunks(session):
 
 
 def test_an_unexpected_error_fails_the_job_with_its_message_instead_of_hanging_it(settings, session):
-    from workers.embedded import EmbeddedPool
+    from polycert.workers.embedded import EmbeddedPool
 
     job, chunks, _, _ = make_job(session, n_inputs=1, eps=(0.1,), methods="lp")
 
@@ -182,10 +182,10 @@ def test_a_chunk_that_keeps_losing_its_worker_is_answered_unknown_time_limit(ses
 
 
 # -- the batched cascade (issue 7): one engine call per (method, norm) group of a chunk ----------------
-from formulations.cascade import STAGES, CascadeSettings, certify_batch as cascade_batch  # noqa: E402
-from formulations.errors import UnsoundAnswerError  # noqa: E402
-from formulations.robustness import certify as exact_certify  # noqa: E402
-from service import reports  # noqa: E402
+from polycert.formulations.cascade import STAGES, CascadeSettings, certify_batch as cascade_batch  # noqa: E402
+from polycert.formulations.errors import UnsoundAnswerError  # noqa: E402
+from polycert.formulations.robustness import certify as exact_certify  # noqa: E402
+from polycert import reports  # noqa: E402
 
 
 def recording_cascade(calls):
@@ -234,7 +234,7 @@ def test_methods_both_runs_lp_and_mip_cascades_and_the_comparison_has_no_conflic
 
 
 def test_the_cascade_gets_the_settings_and_the_query_time_limit(session, settings, monkeypatch):
-    from service.settings import get_settings
+    from polycert.settings import get_settings
 
     monkeypatch.setenv("POLYCERT_CASCADE__ATTACK_STEPS", "7")
     monkeypatch.setenv("POLYCERT_QUERY_TIME_LIMIT", "8")
@@ -290,7 +290,7 @@ def test_a_chunk_out_of_time_in_the_cascade_answers_the_rest_unknown_time_limit(
 
 
 def test_a_job_cancelled_during_a_group_stops_before_the_next_group(session, monkeypatch):
-    import workers.execution as execution
+    import polycert.workers.execution as execution
 
     monkeypatch.setattr(execution, "CANCEL_CHECK_SECONDS", 0.0)
     job, chunks, _, _ = make_job(session, n_inputs=2, eps=(0.1,), methods="both", chunk_size=4)
@@ -341,8 +341,8 @@ def test_the_engine_gets_the_jobs_narrowed_per_coordinate_domain_and_each_certif
 
 
 def test_jobs_stored_before_jobs_recorded_their_domain_keep_the_one_they_were_asked_on():
-    from formulations.domains import Domain, with_domain
-    from workers.execution import job_domain
+    from polycert.formulations.domains import Domain, with_domain
+    from polycert.workers.execution import job_domain
 
     old_blob_network = small_network()  # decoded from a blob without metadata: answered on [0, 1] back then
     assert job_domain(old_blob_network, {}) == Domain.unit()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.service.factories import small_network
-from workers.networks import network_from_bytes, network_to_bytes, stored_network
+from polycert.workers.networks import network_from_bytes, network_to_bytes, stored_network
 
 
 def test_a_network_survives_the_round_trip_through_bytes():

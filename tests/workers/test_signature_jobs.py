@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from formulations.network import Network
-from service import batches
-from service.db.models import CertificateRow, SignatureRow
-from workers import signatures as sigjobs
-from workers.execution import run_chunk
+from polycert.formulations.network import Network
+from polycert import batches
+from polycert.db.models import CertificateRow, SignatureRow
+from polycert.workers import signatures as sigjobs
+from polycert.workers.execution import run_chunk
 
 
 def gelu_network() -> Network:
@@ -57,7 +57,7 @@ def test_a_signature_chunk_stores_bound_achieved_point_class_and_the_tight_kinds
 
 
 def test_a_bound_below_a_point_the_network_attains_becomes_an_unknown_with_the_message(session, monkeypatch):
-    import formulations.signatures as engine
+    import polycert.formulations.signatures as engine
 
     real = engine.maximize_logit_batch
 
@@ -80,22 +80,22 @@ def test_a_bound_below_a_point_the_network_attains_becomes_an_unknown_with_the_m
 
 def test_signature_queries_come_method_by_method_with_mip_chunks_smaller_than_lp_ones(session):
     job, chunks, _, _ = make_job(session)
-    from service.db import repositories as repo
+    from polycert.db import repositories as repo
 
     per_chunk = [[q.method for q in repo.pending_queries(session, c)] for c in chunks]
     assert all(len(set(methods)) == 1 for methods in per_chunk)  # no chunk mixes LP and MIP
     lp = [len(m) for m in per_chunk if m[0] == "lp"]
     mip = [len(m) for m in per_chunk if m[0] == "mip"]
     assert sum(lp) == sum(mip) == 3 and max(mip) <= max(lp)
-    from service import chunking
-    from workers.signatures import PRIOR_SECONDS
+    from polycert import chunking
+    from polycert.workers.signatures import PRIOR_SECONDS
 
     # a MIP signature costs ~50x an LP one: with no history its chunks are sized far smaller
     assert chunking.largest_chunk(PRIOR_SECONDS["mip"], 0.5) < chunking.largest_chunk(PRIOR_SECONDS["lp"], 0.5)
 
 
 def test_the_verdict_of_an_open_mip_bracket_names_the_limit_that_stopped_it():
-    from formulations.signatures import Signature
+    from polycert.formulations.signatures import Signature
 
     sig = Signature(cls=0, eps=0.1, method="mip", bound=1.0, achieved=0.5, point=np.zeros(2),
                     pixels_lower=np.zeros(2, bool), pixels_upper=np.zeros(2, bool), lines=(), regions=np.zeros(0, int))
@@ -118,8 +118,8 @@ def test_a_malformed_signature_request_is_refused_with_a_reason(body):
 
 
 def test_a_group_whose_engine_call_fails_is_answered_query_by_query_and_only_the_failing_one_is_unknown(session, monkeypatch):
-    import formulations.signatures as engine
-    from formulations.errors import SolverError
+    import polycert.formulations.signatures as engine
+    from polycert.formulations.errors import SolverError
 
     real = engine.maximize_logit_batch
     job, chunks, _, x = make_job(session, methods="lp", chunk_size=3)

@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, status
 
-from service import batches, reports
-from service.api.deps import DispatcherDep, SessionDep, SettingsDep, TokenDep
-from service.api.schemas import (
+from polycert import batches, reports
+from polycert.api.deps import DispatcherDep, SessionDep, SettingsDep, TokenDep
+from polycert.api.schemas import (
     AttackPublic, CertificatePublic, ComparisonPublic, InputSetPublic, JobCreate, JobList, JobPublic, Message, Progress,
     ResultPage, Tight,
 )
-from service.db import repositories as repo
+from polycert.db import repositories as repo
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -30,8 +30,8 @@ def input_set_public(query, stored: dict | None, box: bool = False) -> InputSetP
         return None
     out = InputSetPublic(**stored)
     if box:
-        from formulations.domains import parse_domain
-        from formulations.input_sets import InputSet
+        from polycert.formulations.domains import parse_domain
+        from polycert.formulations.input_sets import InputSet
 
         centre = np.asarray(query.input, dtype=np.float64)
         lo, hi = InputSet(centre, out.eps, norm=out.norm, domain=parse_domain(stored["domain"]).pair(centre.size)).box()

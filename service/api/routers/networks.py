@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 
-from service import batches
-from service.api.deps import SessionDep, SettingsDep, TokenDep
-from service.api.schemas import NetworkBuiltin, NetworkList, NetworkPublic, NetworkRegistered, PruneRequest, QuantizeRequest
-from service.db import repositories as repo
+from polycert import batches
+from polycert.api.deps import SessionDep, SettingsDep, TokenDep
+from polycert.api.schemas import NetworkBuiltin, NetworkList, NetworkPublic, NetworkRegistered, PruneRequest, QuantizeRequest
+from polycert.db import repositories as repo
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 

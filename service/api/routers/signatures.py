@@ -12,11 +12,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from service import reports
-from service.api.deps import SessionDep
-from service.api.routers.jobs import certificate_public
-from service.api.schemas import DigitSignatures, EnvelopeActivity, PixelMaps, ResultPage
-from service.db import repositories as repo
+from polycert import reports
+from polycert.api.deps import SessionDep
+from polycert.api.routers.jobs import certificate_public
+from polycert.api.schemas import DigitSignatures, EnvelopeActivity, PixelMaps, ResultPage
+from polycert.db import repositories as repo
 
 router = APIRouter(prefix="/signatures", tags=["signatures"])
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from formulations.backends import available_solvers
-from formulations.model import Model, Sense
+from polycert.formulations.backends import available_solvers
+from polycert.formulations.model import Model, Sense
 
 AVAILABLE = available_solvers()
 LP_SOLVERS = [s for s in ("scip", "ortools-glop", "ortools-pdlp", "ortools-scip", "ortools-highs", "highs", "gurobi")

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formulations.backends import SolveParameters, Termination, solve
-from formulations.model import Model, Sense
+from polycert.formulations.backends import SolveParameters, Termination, solve
+from polycert.formulations.model import Model, Sense
 
 from .conftest import AVAILABLE, GUROBI_SKIP, LP_SOLVERS, MIP_SOLVERS, brute_force_optimum, random_model, seeds, senses
 

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scipy.optimize import linprog
 
-from formulations.backends.base import Termination
-from formulations.backends.highs_persistent import PersistentLP
-from formulations.errors import SolverError
-from formulations.model import Model, Sense
+from polycert.formulations.backends.base import Termination
+from polycert.formulations.backends.highs_persistent import PersistentLP
+from polycert.formulations.errors import SolverError
+from polycert.formulations.model import Model, Sense
 
 pytest.importorskip("highspy")
 

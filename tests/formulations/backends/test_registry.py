@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from formulations.backends import (
+from polycert.formulations.backends import (
     SOLVERS, SolveParameters, Termination, available_solvers, capabilities, default_lp_solver,
     default_mip_solver, solve,
 )
-from formulations.errors import InvalidInputError, SolverError, SolverNotAvailableError
-from formulations.model import Model, Sense
+from polycert.formulations.errors import InvalidInputError, SolverError, SolverNotAvailableError
+from polycert.formulations.model import Model, Sense
 
 from .conftest import AVAILABLE, GUROBI_SKIP
 

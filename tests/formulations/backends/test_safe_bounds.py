@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formulations.backends import Termination, safe_lp_bound, solve
-from formulations.errors import InvalidInputError
-from formulations.model import Model, Sense
+from polycert.formulations.backends import Termination, safe_lp_bound, solve
+from polycert.formulations.errors import InvalidInputError
+from polycert.formulations.model import Model, Sense
 
 from .conftest import AVAILABLE, random_model, seeds, senses
 

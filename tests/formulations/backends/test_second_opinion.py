@@ -7,13 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from formulations.backends import (
+from polycert.formulations.backends import (
     SolveParameters, Termination, register_backend, second_opinion, solve, unregister_backend,
 )
-from formulations.backends import base
-from formulations.backends.registry import backend
-from formulations.cascade import CascadeSettings, certify_batch
-from formulations.certificate import UnknownReason, Verdict
+from polycert.formulations.backends import base
+from polycert.formulations.backends.registry import backend
+from polycert.formulations.cascade import CascadeSettings, certify_batch
+from polycert.formulations.certificate import UnknownReason, Verdict
 
 from ..helpers import random_network
 from .conftest import AVAILABLE, random_model
@@ -92,7 +92,7 @@ def test_the_same_overstating_backend_trusted_alone_would_verify_it(fake):
 
 
 def test_with_no_trusted_backend_the_answer_is_unknown_unconfirmed(fake, monkeypatch):
-    import formulations.backends as backends
+    import polycert.formulations.backends as backends
 
     monkeypatch.setattr(backends, "TRUSTED_MIP_SOLVERS", ())
     fake(needs_second_opinion=True)
@@ -103,7 +103,7 @@ def test_with_no_trusted_backend_the_answer_is_unknown_unconfirmed(fake, monkeyp
 
 
 def test_an_unconfirmed_solve_has_no_dual_bound_and_says_why(fake, monkeypatch):
-    import formulations.backends as backends
+    import polycert.formulations.backends as backends
 
     monkeypatch.setattr(backends, "TRUSTED_MIP_SOLVERS", ())
     fake(needs_second_opinion=True)
