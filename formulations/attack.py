@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import time
+
 import numpy as np
 
 from .bounds import check_labels
@@ -119,8 +121,10 @@ def _descent_direction(g: Array, x: Array, norm: str, dlo: Array, dhi: Array) ->
 
 
 def _pgd(network: Network, starts: Array, centers: Array, eps: Array, spec: Array, norm: str,
-         dlo: Array, dhi: Array, steps: int, alpha: Array, *, keep_best: bool = True) -> Array:
-    """Run PGD on every row; return the best point each row visited (N, d), or the last one."""
+         dlo: Array, dhi: Array, steps: int, alpha: Array, *, keep_best: bool = True,
+         deadline: float | None = None) -> Array:
+    """Run PGD on every row; return the best point each row visited (N, d), or the last one. At
+    ``deadline`` (a ``time.monotonic()`` value) the steps stop where they are."""
     if norm == "linf":
         box_lo, box_hi = inner_boxes(centers, eps, dlo, dhi)  # the set itself, computed once
 
@@ -137,7 +141,7 @@ def _pgd(network: Network, starts: Array, centers: Array, eps: Array, spec: Arra
         better = value < best
         best = np.where(better, value, best)
         best_x[better] = x[better]
-        if step == steps:
+        if step == steps or (deadline is not None and time.monotonic() >= deadline):
             break
         x = project(x + alpha[:, None] * _descent_direction(g, x, norm, dlo, dhi))
     return best_x if keep_best else x
@@ -145,7 +149,7 @@ def _pgd(network: Network, starts: Array, centers: Array, eps: Array, spec: Arra
 
 def pgd_attack(network: Network, centers: Array, labels, eps, *, norm: str = "linf", domain=(0.0, 1.0),
                steps: int = 50, restarts: int = 5, step_size: float | None = None, seed: int = 0,
-               targets=None, odi_steps: int = 0) -> AttackResult:
+               targets=None, odi_steps: int = 0, deadline: float | None = None) -> AttackResult:
     """Targeted PGD against every other class, for a batch of inputs (module docstring).
 
     Args:
@@ -158,6 +162,8 @@ def pgd_attack(network: Network, centers: Array, labels, eps, *, norm: str = "li
         seed: the random starts come from ``numpy.random.default_rng(seed)``: same seed, same answer.
         targets: the classes to attack (default all); the label itself is always skipped.
         odi_steps: output-diversification steps for each random start (module docstring; 0: none).
+        deadline: a ``time.monotonic()`` value at which the search stops and answers with the points it has
+            (a query's time limit covers its attack too); the answer then depends on the machine's speed.
 
     Returns:
         :class:`AttackResult`; every point lies in its input set and every margin was re-evaluated with
@@ -210,9 +216,12 @@ def pgd_attack(network: Network, centers: Array, labels, eps, *, norm: str = "li
     for lo_i in range(0, ii.size, per_chunk):
         s = slice(lo_i, lo_i + per_chunk)
         i = ii[s]
+        if deadline is not None and time.monotonic() >= deadline:
+            candidates[s] = starts[i, ss[s]]  # not searched: the starts are points of the set all the same
+            continue
         spec = eye[labels[i]] - eye[kk[s]]
         candidates[s] = _pgd(network, starts[i, ss[s]], centers[i], eps[i], spec, norm, dlo, dhi,
-                             steps, alpha_of(eps[i]))
+                             steps, alpha_of(eps[i]), deadline=deadline)
 
     # Re-check every candidate: in the set (exactly, after one more projection) and re-evaluated.
     owner = np.concatenate([ii, np.arange(n)])

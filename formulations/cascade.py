@@ -67,6 +67,9 @@ STAGES = ("center", "symbolic", "attack", "lp", "mip")
 ANSWERS = ("verdict", "bounds")
 JOB_FIELDS = ("answer", "query_time_limit")  # set per job by the service; the other fields are its settings
 _LOWER_STAGES = ("symbolic", "lp", "mip")  # stages that prove lower bounds, in cascade order
+# the attacks' share of a query's time limit (the LP and exact stages have what is left): an attack gives
+# upper bounds only, and on a large network its 250 strong trajectories per target can take seconds
+ATTACK_SHARE = 0.25
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,6 +249,8 @@ def _tighten_layer(run: _Run, layer: int, r: int) -> None:
     started = time.monotonic()
     rel.load(r, run.lo[r], run.hi[r])
     for j, z in enumerate(env.pre[layer]):
+        if run.clock.limit is not None and run.clock.spent[r] + time.monotonic() - started >= run.clock.limit:
+            break  # out of time: the neurons not reached keep their (sound) bounds
         for sign in (1.0, -1.0):
             res = env.minimize(np.array([z]), np.array([sign]))
             if res.dual_bound is None or not np.isfinite(res.dual_bound):
@@ -424,6 +429,8 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
     # 2. attacks: a cheap pass over everything open, a stronger one over what is left (for bounds, the cheap
     # pass over every input: its points are the first upper bounds the exact search closes against)
     t0 = time.monotonic()
+    limit = settings.query_time_limit
+    attack_deadline = None if limit is None else t0 + ATTACK_SHARE * limit
     for steps, restarts, salt in ((settings.attack_steps, settings.attack_restarts, 0),
                                   (settings.strong_attack_steps, settings.strong_attack_restarts, 1)):
         wanted = br.undecided | (settings.bounds and salt == 0)
@@ -431,7 +438,7 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
         if rows.size == 0 or steps == 0:
             continue
         res = pgd_attack(network, centers[rows], labels[rows], eps[rows], norm=norm, domain=(dlo, dhi),
-                         steps=steps, restarts=restarts, seed=settings.seed + salt)
+                         steps=steps, restarts=restarts, seed=settings.seed + salt, deadline=attack_deadline)
         br.offer_points(rows, res.points, margins(network, res.points, labels[rows]), "attack")
     times["attack"] = time.monotonic() - t0
 
@@ -454,8 +461,9 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
         bounds = symbolic_bounds_batch(network, lo[rows], hi[rows], ball=ball_r)
         env = EnvelopeLP(network, settings.lp_lines, settings.lp_time_limit)  # one LP model for the chunk
         sets = [InputSet(centers[i], float(eps[i]), norm=norm, domain=(dlo, dhi)) for i in rows]
-        run = _Run(network, br, rows, lo[rows], hi[rows], sets, env, Relaxations(env, bounds), settings,
-                   _Clock(rows.size, settings.query_time_limit), {})
+        clock = _Clock(rows.size, settings.query_time_limit)
+        clock.spent[:] = (times["center"] + times["symbolic"] + times["attack"]) / n  # the shared stages' share
+        run = _Run(network, br, rows, lo[rows], hi[rows], sets, env, Relaxations(env, bounds), settings, clock, {})
         if settings.lp:
             _lp_stage(run)
     times["lp"] = time.monotonic() - t0

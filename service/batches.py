@@ -11,7 +11,7 @@ import tempfile
 from typing import Annotated, Any, Literal, Protocol, Sequence, Union
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, BeforeValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from sqlalchemy.orm import Session
 
 from polycert.formulations.domains import Domain, check_radii, network_domain, parse_domain, with_domain
@@ -74,18 +74,36 @@ class DatasetSlice(BaseModel):
         return self
 
 
+# a row id or offset the databases can hold (SQLite's and PostgreSQL's 64-bit integers): larger ones are a 422
+MAX_ROW = 2**63 - 1
+RowId = Annotated[int, Field(ge=1, le=MAX_ROW)]
+
+
+def _one_word(value: Any) -> Any:
+    """A list of methods read as the one word it means: ["lp", "mip"] is "both", ["mip"] is "mip"."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        chosen = set(value)
+        if chosen <= {"lp", "mip", "both"}:
+            return "both" if "both" in chosen or chosen == {"lp", "mip"} else value[0]
+    return value
+
+
+# "lp", "mip" or "both", or a list of them
+Methods = Annotated[Method | Annotated[list[Method], Field(min_length=1, max_length=3)], BeforeValidator(_one_word)]
+
+
 class BatchRequest(BaseModel):
     """What to certify. Give the network by id or by name (a registered or built-in name), and either a
     dataset slice or explicit inputs with their labels."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / 1e999: a 422, not a 500
-    network_id: int | None = None
+    network_id: RowId | None = None
     network: str | None = None
     dataset: DatasetSlice | None = None
     inputs: list[list[float]] | None = None
     labels: list[int] | None = None
     eps: list[float] = Field(..., min_length=1, max_length=50)
-    methods: Method = "both"
+    methods: Methods = "both"
     # bounds: every query gets the bound and optimum of its method (LP bound of every target, exact bracket,
     # tight constraints) so that signatures and the LP-versus-MIP comparison have data; verdict: the sign only
     answer: Literal["bounds", "verdict"] = "bounds"
@@ -134,9 +152,9 @@ class InvertibilityRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / 1e999: a 422, not a 500
     kind: InvertibilityKind
-    network_id: int | None = None
+    network_id: RowId | None = None
     network: str | None = None
-    second_network_id: int | None = None
+    second_network_id: RowId | None = None
     second_network: str | None = None
     dataset: DatasetSlice | None = None
     inputs: list[list[float]] | None = None  # explicit centres
@@ -181,7 +199,7 @@ class InvertibilityRequest(BaseModel):
 
 class VnncompInstance(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / 1e999: a 422, not a 500
-    network_id: int
+    network_id: RowId
     vnnlib: str = Field(..., min_length=1)  # the property's text
     timeout: float = Field(..., gt=0, le=36_000)
     name: str = ""  # e.g. the CSV's "onnx,vnnlib" for the table
@@ -205,13 +223,13 @@ class SignatureRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["signature"]
-    network_id: int | None = None
+    network_id: RowId | None = None
     network: str | None = None
     dataset: DatasetSlice | None = None
     inputs: list[list[float]] | None = None
     labels: list[int] | None = None
     eps: list[float] = Field(..., min_length=1, max_length=50)
-    methods: Method = "both"
+    methods: Methods = "both"
     target_class: int | None = Field(None, ge=0)
     tolerance: float = Field(1e-4, gt=0, le=1.0)
     solver: str | None = None

@@ -20,6 +20,7 @@ from polycert.version import polycert_version
 from polycert.uploads import UploadTooLargeError
 
 from . import docs
+from .schemas import ERROR_RESPONSES
 from .routers import jobs, networks, signatures
 
 
@@ -61,7 +62,8 @@ def create_app(settings: Settings | None = None, *, dispatcher=None) -> FastAPI:
     app = FastAPI(title="PolyCert", version=polycert_version(),
                   description="Exact verification of feed-forward networks: batches of robustness queries, "
                               "certificates, signatures, LP-versus-MIP comparison.",
-                  docs_url=None, redoc_url=None)  # docs.install: the same pages, with assets served from here
+                  docs_url=None, redoc_url=None,  # docs.install: the same pages, with assets served from here
+                  responses=ERROR_RESPONSES)  # every error body is documented (4xx and 503)
     docs.install(app)
     app.state.settings = settings
     app.state.engine = engine

@@ -5,11 +5,17 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Iterator
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from polycert.batches import MAX_ROW
 from polycert.settings import Settings
+
+# ids and offsets bounded by what the databases hold: a larger one is a 422, not an overflow inside the driver
+JobId = Annotated[int, Path(ge=1, le=MAX_ROW, description="the job's id")]
+NetworkId = Annotated[int, Path(ge=1, le=MAX_ROW, description="the network's id")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ROW, description="rows to skip")]
 
 _bearer = HTTPBearer(auto_error=False, description="the API token (POLYCERT_API_TOKEN)")
 

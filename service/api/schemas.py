@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from typing import Annotated
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
-
-from pydantic import Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from polycert.batches import BatchRequest, DatasetSlice, JobRequest  # noqa: F401  (JobCreate is the job request)
 
@@ -326,3 +322,36 @@ class DigitSignatures(BaseModel):
 
 class Message(BaseModel):
     message: str
+
+
+class ErrorMessage(BaseModel):
+    """An error the service explains in one sentence (401, 404, 409, 413, 503)."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    """One of FastAPI's request-validation errors: where (``loc``), what (``msg``), which rule (``type``)."""
+
+    model_config = ConfigDict(extra="allow")  # FastAPI adds ``input`` and ``ctx``
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """422: the request's fields broke the schema (a list of field errors, FastAPI's form), or the request is
+    well-formed but names something that cannot be answered (one sentence: an eps beyond the input domain,
+    a digit the network does not have, an unreadable network file)."""
+
+    detail: list[FieldError] | str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorMessage, "description": "a write without a valid token"},
+    404: {"model": ErrorMessage, "description": "no such network, job or data"},
+    409: {"model": ErrorMessage, "description": "the job is not in a state that allows it"},
+    413: {"model": ErrorMessage, "description": "an upload over a limit"},
+    422: {"model": ValidationProblem, "description": "the request cannot be answered as asked"},
+    503: {"model": ErrorMessage, "description": "the queue is unreachable"},
+}

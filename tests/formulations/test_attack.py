@@ -157,3 +157,22 @@ def test_bad_inputs_raise_invalid_input_error():
         pgd_attack(net, np.array([[0.5, 0.5, np.nan, 0.5]]), [0], 0.1)
     with pytest.raises(InvalidInputError, match="expects 4"):
         pgd_attack(net, np.zeros((1, 3)), [0], 0.1)
+
+
+@given(seed=st.integers(0, 2**16), eps=st.floats(0.01, 0.5))
+@settings(max_examples=25, deadline=None)
+def test_an_attack_past_its_deadline_still_answers_points_of_the_set_with_their_true_margins(seed, eps):
+    import time
+
+    net = random_network("gelu", seed)
+    rng = np.random.default_rng(seed)
+    xs, labels = rng.uniform(0, 1, (3, 4)), rng.integers(0, 3, 3)
+    late = pgd_attack(net, xs, labels, eps, steps=50, restarts=3, seed=seed, deadline=time.monotonic() - 1.0)
+    full = pgd_attack(net, xs, labels, eps, steps=50, restarts=3, seed=seed)
+    lo, hi = ball_boxes(xs, np.full(3, eps), "linf", np.zeros(4), np.ones(4))
+    assert contains_points(late.points, xs, np.full(3, eps), "linf", np.zeros(4), np.ones(4), tol=0.0).all()
+    logits = net.forward(late.points)
+    true = np.array([min(logits[i, labels[i]] - logits[i, k] for k in range(3) if k != labels[i]) for i in range(3)])
+    np.testing.assert_allclose(late.margins, true, atol=1e-12)
+    assert (full.margins <= late.margins + 1e-12).all()  # the search only improves on its starts
+    assert (lo <= late.points).all() and (late.points <= hi).all()

@@ -8,7 +8,8 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, status
 
 from polycert import batches, reports
-from polycert.api.deps import DispatcherDep, SessionDep, SettingsDep, TokenDep
+from polycert.batches import MAX_ROW
+from polycert.api.deps import DispatcherDep, JobId, Offset, SessionDep, SettingsDep, TokenDep
 from polycert.api.schemas import (
     AttackPublic, CertificatePublic, ComparisonPublic, InputSetPublic, JobCreate, JobList, JobPublic, Message, Progress,
     ResultPage, Tight,
@@ -63,19 +64,19 @@ def submit(body: JobCreate, session: SessionDep, settings: SettingsDep, dispatch
 
 
 @router.get("", response_model=JobList)
-def list_jobs(session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+def list_jobs(session: SessionDep, offset: Offset = 0,
               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobList:
     count, rows = repo.list_jobs(session, offset=offset, limit=limit)
     return JobList(count=count, data=[job_public(session, j) for j in rows])
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: int, session: SessionDep) -> JobPublic:
+def get_job(job_id: JobId, session: SessionDep) -> JobPublic:
     return job_public(session, batches.get_job_or_raise(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=Message)
-def cancel(job_id: int, session: SessionDep, _user: TokenDep) -> Message:
+def cancel(job_id: JobId, session: SessionDep, _user: TokenDep) -> Message:
     if not batches.cancel(session, job_id):
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is not queued or running")
     return Message(message=f"job {job_id} cancelled; queries already answered are kept")
@@ -83,15 +84,15 @@ def cancel(job_id: int, session: SessionDep, _user: TokenDep) -> Message:
 
 @router.get("/{job_id}/results", response_model=ResultPage)
 def results(
-    job_id: int,
+    job_id: JobId,
     session: SessionDep,
     verdict: Literal["verified", "falsified", "unknown"] | None = None,
     method: Literal["lp", "mip", "vnncomp"] | None = None,
     eps: Annotated[float | None, Query(ge=0)] = None,
-    label: Annotated[int | None, Query(ge=0)] = None,
+    label: Annotated[int | None, Query(ge=0, le=MAX_ROW)] = None,
     signatures: bool = False,
     boxes: Annotated[bool, Query(description="state each certificate's input set as a box too (lower, upper per coordinate)")] = False,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ResultPage:
     batches.get_job_or_raise(session, job_id)
@@ -105,12 +106,12 @@ def results(
 
 @router.get("/{job_id}/comparison", response_model=ComparisonPublic)
 def comparison(
-    job_id: int,
+    job_id: JobId,
     session: SessionDep,
     differ: bool | None = None,
     eps: Annotated[float | None, Query(ge=0)] = None,
-    digit: Annotated[int | None, Query(ge=0)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    digit: Annotated[int | None, Query(ge=0, le=MAX_ROW)] = None,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ComparisonPublic:
     """Per (input, eps): LP bound, MIP bracket, relaxation gap, agreement; rows filtered (``differ``: only

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 
 from polycert import batches
-from polycert.api.deps import SessionDep, SettingsDep, TokenDep
+from polycert.api.deps import NetworkId, SessionDep, SettingsDep, TokenDep
 from polycert.api.schemas import NetworkBuiltin, NetworkList, NetworkPublic, NetworkRegistered, PruneRequest, QuantizeRequest
 from polycert.db import repositories as repo
 
@@ -71,7 +71,7 @@ def list_networks(session: SessionDep) -> NetworkList:
 
 
 @router.get("/{network_id}", response_model=NetworkPublic)
-def get_network(network_id: int, session: SessionDep) -> NetworkPublic:
+def get_network(network_id: NetworkId, session: SessionDep) -> NetworkPublic:
     row = repo.get_network(session, network_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no network with id {network_id}")
@@ -79,7 +79,7 @@ def get_network(network_id: int, session: SessionDep) -> NetworkPublic:
 
 
 @router.post("/{network_id}/prune", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
-def prune(network_id: int, body: PruneRequest, session: SessionDep, _user: TokenDep) -> NetworkRegistered:
+def prune(network_id: NetworkId, body: PruneRequest, session: SessionDep, _user: TokenDep) -> NetworkRegistered:
     """Register a magnitude-pruned copy (``percent`` of the smallest weights set to zero; issue 5 item 6)."""
     row, created = batches.derive_network(session, network_id, "prune", fraction=body.percent / 100.0,
                                           scope=body.scope, name=body.name)
@@ -88,7 +88,7 @@ def prune(network_id: int, body: PruneRequest, session: SessionDep, _user: Token
 
 
 @router.post("/{network_id}/quantize", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
-def quantize(network_id: int, body: QuantizeRequest, session: SessionDep, _user: TokenDep) -> NetworkRegistered:
+def quantize(network_id: NetworkId, body: QuantizeRequest, session: SessionDep, _user: TokenDep) -> NetworkRegistered:
     """Register a copy with weights quantised to ``bits`` bits (symmetric, one scale per layer)."""
     row, created = batches.derive_network(session, network_id, "quantize", bits=body.bits, name=body.name)
     session.commit()

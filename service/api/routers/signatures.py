@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from polycert import reports
-from polycert.api.deps import SessionDep
+from polycert.api.deps import Offset, SessionDep
+from polycert.batches import MAX_ROW
 from polycert.api.routers.jobs import certificate_public
 from polycert.api.schemas import DigitSignatures, EnvelopeActivity, PixelMaps, ResultPage
 from polycert.db import repositories as repo
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/signatures", tags=["signatures"])
 
 Digit = Annotated[int, Query(ge=0, le=999, description="the true class (label) of the queries")]
 NetworkKey = Annotated[str | None, Query(description="network id or name (required when several have certificates)")]
-JobKey = Annotated[int | None, Query(description="only this job's certificates")]
+JobKey = Annotated[int | None, Query(ge=1, le=MAX_ROW, description="only this job's certificates")]
 Source = Literal["signature", "robustness"] | None
 Verdict = Literal["verified", "falsified", "unknown"] | None
 
@@ -53,7 +54,7 @@ def individual(
     session: SessionDep, digit: Digit, network: NetworkKey = None, job: JobKey = None, job_id: JobKey = None,
     method: Literal["lp", "mip"] | None = None, eps: Annotated[float | None, Query(ge=0)] = None,
     source: Source = None, verdict: Verdict = None,
-    offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Offset = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ResultPage:
     filters = _scope(session, digit, network, job, job_id, method, eps, source, verdict).filters()
     count = repo.count_certificates_for_digit(session, digit, **filters)
