@@ -1,0 +1,5 @@
+"""``python -m polycert``: the command line."""
+
+from polycert.cli import main
+
+main()
