@@ -161,7 +161,8 @@ class InvertibilityRequest(BaseModel):
     radius: float | None = Field(None, gt=0)
     norm: Literal["linf", "l1"] = "linf"
     delta: float | None = Field(None, ge=0)
-    domain: tuple[float, float] | None = None  # None: all of R^d (invariance: [0, 1])
+    # the box the pairs lie in (inside the network's input domain; None: the network's domain)
+    domain: tuple[float, float] | None = None
     tolerance: float = Field(1e-4, gt=0)
     solver: MipSolver = None
     time_limit: float | None = Field(None, gt=0, le=36_000)
@@ -232,8 +233,8 @@ class SignatureRequest(BaseModel):
     methods: Methods = "both"
     target_class: int | None = Field(None, ge=0)
     tolerance: float = Field(1e-4, gt=0, le=1.0)
-    solver: str | None = None
-    lp_solver: str | None = None
+    solver: MipSolver = None
+    lp_solver: LpSolver = None
     time_limit: float | None = Field(None, gt=0, le=3600)
 
     @model_validator(mode="after")
@@ -479,6 +480,7 @@ def plan_signature_queries(request: SignatureRequest, x: np.ndarray, labels: np.
     """One query per (method, item, eps), method-major, so that each method's chunks are sized by its
     own cost; ``target`` holds ``target_class`` (None: the input's label is maximised)."""
     check_inputs(x, labels, network, target=("target_class", request.target_class))
+    check_balls(x, request.eps, "linf", stored_domain(network))  # eps within the domain's extent, balls meet it
     return [
         dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(labels[i]), target=request.target_class,
              eps=float(eps), norm="linf", method=method)
@@ -517,6 +519,23 @@ def plan_centres(request: InvertibilityRequest, x: np.ndarray, sources: Sequence
     predicted = load_stored(network).predict(x)
     return [dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(predicted[i]), target=None,
                  eps=float(request.radius or 0.0), norm=request.norm, method="mip") for i in range(len(x))]
+
+
+def pair_domain(request: InvertibilityRequest, network: NetworkRow, second: NetworkRow | None) -> Domain:
+    """The box an invertibility job's pairs lie in: the network's input domain, or the narrower one the job
+    names; with a second network, inside its domain too. A decision-invariance query without a radius
+    ranges over the whole domain, so that one must be bounded."""
+    domain = job_domain(request.domain, network)
+    if second is not None:
+        theirs = stored_domain(second)
+        if not theirs.contains(domain, network.input_size):
+            raise InvalidInputError(f"the domain {domain.describe()} is not inside the input domain "
+                                    f"{theirs.describe()} of the second network {second.name!r}; name a domain "
+                                    f"inside both")
+    if request.kind == "invariance" and request.radius is None and not domain.is_bounded():
+        raise InvalidInputError(f"decision invariance over the unbounded domain of network {network.name!r} "
+                                f"needs a radius (or a bounded domain)")
+    return domain
 
 
 def check_delta(request: InvertibilityRequest, rows: Sequence[NetworkRow]) -> None:
@@ -591,10 +610,12 @@ def plan_batch(session: Session, request, *, created_by: str, chunk_size: int | 
         if request.second_network_id is not None or request.second_network is not None:
             second = resolve_network(session, network_id=request.second_network_id, name=request.second_network)
         check_delta(request, [network] if second is None else [network, second])
+        domain = pair_domain(request, network, second)
         x, sources = centres(request)
         queries = plan_centres(request, x, sources, network, second)
         parameters = request.model_dump(exclude={"inputs"}, mode="json")
         parameters["second_network_id"] = None if second is None else second.id
+        parameters["domain"] = domain.to_json()  # the set the pairs are drawn from, stated in the job
         network_id, kind, sizes = network.id, request.kind, [1] * len(queries)
     elif isinstance(request, SignatureRequest):
         network = resolve_network(session, network_id=request.network_id, name=request.network)

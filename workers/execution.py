@@ -443,6 +443,8 @@ def _run_other_kind(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
                 cert = kinds.invertibility_certificate(claim.job_kind, network, np.asarray(query.input, dtype=np.float64),
                                                        parameters, second)
                 record = kinds.invertibility_record(cert, time.perf_counter() - start)
+                if parameters.get("domain") is not None:  # the ball the pairs lie in (its eps: the radius asked)
+                    record["input_set"] = input_set_record(query, parameters)
         except _SoftTimeLimit:
             _give_up(buffer, queries[i:], "the chunk reached its time limit", answer="unknown")
             return _finish(buffer, chunk_id, "done", len(queries))

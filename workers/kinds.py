@@ -43,6 +43,18 @@ def jsonable(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
+def job_pair_domain(parameters: dict[str, Any], d: int):
+    """The (lo, hi) box an invertibility job's pairs lie in, as the engine takes it. Jobs record it at
+    submission (the network's domain or a narrower one); a job stored before that recorded none, or a pair,
+    and was asked on R^d (invariance: on [0, 1])."""
+    from polycert.formulations.domains import parse_domain
+
+    domain = parameters.get("domain")
+    if domain is None:
+        return None
+    return parse_domain(domain).pair(d)
+
+
 def invertibility_certificate(kind: str, network, center: np.ndarray, parameters: dict[str, Any],
                               second=None) -> Certificate:
     """One engine call of ``formulations.invertibility`` for a centre (the job's parameters)."""
@@ -50,8 +62,7 @@ def invertibility_certificate(kind: str, network, center: np.ndarray, parameters
 
     common = dict(norm=parameters.get("norm", "linf"), delta=parameters.get("delta"), solver=parameters.get("solver"),
                   tolerance=parameters.get("tolerance", 1e-4))
-    domain = parameters.get("domain")
-    domain = None if domain is None else tuple(domain)
+    domain = job_pair_domain(parameters, network.input_size)
     limit = parameters.get("time_limit")
     radius = parameters.get("radius")
     if kind == "injectivity":

@@ -228,3 +228,21 @@ def test_a_nan_in_any_other_body_or_query_is_a_json_422(server):
         errors = json.loads(response.text)["detail"]
         assert errors and all(isinstance(e["msg"], str) for e in errors)
     assert any(e["loc"][-1] == "percent" for e in json.loads(prune.text)["detail"])
+
+
+@pytest.mark.parametrize("field, name", [("solver", "cplex"), ("lp_solver", "bogus")])
+def test_a_signature_job_naming_an_unknown_solver_is_refused(server, field, name):
+    with server.client() as c:
+        response = c.post("/jobs", json=dict(kind="signature", network="polycert-tiny", dataset=dict(stop=2),
+                                             eps=[0.05], **{field: name}))
+    assert response.status_code == 422 and f"unknown solver {name!r}" in detail(response), response.text
+
+
+def test_a_signature_job_with_an_eps_past_the_domain_is_refused_before_anything_is_stored(server):
+    with server.client() as c:
+        before = c.get("/jobs").json()["count"]
+        response = c.post("/jobs", json=dict(kind="signature", network="polycert-tiny", dataset=dict(stop=2),
+                                             eps=[1.5]))
+        assert response.status_code == 422, response.text
+        assert "eps" in detail(response) and "1.5" in detail(response)
+        assert c.get("/jobs").json()["count"] == before
