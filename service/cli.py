@@ -961,9 +961,9 @@ def vnncomp_batch(
     specs, ids = [], {}
     for onnx, vnnlib, timeout in rows:
         try:
-            text = _vnnlib_text(vnnlib)
             if onnx not in ids:
                 ids[onnx] = _instance_network(backend, onnx)
+            text = _vnnlib_text(vnnlib)
         except OSError as exc:
             raise fail(f"cannot read {exc.filename}: {exc.strerror}", EXIT_NOT_FOUND) from None
         except ApiError as exc:

@@ -82,6 +82,9 @@ class Client:
     scheme is given). ``token``: the write token, sent as ``Authorization: Bearer``; ``timeout``: seconds
     for each request. Use it as a context manager, or call :meth:`close`."""
 
+    #: items asked for per request of a paged list (the server allows at most 1000, 500 for some lists)
+    page_size = 500
+
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
         url = url.strip().rstrip("/")
         self.url = url if "://" in url else f"http://{url}"
@@ -121,11 +124,11 @@ class Client:
             detail = response.text.strip()[:200] or response.reason_phrase
         raise ApiError(response.status_code, error_message(detail) or f"HTTP {response.status_code}")
 
-    def _pages(self, path: str, params: dict, *, key: str = "data", limit: int = 1000) -> Iterator[dict]:
+    def _pages(self, path: str, params: dict, *, key: str = "data") -> Iterator[dict]:
         """Every item of a paged list endpoint, in order (``offset`` / ``limit``)."""
         offset = 0
         while True:
-            page = self._request("GET", path, params={**params, "offset": offset, "limit": limit})
+            page = self._request("GET", path, params={**params, "offset": offset, "limit": self.page_size})
             yield from page[key]
             offset += len(page[key])
             if not page[key] or offset >= page["count"]:
@@ -184,7 +187,7 @@ class Client:
 
     def jobs(self) -> list[dict]:
         """Every job, oldest first as the server lists them."""
-        return list(self._pages("/jobs", {}, limit=500))
+        return list(self._pages("/jobs", {}))
 
     def cancel(self, job_id: int) -> str:
         """Cancel a queued or running job (answers already stored are kept); returns the server's message.
@@ -204,13 +207,13 @@ class Client:
         the filters keep (all pages; ``rows=False``: the summary and ``count`` only, in one request).
         A job that did not run both methods is an ApiError 409."""
         params = dict(differ=differ, eps=eps, digit=digit)
-        first = self._request("GET", f"/jobs/{job_id}/comparison", params={**params, "limit": 1000 if rows else 1})
+        first = self._request("GET", f"/jobs/{job_id}/comparison", params={**params, "limit": self.page_size if rows else 1})
         if not rows:
             return {**first, "limit": 0, "rows": []}
         kept = first["rows"]
         while len(kept) < first["count"]:
             page = self._request("GET", f"/jobs/{job_id}/comparison",
-                                 params={**params, "offset": len(kept), "limit": 1000})
+                                 params={**params, "offset": len(kept), "limit": self.page_size})
             if not page["rows"]:
                 break
             kept += page["rows"]
@@ -245,4 +248,4 @@ class Client:
                                verdict: str | None = None) -> list[dict]:
         """The certificates behind :meth:`signatures`, each with its tight constraints (all pages)."""
         params = dict(digit=digit, network=network, job=job, eps=eps, method=method, source=source, verdict=verdict)
-        return list(self._pages("/signatures/certificates", params, limit=500))
+        return list(self._pages("/signatures/certificates", params))
