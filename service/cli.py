@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from pydantic import ValidationError
 from rich import box
@@ -64,7 +63,7 @@ def api_exit(exc: ApiError) -> "typer.Exit":
 class _Commands(TyperGroup):
     """Every command's ApiError becomes its exit code and one line, never a traceback."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except ApiError as exc:
@@ -112,7 +111,9 @@ def _main(
     """PolyCert: exact verification of feed-forward networks."""
     # set on every invocation: tests run several in one process
     REMOTE.url, REMOTE.token = (url or None), (token or None)
-    REMOTE.from_command_line = ctx.get_parameter_source("url") == click.core.ParameterSource.COMMANDLINE
+    # by name: typer carries its own copy of click, whose ParameterSource is not click's
+    source = ctx.get_parameter_source("url")
+    REMOTE.from_command_line = source is not None and source.name == "COMMANDLINE"
 
 
 def _local_only(command: str) -> None:

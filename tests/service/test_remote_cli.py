@@ -208,6 +208,18 @@ def test_vnncomp_batch_uploads_the_onnx_and_writes_result_files(server, elsewher
     assert any(n["name"] == "mnist-net_256x2" for n in api(server, "/networks")["data"])  # uploaded, not read here
 
 
+def test_demo_runs_its_three_uses_on_the_server(server, elsewhere):
+    out = ok(cli(server, elsewhere, "demo", "--count", "2", "--eps", "0.02", "--signature-count", "2",
+                 "--time-limit", "20"))
+    assert f"the server at {server.url}" in out and "3. LP versus MIP on the robustness job:" in out
+    job_id, signature_job = (int(v) for v in re.findall(r"^job (\d+): done$", out, re.MULTILINE))
+    total = api(server, f"/jobs/{job_id}/comparison")["summary"]["total"]
+    row = next(line.split() for line in out.splitlines() if line.strip().startswith("all "))
+    assert int(row[1]) == total["pairs"] == 2
+    digit, n = (int(v) for v in re.search(r"4\. digit (\d+)'s exact signature \(job \d+, n = (\d+)\)", out).groups())
+    assert n == api(server, "/signatures", digit=digit, job=signature_job, method="mip", source="signature")["n"] > 0
+
+
 def test_the_environment_can_name_the_server_and_token(server, elsewhere, job):
     env = client_env(elsewhere, POLYCERT_URL=server.url, POLYCERT_TOKEN=TOKEN)
     run = lambda *args: subprocess.run([sys.executable, "-m", "polycert.cli", *args], cwd=ROOT, env=env,  # noqa: E731
