@@ -1020,7 +1020,7 @@ def demo(
     time_limit: float = 30.0,
 ) -> None:
     """The README's main job, the product's three uses on the embedded default (SQLite + in-process worker)
-    unless POLYCERT_* settings say otherwise: a robustness batch with LP and exact MIP bounds, a signature
+    unless POLYCERT_* settings or --url say otherwise: a robustness batch with LP and exact MIP bounds, a signature
     job, then the LP-versus-MIP comparison and one digit's signature."""
     from polycert import zoo
     from polycert.batches import SignatureRequest
