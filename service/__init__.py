@@ -10,8 +10,10 @@ The public API, for scripts and notebooks::
     result = polycert.certify_batch(net, x[:50], y[:50], 0.02, method="both")
 
     client = polycert.Client("http://127.0.0.1:8000", token="...")   # the service, over HTTP
-    job = client.submit({"network": "polycert-tiny", "dataset": {"name": "mnist7-test", "stop": 20},
-                         "eps": [0.02], "methods": ["both"]})
+    job = client.submit({"network": "polycert-tiny", "dataset": {"name": "mnist7-area", "stop": 20},
+                         "eps": [0.02], "methods": "both"})   # the test split by default
+    client.wait(job["id"])
+    certificates = client.results(job["id"])
 
 The repository's folders install under this one name: ``service/`` is ``polycert`` itself,
 ``formulations/`` is ``polycert.formulations`` (the mathematics), ``workers/`` is

@@ -1,7 +1,14 @@
 """``polycert``: the command line (typer).
 
+Without ``--url`` every command works on the configured database in this process (the embedded default:
+SQLite and an in-process worker); with ``--url`` (or ``POLYCERT_URL``) and ``--token`` (``POLYCERT_TOKEN``)
+the client commands (submit, status, cancel, results, compare, signatures, signature-job, networks, invert,
+prune, quantize, vnncomp-batch, demo) go through the HTTP API instead. Both ways they get the API's JSON
+(:class:`polycert.client.Client` or :class:`polycert.local.Local`), so they print the same thing.
+
 Exit codes: 0 success; 1 a job ended with engine errors or was cancelled; 2 configuration or database
-not ready (e.g. not migrated); 3 not found; 4 bad input; 5 the queue is unreachable.
+not ready (e.g. not migrated), or the server refused the token; 3 not found; 4 bad input; 5 the queue or
+the server is unreachable (or the server failed).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,18 +27,66 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
+from polycert.client import ApiError
 from polycert.formulations.errors import PolyCertError
 from polycert.db.migrate import DatabaseNotMigratedError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="PolyCert: exact verification of feed-forward networks.")
-db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
-app.add_typer(db_app, name="db")
 # piped or captured output (CI logs, `| tee`) gets rich's default of 80 columns, which cut the tables' headers
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 EXIT_JOB_FAILED, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_QUEUE = 1, 2, 3, 4, 5
+
+
+def fail(message: str, code: int) -> "typer.Exit":
+    # one line whatever the width; the message escaped: "[0, 1]" or a path with brackets is not markup
+    err.print(f"[bold red]polycert: error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def api_exit(exc: ApiError) -> "typer.Exit":
+    """An API refusal (from the server, or from :mod:`polycert.local` in this process) as one line and its exit code."""
+    status = exc.status_code
+    if status in (401, 403):
+        return fail("the server refused the token (set --token or POLYCERT_TOKEN)", EXIT_CONFIG)
+    if status == 404:
+        return fail(exc.message, EXIT_NOT_FOUND)
+    if 400 <= status < 500:  # 422 and 413 (and 409: a job that already ended, a name taken) are the input's
+        return fail(exc.message, EXIT_BAD_INPUT)
+    if status == 0 or status == 503:
+        return fail(exc.message, EXIT_QUEUE)
+    return fail(f"the server failed (HTTP {status}): {exc.message}", EXIT_QUEUE)
+
+
+class _Commands(TyperGroup):
+    """Every command's ApiError becomes its exit code and one line, never a traceback."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except ApiError as exc:
+            raise api_exit(exc) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
+                  help="PolyCert: exact verification of feed-forward networks.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
+app.add_typer(db_app, name="db")
+networks_app = typer.Typer(no_args_is_help=True, help="Registered networks: upload a file, list them, show one.")
+app.add_typer(networks_app, name="networks")
+
+
+@dataclass
+class Remote:
+    """Where the client commands go: ``url`` None is this process (the configured database)."""
+    url: str | None = None
+    token: str | None = None
+    from_command_line: bool = False
+
+
+REMOTE = Remote()
 
 
 def _print_version(value: bool) -> None:
@@ -43,16 +99,28 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="print the version and exit")] = False,
+    url: Annotated[Optional[str], typer.Option("--url", envvar="POLYCERT_URL", show_envvar=True,
+                                               help="a PolyCert server (http://host:port): the client commands go "
+                                                    "through its HTTP API instead of the local database")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", envvar="POLYCERT_TOKEN", show_envvar=True,
+                                                 help="the server's write token (its POLYCERT_API_TOKEN)")] = None,
 ) -> None:
     """PolyCert: exact verification of feed-forward networks."""
+    # set on every invocation: tests run several in one process
+    REMOTE.url, REMOTE.token = (url or None), (token or None)
+    # by name: typer carries its own copy of click, whose ParameterSource is not click's
+    source = ctx.get_parameter_source("url")
+    REMOTE.from_command_line = source is not None and source.name == "COMMANDLINE"
 
 
-def fail(message: str, code: int) -> "typer.Exit":
-    # one line whatever the width; the message escaped: "[0, 1]" or a path with brackets is not markup
-    err.print(f"[bold red]polycert: error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+def _local_only(command: str) -> None:
+    """Commands that are the server side (or need this machine's database) run here: an explicit ``--url``
+    is refused rather than ignored; POLYCERT_URL in the environment is for the client commands only."""
+    if REMOTE.url and REMOTE.from_command_line:
+        raise fail(f"{command} runs on this machine and does not take --url", EXIT_BAD_INPUT)
 
 
 def _settings():
@@ -80,10 +148,23 @@ def _engine(*, migrate: bool = False):
     return engine
 
 
-def _session(engine):
-    from polycert.db.session import session_factory
+def _backend(*, migrate: bool = False):
+    """The API the client commands talk to: the server of ``--url``, else this process on the configured
+    database (``migrate``: bring the embedded default up to date first, as a first ``submit`` needs)."""
+    if REMOTE.url:
+        from polycert.client import Client
 
-    return session_factory(engine)()
+        return Client(REMOTE.url, token=REMOTE.token)
+    from polycert.local import Local
+
+    return Local(_engine(migrate=migrate and _settings().database_url is None), _settings())
+
+
+def _runs_here(backend) -> bool:
+    """Jobs run in this process (the embedded default without --url): the command must stay to drain them."""
+    from polycert.local import Local
+
+    return isinstance(backend, Local) and backend.settings.embedded
 
 
 # -- db -------------------------------------------------------------------------------------------------
@@ -92,6 +173,7 @@ def db_upgrade(revision: str = "head") -> None:
     """Apply migrations to the configured database (POLYCERT_DATABASE_URL, default SQLite)."""
     from polycert.db.migrate import upgrade
 
+    _local_only("db upgrade")
     settings = _settings()
     try:
         upgrade(settings.resolved_database_url, revision)
@@ -103,6 +185,7 @@ def db_upgrade(revision: str = "head") -> None:
 @db_app.command("check")
 def db_check() -> None:
     """Exit 0 if the database is at the latest migration, 2 (with the reason) otherwise."""
+    _local_only("db check")
     _engine()
     console.print("database is up to date")
 
@@ -115,6 +198,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
     from polycert.api.app import create_app
 
+    _local_only("serve")
     settings = _settings()
     try:
         api = create_app()
@@ -147,6 +231,7 @@ def serve_banner(settings, host: str, port: int) -> list[str]:
 @app.command()
 def worker(concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 1, loglevel: str = "info") -> None:
     """Run a Celery worker on POLYCERT_BROKER_URL (prefork, one chunk per process at a time)."""
+    _local_only("worker")
     settings = _settings()
     if settings.embedded:
         raise fail("POLYCERT_BROKER_URL is not set: with no broker, jobs run in the embedded worker of the"
@@ -158,51 +243,95 @@ def worker(concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 1,
                             "-Q", settings.queue_name, "--without-gossip", "--without-mingle"])
 
 
+# -- networks -------------------------------------------------------------------------------------------
+def describe_domain(domain: dict) -> str:
+    """A network's input domain (``DomainPublic``) in words: ``[0, 1]``, ``unbounded``, a per-coordinate box."""
+    from polycert.formulations.domains import parse_domain
+
+    return parse_domain(domain).describe()
+
+
+def layers_of(architecture: str) -> tuple[list[str], list[str]]:
+    """``"49-3-3-10 gelu,gelu,identity"`` (``Network.architecture``) as its sizes and its activations."""
+    sizes, _, activations = architecture.partition(" ")
+    return sizes.split("-"), [a for a in activations.split(",") if a]
+
+
+def print_network(net: dict) -> None:
+    """One network (``NetworkPublic``): layers with their activations, input domain, aliases."""
+    sizes, activations = layers_of(net["architecture"])
+    layers = " -> ".join([sizes[0], *(f"{n} {a}" for n, a in zip(sizes[1:], activations))]) if sizes else "-"
+    created = "" if "created" not in net else ("registered" if net["created"] else "already registered") + "; "
+    lines = [f"network {net['id']}: {net['name']} ({created}{net['source_format']})",
+             f"  layers: {layers}",
+             f"  activations: {', '.join(activations) or '-'}",
+             f"  inputs {net['input_size']}, outputs {net['output_size']}; input domain {describe_domain(net['input_domain'])}",
+             f"  aliases: {', '.join(net.get('aliases') or []) or 'none'}",
+             f"  digest {net['digest']}, registered {net['created_at']}"]
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@networks_app.command("upload")
+def networks_upload(
+    file: Annotated[Path, typer.Argument(help=".npz, .pt (state dict) or .onnx")],
+    name: Annotated[Optional[str], typer.Option(help="default: the file's name without its suffix")] = None,
+    domain: Annotated[Optional[str], typer.Option(help="the inputs' box LO,HI (e.g. 0,1 or -inf,inf); default: what "
+                                                       "the file says, else unbounded")] = None,
+    activations: Annotated[Optional[str], typer.Option(help="comma-separated, for .npz / .pt (e.g. gelu,gelu,identity)")] = None,
+    orientation: Annotated[Optional[str], typer.Option(help="out_in (W @ x) or in_out (x @ W), for .npz")] = None,
+) -> None:
+    """Register a network file (the same checks and limits as POST /networks/upload)."""
+    if not file.is_file():
+        raise fail(f"cannot read {file}: no such file", EXIT_NOT_FOUND)
+    print_network(_backend(migrate=True).upload_network(file, name=name, domain=domain, activations=activations,
+                                                        orientation=orientation))
+
+
+@networks_app.command("list")
+def networks_list() -> None:
+    """The registered networks: id, name, layers, input domain, aliases."""
+    rows = _backend().networks()
+    table = Table(title=f"networks ({len(rows)})", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("id", "name", "architecture", "format", "input domain", "aliases"):
+        table.add_column(col, justify="right" if col == "id" else "left")
+    for net in rows:
+        table.add_row(str(net["id"]), escape(net["name"]), escape(net["architecture"]), net["source_format"],
+                      escape(describe_domain(net["input_domain"])), escape(", ".join(net.get("aliases") or [])) or "-")
+    console.print(table)
+
+
+@networks_app.command("show")
+def networks_show(network: Annotated[str, typer.Argument(help="id, name or alias")]) -> None:
+    """One registered network: layers, activations, input domain, aliases."""
+    print_network(_backend().network(network))
+
+
 # -- jobs -----------------------------------------------------------------------------------------------
-def _submit(request, engine):
-    from polycert import batches
-    from polycert.dispatch import get_dispatcher
-    from polycert.errors import NotFoundError, QueueUnavailableError
-
-    settings = _settings()
-    with _session(engine) as session:
-        try:
-            job = batches.submit_batch(session, get_dispatcher(settings), request, created_by="cli",
-                                       settings=settings)
-        except NotFoundError as exc:
-            raise fail(str(exc), EXIT_NOT_FOUND) from None
-        except PolyCertError as exc:
-            raise fail(str(exc), EXIT_BAD_INPUT) from None
-        except QueueUnavailableError as exc:
-            raise fail(str(exc), EXIT_QUEUE) from None
-        return job.id, job.total
+FINISHED = ("done", "cancelled", "failed")
 
 
-def _follow(engine, job_id: int, total: int) -> str:
+def _follow(backend, job_id: int, total: int) -> str:
     """A progress bar until the job is done or cancelled; returns its final status."""
-    from polycert.db import repositories as repo
-
     columns = (TextColumn("job {task.fields[job]}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("certify", total=total, job=job_id, status="queued")
         while True:
-            with _session(engine) as session:
-                job = repo.get_job(session, job_id)
-                done, status = job.done, job.status
-            bar.update(task, completed=done, status=status)
-            if status in ("done", "cancelled", "failed"):
-                return status
+            job = backend.job(job_id)
+            bar.update(task, completed=job["progress"]["done"], status=job["status"])
+            if job["status"] in FINISHED:
+                return job["status"]
             time.sleep(0.3)
 
 
-def _wait_embedded(job_id: int, engine, total: int) -> str:
+def _wait_embedded(backend, job_id: int, total: int) -> str:
     """Embedded mode: the pool lives in this process, so follow the job until the pool is drained."""
     import threading
 
     from polycert.dispatch import get_dispatcher
 
-    pool = get_dispatcher(_settings())
+    pool = get_dispatcher(backend.settings)
     failure: list[BaseException] = []
 
     def drain() -> None:
@@ -213,20 +342,22 @@ def _wait_embedded(job_id: int, engine, total: int) -> str:
 
     thread = threading.Thread(target=drain, daemon=True)
     thread.start()
-    status = _follow(engine, job_id, total)
+    status = _follow(backend, job_id, total)
     thread.join()
     if failure:
         raise fail(f"the embedded worker failed: {failure[0]}", EXIT_JOB_FAILED)
     return status
 
 
-def _run(request, engine, wait: bool) -> int:
-    job_id, total = _submit(request, engine)
+def _run(backend, request, wait: bool) -> int:
+    """Submit a validated request; follow it when asked (always when it runs in this process)."""
+    job = backend.submit(_body(request))
+    job_id, total = job["id"], job["progress"]["total"]
     console.print(f"job {job_id}: {total} queries submitted")
-    if _settings().embedded:
-        status = _wait_embedded(job_id, engine, total)
+    if _runs_here(backend):
+        status = _wait_embedded(backend, job_id, total)
     elif wait:
-        status = _follow(engine, job_id, total)
+        status = _follow(backend, job_id, total)
     else:
         return job_id
     console.print(f"job {job_id}: {status}")
@@ -234,12 +365,19 @@ def _run(request, engine, wait: bool) -> int:
 
 
 def _request(model=None, **fields):
+    """The request checked here first, by the model the API checks it with: a mistake is a one-line
+    error naming the field before anything is sent."""
     from polycert.batches import BatchRequest
 
     try:
         return (model or BatchRequest)(**fields)
     except ValidationError as exc:
         raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors()), EXIT_BAD_INPUT) from None
+
+
+def _body(request) -> dict:
+    """A validated request as the JSON body of ``POST /jobs`` (unset fields left to the server's defaults)."""
+    return request.model_dump(mode="json", exclude_none=True)
 
 
 def _domain_pair(text: str | None):
@@ -253,6 +391,13 @@ def _domain_pair(text: str | None):
     except PolyCertError as exc:
         raise fail(f"--domain: {exc}", EXIT_BAD_INPUT) from None
     return data["lower"], data["upper"]
+
+
+def _network_field(key: str, prefix: str = "") -> dict:
+    """A network named on the command line, as a request's ``network_id`` (digits) or ``network`` (a
+    registered name, an alias or a built-in name, which the server registers on first use)."""
+    key = key.strip()
+    return {f"{prefix}network_id": int(key)} if key.isdigit() else {f"{prefix}network": key}
 
 
 @app.command()
@@ -271,42 +416,81 @@ def submit(
     """Submit a batch of robustness queries over a dataset slice."""
     request = _request(network=network, dataset=dict(name=dataset, start=start, stop=stop), eps=eps,
                        methods=methods, solver=solver, time_limit=time_limit, domain=_domain_pair(domain))
-    engine = _engine(migrate=_settings().database_url is None)
-    job_id = _run(request, engine, wait)
+    job_id = _run(_backend(migrate=True), request, wait)
     console.print(f"job id: {job_id}")
+
+
+def print_status(job: dict) -> None:
+    """A job (``GET /jobs/{id}``): status, answered of total, engine errors, verdict counts per method."""
+    p = job["progress"]
+    console.print(f"job {job['id']}: {job['status']}, {p['done']}/{p['total']} answered, {p['errors']} engine errors")
+    for method, verdicts in sorted(p["verdicts"].items()):
+        console.print(f"  {method}: " + ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items())))
+    if job.get("error"):
+        console.print(f"  error: {job['error']}", highlight=False, markup=False)
 
 
 @app.command()
 def status(job: int) -> None:
     """A job's status and progress."""
-    from polycert import reports
-    from polycert.db import repositories as repo
-
-    engine = _engine()
-    with _session(engine) as session:
-        row = repo.get_job(session, job)
-        if row is None:
-            raise fail(f"no job with id {job}", EXIT_NOT_FOUND)
-        p = reports.progress(session, row)
-    console.print(f"job {job}: {row.status}, {p['done']}/{p['total']} answered, {p['errors']} engine errors")
-    for method, verdicts in sorted(p["verdicts"].items()):
-        console.print(f"  {method}: " + ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items())))
+    print_status(_backend().job(job))
 
 
 @app.command()
 def cancel(job: int) -> None:
     """Cancel a queued or running job (answers already stored are kept)."""
-    from polycert import batches
-    from polycert.errors import NotFoundError
+    console.print(_backend().cancel(job), highlight=False)
 
-    with _session(_engine()) as session:
-        try:
-            ok = batches.cancel(session, job)
-        except NotFoundError as exc:
-            raise fail(str(exc), EXIT_NOT_FOUND) from None
-    if not ok:
-        raise fail(f"job {job} is not queued or running", EXIT_BAD_INPUT)
-    console.print(f"job {job} cancelled")
+
+#: ``polycert results --format csv``: one row per certificate, the columns a reader of a job's answers wants
+#: first (the full certificate, with counterexamples, timings and tight constraints, is --format json)
+RESULT_COLUMNS = (("item", "item"), ("source_index", "source_index"), ("label", "label"), ("target", "target"),
+                  ("eps", "eps"), ("norm", "norm"), ("method", "method"), ("verdict", "verdict"), ("answer", "answer"),
+                  ("lower", "lower"), ("upper", "upper"), ("gap", "gap"), ("reason", "reason"), ("stage", "stage"),
+                  ("solver", "solver"), ("seconds", "wall_time"), ("error", "error"), ("certificate_id", "id"))
+
+
+def results_csv(certificates: list[dict], out) -> None:
+    """The certificates as CSV on ``out``: a header, then a row each; an empty cell is no value (an
+    infinite bound, a reason a decided query does not have)."""
+    import csv
+
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([name for name, _ in RESULT_COLUMNS])
+    for cert in certificates:
+        writer.writerow(["" if cert.get(key) is None else cert[key] for _, key in RESULT_COLUMNS])
+
+
+def write_results_file(certificates: list[dict], fmt: str, out) -> None:
+    import json
+
+    if fmt == "csv":
+        results_csv(certificates, out)
+    else:
+        out.write(json.dumps(certificates, indent=1) + "\n")
+
+
+@app.command()
+def results(
+    job: int,
+    fmt: Annotated[str, typer.Option("--format", help="csv (one row per certificate) or json (the API's certificates)")] = "csv",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="write to this file instead of stdout")] = None,
+) -> None:
+    """Export a job's certificates (all of them, in query order) as CSV or JSON."""
+    if fmt not in ("csv", "json"):
+        raise fail(f"--format must be csv or json, got {fmt!r}", EXIT_BAD_INPUT)
+    if output is not None:
+        check_writable(output)
+    certificates = _backend().results(job)
+    if output is None:
+        write_results_file(certificates, fmt, sys.stdout)
+        return
+    try:
+        with open(output, "w", newline="") as fh:
+            write_results_file(certificates, fmt, fh)
+    except OSError as exc:
+        raise fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+    err.print(f"{len(certificates)} certificates of job {job} written to {output}", highlight=False)
 
 
 def compact(value: float | None) -> str:
@@ -353,16 +537,17 @@ def print_comparison(summary: dict, by: str = "eps") -> None:
                   "please report it[/]")
 
 
-def print_comparison_rows(rows: list) -> None:
-    """The per-query rows of a comparison (``reports.ComparisonRow``), with their legend."""
+def print_comparison_rows(rows: list[dict]) -> None:
+    """The per-query rows of a comparison (``ComparisonRowPublic``), with their legend."""
     table = Table(title="LP versus MIP per query", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in ("item", "source", "digit", "eps", "LP bound", "LP", "MIP bracket", "MIP", "gap", "agreement", "note"):
         table.add_column(col, justify="right", no_wrap=col == "MIP bracket")
     for r in rows:
-        note = " ".join(word for word, on in (("miscl.", r.misclassified), ("NEG. GAP", r.negative_gap)) if on)
-        table.add_row(str(r.item), "-" if r.source_index is None else str(r.source_index), str(r.label), compact(r.eps),
-                      compact(r.lp_lower), r.lp_verdict or "-", escape(f"[{compact(r.mip_lower)}, {compact(r.mip_upper)}]"),
-                      r.mip_verdict or "-", compact(r.relaxation_gap), r.agreement, note)
+        note = " ".join(word for word, on in (("miscl.", r["misclassified"]), ("NEG. GAP", r["negative_gap"])) if on)
+        table.add_row(str(r["item"]), "-" if r["source_index"] is None else str(r["source_index"]), str(r["label"]),
+                      compact(r["eps"]), compact(r["lp_lower"]), r["lp_verdict"] or "-",
+                      escape(f"[{compact(r['mip_lower'])}, {compact(r['mip_upper'])}]"), r["mip_verdict"] or "-",
+                      compact(r["relaxation_gap"]), r["agreement"], note)
     console.print(table)
     console.print(ROWS_LEGEND, soft_wrap=True, highlight=False, markup=False)
 
@@ -375,21 +560,12 @@ def compare(
     differ: Annotated[bool, typer.Option("--differ", help="print only the rows whose verdicts differ (implies --rows)")] = False,
 ) -> None:
     """The LP-versus-MIP comparison of a job run with methods=both: summary per eps or digit, rows on request."""
-    from polycert import reports
-    from polycert.db import repositories as repo
-
     if by not in COMPARISON_GROUPS:
         raise fail(f"--by must be one of {', '.join(COMPARISON_GROUPS)}, got {by!r}", EXIT_BAD_INPUT)
-    with _session(_engine()) as session:
-        row = repo.get_job(session, job)
-        if row is None:
-            raise fail(f"no job with id {job}", EXIT_NOT_FOUND)
-        if row.parameters.get("methods") != "both":
-            raise fail(f"job {job} did not run both LP and MIP", EXIT_BAD_INPUT)
-        result = reports.compare(session, job)
-    print_comparison(result.summary, by)
+    result = _backend().comparison(job, differ=True if differ else None, rows=rows or differ)
+    print_comparison(result["summary"], by)
     if rows or differ:
-        print_comparison_rows(reports.select_rows(result.rows, differ=True if differ else None))
+        print_comparison_rows(result["rows"])
 
 
 SHADES = " .:-=+*#%@"
@@ -435,20 +611,17 @@ def signatures(
 ) -> None:
     """Per-digit signatures of one network: n, text heatmaps of how often each pixel sits at its lower /
     upper bound at the optimum, the region shares of every hidden neuron, and envelope / segment activity."""
-    from polycert import reports
-    from polycert.errors import NotFoundError
-
     if method is not None and method not in ("lp", "mip"):
         raise fail(f"--method must be lp or mip, got {method!r}", EXIT_BAD_INPUT)
-    with _session(_engine()) as session:
-        try:
-            scope = reports.signature_scope(session, digit, network=network, job_id=job, method=method, eps=eps,
-                                            source=source)
-            result = reports.digit_signatures(session, scope)
-        except NotFoundError as exc:
-            raise fail(str(exc), EXIT_NOT_FOUND) from None
-        except PolyCertError as exc:
-            raise fail(str(exc), EXIT_BAD_INPUT) from None
+    if eps is not None and not (math.isfinite(eps) and eps >= 0):
+        raise fail(f"--eps must be a finite number >= 0, got {eps}", EXIT_BAD_INPUT)
+    result = _backend().signatures(digit=digit, network=network, job=job, method=method, eps=eps, source=source)
+    print_signatures(result)
+
+
+def print_signatures(result: dict) -> None:
+    """``GET /signatures``' answer: n, the pixel heatmaps, region shares, envelope / segment activity."""
+    digit = result["digit"]
     name = "no network" if result["network"] is None else f"network {result['network']['id']} ({result['network']['name']})"
     console.print(f"digit {digit}, {name}, source {result['source']}: n = {result['n']} certificates", highlight=False)
     if result["n"] == 0:
@@ -485,26 +658,28 @@ def signature_job(
     logit over the ball with LP and / or MIP and store the tight constraints; prints each answer (bound,
     achieved value, verdict), then `polycert signatures --digit D` shows them by digit."""
     from polycert.batches import SignatureRequest
-    from polycert.db import repositories as repo
 
     request = _request(SignatureRequest, kind="signature", network=network,
                        dataset=dict(name=dataset, start=start, stop=stop), eps=eps, methods=methods,
                        target_class=target_class, tolerance=tolerance, solver=solver, lp_solver=lp_solver,
                        time_limit=time_limit)
-    engine = _engine(migrate=_settings().database_url is None)
-    job_id = _run(request, engine, wait)
-    if _settings().embedded or wait:
-        with _session(engine) as session:
-            _, rows = repo.list_results(session, job_id, limit=100_000)
-        table = Table(title=f"signatures (job {job_id}): max logit[class] over the ball")
-        for col in ("item", "label", "class", "eps", "method", "verdict", "answer", "achieved", "bound", "gap", "s"):
-            table.add_column(col, justify="right", no_wrap=True)
-        for query, cert in rows:
-            table.add_row(str(query.item), str(query.label), str((cert.extra or {}).get("class", "-")), f"{query.eps:g}",
-                          query.method, cert.verdict, cert.answer or "-", _fmt(cert.lower, 7), _fmt(cert.upper, 7),
-                          _fmt(cert.gap, 2), f"{cert.wall_time:.2f}")
-        console.print(table)
+    backend = _backend(migrate=True)
+    job_id = _run(backend, request, wait)
+    if _runs_here(backend) or wait:
+        print_signature_answers(backend.results(job_id), job_id)
     console.print(f"job id: {job_id}")
+
+
+def print_signature_answers(certificates: list[dict], job_id: int) -> None:
+    """A signature job's certificates: per query the class maximised, the achieved value and the bound."""
+    table = Table(title=f"signatures (job {job_id}): max logit[class] over the ball")
+    for col in ("item", "label", "class", "eps", "method", "verdict", "answer", "achieved", "bound", "gap", "s"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for c in certificates:
+        table.add_row(str(c["item"]), str(c["label"]), str((c["extra"] or {}).get("class", "-")), f"{c['eps']:g}",
+                      c["method"], c["verdict"], c["answer"] or "-", _fmt(c["lower"], 7), _fmt(c["upper"], 7),
+                      _fmt(c["gap"], 2), f"{c['wall_time']:.2f}")
+    console.print(table)
 
 
 @app.command("vnncomp")
@@ -557,17 +732,20 @@ def check_writable(path: str) -> None:
         raise fail(f"cannot write the result file {path}: permission denied or a folder", EXIT_BAD_INPUT)
 
 
-def _network_row(session, network: str):
-    """A registered network by id or name (a built-in name is registered on first use)."""
-    from polycert import batches
-    from polycert.errors import NotFoundError
-
+def _network_or_builtin(backend, key: str) -> dict:
+    """A registered network by id, name or alias; a built-in name is registered on first use (as a job
+    naming it would be)."""
     try:
-        if network.isdigit():
-            return batches.resolve_network(session, network_id=int(network), name=None)
-        return batches.resolve_network(session, network_id=None, name=network)
-    except NotFoundError as exc:
-        raise fail(str(exc), EXIT_NOT_FOUND) from None
+        return backend.network(key)
+    except ApiError as exc:
+        if exc.status_code != 404 or key.strip().isdigit():
+            raise
+    try:
+        return backend.register_builtin(key.strip())
+    except ApiError as exc:
+        if exc.status_code == 404:  # neither registered nor built in: say both
+            raise ApiError(404, f"no registered network {key!r} and {exc.message}") from None
+        raise
 
 
 def _centres(center: list[str]) -> list[list[float]]:
@@ -581,19 +759,15 @@ def _fmt(value, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
-def print_answers(engine, job_id: int, title: str) -> None:
+def print_answers(certificates: list[dict], title: str) -> None:
     """The answers of an invertibility job: verdict, answer word, bracket on p*, witness pair summary."""
-    from polycert.db import repositories as repo
-
-    with _session(engine) as session:
-        _, rows = repo.list_results(session, job_id, limit=10_000)
     table = Table(title=title)
     for col in ("item", "verdict", "answer", "lower", "upper", "distance", "out diff", "s"):
         table.add_column(col, justify="right", no_wrap=True)
-    for query, cert in rows:
-        witness = (cert.extra or {}).get("witness") or {}
-        table.add_row(str(query.item), cert.verdict, cert.answer or "-", _fmt(cert.lower), _fmt(cert.upper),
-                      _fmt(witness.get("distance"), 3), _fmt(witness.get("output_difference"), 2), f"{cert.wall_time:.1f}")
+    for c in certificates:
+        witness = (c["extra"] or {}).get("witness") or {}
+        table.add_row(str(c["item"]), c["verdict"], c["answer"] or "-", _fmt(c["lower"]), _fmt(c["upper"]),
+                      _fmt(witness.get("distance"), 3), _fmt(witness.get("output_difference"), 2), f"{c['wall_time']:.1f}")
     console.print(table)
 
 
@@ -619,14 +793,10 @@ def invert(
     the verdict and answer (invertible / not invertible / unknown) and the witness pair's distance."""
     from polycert.batches import InvertibilityRequest
 
-    engine = _engine(migrate=_settings().database_url is None)
-    with _session(engine) as session:
-        first = _network_row(session, network)
-        second = None if second_network is None else _network_row(session, second_network)
-        session.commit()
-        first_id, second_id = first.id, None if second is None else second.id
-    fields = dict(kind=kind, network_id=first_id, second_network_id=second_id, radius=radius, norm=norm, delta=delta,
-                  tolerance=tolerance, solver=solver, time_limit=time_limit)
+    fields = dict(kind=kind, **_network_field(network), radius=radius, norm=norm, delta=delta, tolerance=tolerance,
+                  solver=solver, time_limit=time_limit)
+    if second_network is not None:
+        fields.update(_network_field(second_network, "second_"))
     if domain is not None:
         bounds = _centres([domain])[0]
         fields["domain"] = tuple(bounds)
@@ -635,25 +805,21 @@ def invert(
     else:
         fields["dataset"] = dict(name=dataset, start=start, stop=stop)
     request = _request(InvertibilityRequest, **fields)
-    job_id = _run(request, engine, wait)
-    if _settings().embedded or wait:
-        print_answers(engine, job_id, f"{kind} (job {job_id})")
+    backend = _backend(migrate=True)
+    job_id = _run(backend, request, wait)
+    if _runs_here(backend) or wait:
+        print_answers(backend.results(job_id), f"{kind} (job {job_id})")
     console.print(f"job id: {job_id}")
 
 
 def _derive(network: str, transform: str, **options) -> None:
-    from polycert import batches
-
-    engine = _engine(migrate=_settings().database_url is None)
-    with _session(engine) as session:
-        source = _network_row(session, network)
-        try:
-            row, created = batches.derive_network(session, source.id, transform, **options)
-        except PolyCertError as exc:
-            raise fail(str(exc), EXIT_BAD_INPUT) from None
-        session.commit()
-        console.print(f"network {row.id}: {row.name} ({row.architecture}), {'registered' if created else 'already registered'};"
-                      f" derived from network {source.id} ({source.name})")
+    backend = _backend(migrate=True)
+    source = _network_or_builtin(backend, network)
+    derive = backend.prune if transform == "prune" else backend.quantize
+    row = derive(source["id"], **options)
+    console.print(f"network {row['id']}: {row['name']} ({row['architecture']}), "
+                  f"{'registered' if row['created'] else 'already registered'}; derived from network {source['id']} "
+                  f"({source['name']})", highlight=False)
 
 
 @app.command()
@@ -666,7 +832,7 @@ def prune(
     """Register a magnitude-pruned copy of a network (for dependence queries against the original)."""
     if not 0 <= percent <= 100:
         raise fail(f"--percent must lie in [0, 100], got {percent}", EXIT_BAD_INPUT)
-    _derive(network, "prune", fraction=percent / 100.0, scope=scope, name=name)
+    _derive(network, "prune", percent=percent, scope=scope, name=name)
 
 
 @app.command()
@@ -732,24 +898,32 @@ def result_file_name(onnx: str, vnnlib: str) -> str:
     return f"{stem(Path(onnx).name)}_{stem(Path(vnnlib).name)}.counterexample"
 
 
-def write_results(folder: Path, answered) -> list[Path]:
+def instance_names(job: dict, certificate: dict) -> tuple[str, str, float]:
+    """(onnx name, property name, timeout) of a VNN-COMP certificate, from its job's ``instances``."""
+    instances = job["parameters"].get("instances") or []
+    spec = instances[certificate["item"]] if certificate["item"] < len(instances) else {}
+    onnx_name, prop_name = (spec.get("name") or "network,property").split(",", 1)
+    return onnx_name, prop_name, spec.get("timeout", math.nan)
+
+
+def write_results(folder: Path, job: dict, certificates: list[dict]) -> list[Path]:
     """One competition result file per answered instance (the format ``polycert vnncomp --result`` writes:
     ``unsat``, ``sat`` with the counterexample, or ``unknown``); returns the paths in instance order."""
     from polycert.formulations.vnnlib import format_result
 
     written, taken = [], set()
-    for query, cert in answered:
-        onnx_name, prop_name = (query.parameters or {}).get("name", "network,property").split(",", 1)
+    for cert in certificates:
+        onnx_name, prop_name, _ = instance_names(job, cert)
         name = result_file_name(onnx_name, prop_name)
         if name in taken:  # the same pair listed twice
-            name = name.replace(".counterexample", f"_{query.item}.counterexample")
+            name = name.replace(".counterexample", f"_{cert['item']}.counterexample")
         taken.add(name)
-        word = {"holds": "unsat", "violated": "sat"}.get(cert.answer or "unknown", "unknown")
-        y = (cert.extra or {}).get("y")
-        if word == "sat" and (cert.counterexample is None or y is None):
+        word = {"holds": "unsat", "violated": "sat"}.get(cert["answer"] or "unknown", "unknown")
+        y = (cert["extra"] or {}).get("y")
+        if word == "sat" and (cert["counterexample"] is None or y is None):
             word = "unknown"  # never a sat without its counterexample
         path = folder / name
-        path.write_text(format_result(word, cert.counterexample, y))
+        path.write_text(format_result(word, cert["counterexample"], y))
         written.append(path)
     return written
 
@@ -769,63 +943,70 @@ def vnncomp_batch(
     wait: Annotated[bool, typer.Option(help="follow the job (always, when embedded)")] = True,
     results_dir: Annotated[Optional[str], typer.Option(help="write each instance's result file here once the job is done")] = None,
 ) -> None:
-    """A VNN-COMP batch through the queue: one task per instance; prints the competition table."""
-    from polycert.formulations.loaders import load_onnx
-    from polycert.batches import VnncompRequest, register_network
-    from polycert.db import repositories as repo
+    """A VNN-COMP batch through the queue: one task per instance; prints the competition table. With
+    --url the ONNX files are uploaded to the server (its upload limits apply)."""
+    from polycert.batches import VnncompRequest
 
     if not (math.isfinite(timeout_scale) and timeout_scale > 0):
         raise fail(f"--timeout-scale must be a positive number, got {timeout_scale}", EXIT_BAD_INPUT)
+    rows = read_instances(instances, timeout_scale)
+    backend = _backend(migrate=True)
     if results_dir is not None:
-        if not (_settings().embedded or wait):
+        if not (_runs_here(backend) or wait):
             raise fail("--results-dir needs the job's answers: drop --no-wait", EXIT_BAD_INPUT)
         try:
             Path(results_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise fail(f"cannot create the results folder {results_dir}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
         check_writable(str(Path(results_dir) / "x"))
-    rows = read_instances(instances, timeout_scale)
-    engine = _engine(migrate=_settings().database_url is None)
-    specs = []
-    with _session(engine) as session:
-        ids: dict[Path, int] = {}
-        for onnx, vnnlib, timeout in rows:
-            try:
-                if onnx not in ids:
-                    ids[onnx] = register_network(session, load_onnx(str(onnx)), "onnx",  # the instance names its box
-                                                 check_domain=False)[0].id
-                text = _vnnlib_text(vnnlib)
-            except PolyCertError as exc:
-                raise fail(f"{onnx.name}: {exc}", EXIT_BAD_INPUT) from None
-            except OSError as exc:
-                raise fail(f"cannot read {exc.filename}: {exc.strerror}", EXIT_NOT_FOUND) from None
-            specs.append(dict(network_id=ids[onnx], vnnlib=text, timeout=timeout, name=f"{onnx.name},{vnnlib.name}"))
-        session.commit()
+    specs, ids = [], {}
+    for onnx, vnnlib, timeout in rows:
+        try:
+            if onnx not in ids:
+                ids[onnx] = _instance_network(backend, onnx)
+            text = _vnnlib_text(vnnlib)
+        except OSError as exc:
+            raise fail(f"cannot read {exc.filename}: {exc.strerror}", EXIT_NOT_FOUND) from None
+        except ApiError as exc:
+            if exc.status_code in (0, 401, 403) or onnx.name in exc.message:
+                raise
+            raise ApiError(exc.status_code, f"{onnx.name}: {exc.message}") from None
+        specs.append(dict(network_id=ids[onnx], vnnlib=text, timeout=timeout, name=f"{onnx.name},{vnnlib.name}"))
     request = _request(VnncompRequest, kind="vnncomp", instances=specs, solver=solver)
-    job_id = _run(request, engine, wait)
-    if not (_settings().embedded or wait):
+    job_id = _run(backend, request, wait)
+    if not (_runs_here(backend) or wait):
         console.print(f"job id: {job_id}")
         return
-    with _session(engine) as session:
-        _, answered = repo.list_results(session, job_id, limit=100_000)
+    job, answered = backend.job(job_id), backend.results(job_id)
     table = Table(title=f"VNN-COMP answers (job {job_id}, timeout scale {timeout_scale})")
     for col in ("instance", "network", "property", "timeout", "answer", "stage", "seconds"):
         table.add_column(col, justify="right", no_wrap=True)
     counts: dict[str, int] = {}
-    for query, cert in answered:
-        onnx_name, prop_name = (query.parameters or {}).get("name", ",").split(",", 1)
-        counts[cert.answer or "unknown"] = counts.get(cert.answer or "unknown", 0) + 1
-        table.add_row(str(query.item), onnx_name, prop_name, f"{query.parameters['timeout']:.1f}", cert.answer or "unknown",
-                      cert.stage or "-", f"{cert.wall_time:.2f}")
+    for cert in answered:
+        onnx_name, prop_name, instance_timeout = instance_names(job, cert)
+        word = cert["answer"] or "unknown"
+        counts[word] = counts.get(word, 0) + 1
+        table.add_row(str(cert["item"]), onnx_name, prop_name, f"{instance_timeout:.1f}", word, cert["stage"] or "-",
+                      f"{cert['wall_time']:.2f}")
     console.print(table)
     console.print(", ".join(f"{word} {n}" for word, n in sorted(counts.items())) + f" of {len(rows)} instances")
     if results_dir is not None:
         try:
-            written = write_results(Path(results_dir), answered)
+            written = write_results(Path(results_dir), job, answered)
         except OSError as exc:
             raise fail(f"cannot write a result file in {results_dir}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
         console.print(f"{len(written)} result files written to {results_dir}")
     console.print(f"job id: {job_id}")
+
+
+def _instance_network(backend, onnx: Path) -> int:
+    """The id of an instance's network: uploaded to a server; here, registered from the file as it is (no
+    upload limits, and an instance names its own box, so a stored domain is not held against it)."""
+    from polycert.local import Local
+
+    if isinstance(backend, Local):
+        return backend.register_onnx(onnx)["id"]
+    return backend.upload_network(onnx)["id"]
 
 
 @app.command()
@@ -839,46 +1020,45 @@ def demo(
     time_limit: float = 30.0,
 ) -> None:
     """The README's main job, the product's three uses on the embedded default (SQLite + in-process worker)
-    unless POLYCERT_* settings say otherwise: a robustness batch with LP and exact MIP bounds, a signature
+    unless POLYCERT_* settings or --url say otherwise: a robustness batch with LP and exact MIP bounds, a signature
     job, then the LP-versus-MIP comparison and one digit's signature."""
-    from polycert import reports, zoo
-    from polycert.batches import SignatureRequest, register_network
+    from polycert import zoo
+    from polycert.batches import SignatureRequest
 
     bad = [v for v in [*eps, signature_eps] if not math.isfinite(v) or v < 0]
     if bad:
         raise fail(f"eps must be a finite number >= 0, got {bad[0]}", EXIT_BAD_INPUT)
-    settings = _settings()
-    engine = _engine(migrate=settings.database_url is None)
+    backend = _backend(migrate=True)
     console.print(f"network {network}: loading (trained on first use)")
-    net = zoo.load_builtin(network)
-    with _session(engine) as session:
-        register_network(session, net, "builtin")
-        session.commit()
-    preprocessing = net.metadata.get("preprocessing", "mnist7-area" if net.input_size == 49 else "mnist28")
-    where = "embedded worker, " + settings.resolved_database_url if settings.embedded else "Celery workers"
-    console.print(f"1. robustness: {net.architecture}; {count} test images ({preprocessing}), eps {eps}, methods "
+    net = backend.register_builtin(network)
+    shipped = {info.name: info.preprocessing for info in zoo.builtin_networks()}
+    preprocessing = shipped.get(net["name"], "mnist7-area" if net["input_size"] == 49 else "mnist28")
+    if REMOTE.url:
+        where = f"the server at {REMOTE.url}"
+    else:
+        settings = _settings()
+        where = "embedded worker, " + settings.resolved_database_url if settings.embedded else "Celery workers"
+    console.print(f"1. robustness: {net['architecture']}; {count} test images ({preprocessing}), eps {eps}, methods "
                   f"{methods}, bounds and tight constraints; {where}", highlight=False)
-    request = _request(network=net.name, dataset=dict(name=preprocessing, start=0, stop=count), eps=eps,
+    request = _request(network=net["name"], dataset=dict(name=preprocessing, start=0, stop=count), eps=eps,
                        methods=methods, time_limit=time_limit)
-    job_id = _run(request, engine, wait=True)
+    job_id = _run(backend, request, wait=True)
     signature_job_id = None
     if signature_count > 0:
         console.print(f"2. signatures: max logit[label] over the eps-{signature_eps:g} ball of {signature_count} test "
                       "images, LP and exact MIP, with the constraints tight at each optimum", highlight=False)
-        sig_request = _request(SignatureRequest, kind="signature", network=net.name,
+        sig_request = _request(SignatureRequest, kind="signature", network=net["name"],
                                dataset=dict(name=preprocessing, start=0, stop=signature_count), eps=[signature_eps],
                                methods="both", time_limit=time_limit)
-        signature_job_id = _run(sig_request, engine, wait=True)
+        signature_job_id = _run(backend, sig_request, wait=True)
     if methods == "both":
         console.print("3. LP versus MIP on the robustness job:")
-        with _session(engine) as session:
-            print_comparison(reports.compare(session, job_id).summary)
+        print_comparison(backend.comparison(job_id, rows=False)["summary"])
     if signature_job_id is not None:
-        with _session(engine) as session:
-            digit = int(repo_first_label(session, signature_job_id))
-            scope = reports.signature_scope(session, digit, network=net.name, job_id=signature_job_id, method="mip",
-                                            source="signature")
-            result = reports.digit_signatures(session, scope)
+        answers = backend.results(signature_job_id)
+        digit = answers[0]["label"] if answers else 0
+        result = backend.signatures(digit=digit, network=net["id"], job=signature_job_id, method="mip",
+                                    source="signature")
         console.print(f"4. digit {digit}'s exact signature (job {signature_job_id}, n = {result['n']}): share of optima "
                       "with the pixel at its lower / upper bound (' ' none ... '@' all)", highlight=False)
         lower = heatmap(result["pixel_lower"], result["image_side"])
@@ -886,15 +1066,9 @@ def demo(
         for a, b in zip(lower, upper):
             console.print(f"  lower |{a}|   upper |{b}|", highlight=False)
     console.print("more: polycert compare " + str(job_id) + " --rows | polycert compare " + str(job_id) + " --by digit | "
-                  + (f"polycert signatures --network {net.name} --digit D --job {signature_job_id} | " if signature_job_id
-                     else "") + "polycert serve (then GET /signatures, /jobs/{id}/comparison)", highlight=False)
-
-
-def repo_first_label(session, job_id: int) -> int:
-    from polycert.db import repositories as repo
-
-    _, rows = repo.list_results(session, job_id, limit=1)
-    return rows[0][0].label if rows else 0
+                  + (f"polycert signatures --network {net['name']} --digit D --job {signature_job_id} | " if signature_job_id
+                     else "") + "polycert results " + str(job_id) + " --format csv | "
+                  + "polycert serve (then GET /signatures, /jobs/{id}/comparison)", highlight=False)
 
 
 @app.command("study")

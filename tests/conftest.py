@@ -19,7 +19,9 @@ hypothesis_settings.load_profile("polycert")
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
     """Embedded default settings on a fresh, migrated SQLite file."""
-    for var in ("POLYCERT_DATABASE_URL", "POLYCERT_BROKER_URL", "POLYCERT_ENVIRONMENT", "POLYCERT_API_TOKEN"):
+    # POLYCERT_URL / POLYCERT_TOKEN too: a shell that names a server would send the CLI tests to it
+    for var in ("POLYCERT_DATABASE_URL", "POLYCERT_BROKER_URL", "POLYCERT_ENVIRONMENT", "POLYCERT_API_TOKEN",
+                "POLYCERT_URL", "POLYCERT_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("POLYCERT_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("POLYCERT_CHUNK_SIZE", "3")

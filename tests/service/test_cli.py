@@ -63,3 +63,30 @@ def test_an_unmigrated_database_is_refused_and_db_upgrade_fixes_it(tmp_path, mon
         assert refused.exit_code == 2 and "polycert db upgrade" in " ".join(refused.output.split()), argv
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     assert runner.invoke(app, ["db", "check"]).exit_code == 0
+
+
+def test_results_and_networks_work_on_the_embedded_default_too(toy49):
+    import csv
+    import io
+    import json
+
+    assert runner.invoke(app, ["submit", "--network", "toy49", "--stop", "2", "--eps", "0.01"]).exit_code == 0
+    table = runner.invoke(app, ["results", "1", "--format", "csv"])
+    assert table.exit_code == 0, table.output
+    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    assert [(r["item"], r["method"]) for r in rows] == [("0", "lp"), ("0", "mip"), ("1", "lp"), ("1", "mip")]
+    assert {r["verdict"] for r in rows} <= {"verified", "falsified", "unknown"} and rows[0]["eps"] == "0.01"
+    certificates = json.loads(runner.invoke(app, ["results", "1", "--format", "json"]).stdout)
+    assert [c["verdict"] for c in certificates] == [r["verdict"] for r in rows]
+    assert runner.invoke(app, ["results", "1", "--format", "xml"]).exit_code == 4
+    listing = runner.invoke(app, ["networks", "list"])
+    assert listing.exit_code == 0 and "toy49" in listing.output and "49-5-10 relu,identity" in listing.output
+    shown = runner.invoke(app, ["networks", "show", "toy49"])
+    assert shown.exit_code == 0 and "layers: 49 -> 5 relu -> 10 identity" in shown.output, shown.output
+    assert runner.invoke(app, ["networks", "show", "nothing"]).exit_code == 3
+
+
+def test_server_side_commands_refuse_an_explicit_url_and_ignore_the_environments(settings):
+    refused = runner.invoke(app, ["--url", "http://127.0.0.1:9", "db", "check"])
+    assert refused.exit_code == 4 and "db check runs on this machine and does not take --url" in refused.output
+    assert runner.invoke(app, ["db", "check"], env={"POLYCERT_URL": "http://127.0.0.1:9"}).exit_code == 0
