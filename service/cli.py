@@ -437,6 +437,22 @@ def status(job: int) -> None:
 
 
 @app.command()
+def jobs(last: Annotated[int, typer.Option("--last", min=1, help="show the newest N jobs")] = 20) -> None:
+    """The jobs, newest last: id, kind, network, status, answered of total, when submitted."""
+    rows = _backend().jobs()
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("job", "kind", "network", "status", "answered", "errors", "submitted (UTC)"):
+        table.add_column(column, justify="right" if column in ("job", "network", "answered", "errors") else "left")
+    for job in sorted(rows, key=lambda j: j["id"])[-last:]:
+        p = job.get("progress") or {}
+        table.add_row(str(job["id"]), job["kind"], str(job["network_id"]), job["status"],
+                      f"{p.get('done', 0)}/{p.get('total', 0)}", str(p.get("errors", 0)),
+                      job["created_at"].replace("T", " ")[:19])
+    console.print(table)
+    console.print(f"{len(rows)} jobs" + (f", the newest {last} shown" if len(rows) > last else ""), highlight=False)
+
+
+@app.command()
 def cancel(job: int) -> None:
     """Cancel a queued or running job (answers already stored are kept)."""
     console.print(_backend().cancel(job), highlight=False)

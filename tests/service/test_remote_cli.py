@@ -310,3 +310,13 @@ def test_the_client_says_when_nothing_listens():
     assert polycert.Client("127.0.0.1:1").url == "http://127.0.0.1:1"
     with pytest.raises(ValueError, match="NaN"):
         polycert.Client(url).submit({"eps": [float("nan")]})
+
+
+def test_jobs_lists_the_servers_jobs_with_their_progress(server, elsewhere, job):
+    out = ok(cli(server, elsewhere, "jobs"))
+    listed = api(server, "/jobs")
+    assert f"{listed['count']} jobs" in out
+    mine = next(j for j in listed["data"] if j["id"] == job)
+    row = next(line for line in out.splitlines() if line.strip().startswith(str(job) + " "))
+    assert mine["kind"] in row and mine["status"] in row
+    assert f"{mine['progress']['done']}/{mine['progress']['total']}" in row
