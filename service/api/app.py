@@ -19,8 +19,8 @@ from polycert.settings import Settings, get_settings
 from polycert.version import polycert_version
 from polycert.uploads import UploadTooLargeError
 
-from . import docs
-from .routers import jobs, networks, signatures
+from . import dashboard, docs
+from .routers import datasets, jobs, networks, signatures
 
 
 def _error(code: int):
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, *, dispatcher=None) -> FastAPI:
     def health() -> dict:
         return {"status": "ok", "embedded": settings.embedded}
 
-    for router in (networks.router, jobs.router, signatures.router):
+    for router in (networks.router, jobs.router, signatures.router, datasets.router):
         app.include_router(router)
+    dashboard.install(app)  # GET / and /dashboard/...: the browser's view of the same routes
     return app
