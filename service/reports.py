@@ -370,25 +370,37 @@ def forward(row, x) -> dict[str, Any]:
 ATTACK_STAGES = ("center", "attack")
 
 
-def _curve_point(eps: float, pairs: dict[int, dict[str, tuple[str, str]]], methods: tuple[str, ...]) -> dict[str, Any]:
-    n = len(pairs)
-    lp = sum(p.get("lp", ("", ""))[0] == "verified" for p in pairs.values())
-    mip = sum(p.get("mip", ("", ""))[0] == "verified" for p in pairs.values())
-    attacked = sum(any(v == "falsified" and s in ATTACK_STAGES for v, s in p.values()) for p in pairs.values())
+def _attacked(pair: dict[str, tuple[str, str]]) -> bool:
+    return any(v == "falsified" and s in ATTACK_STAGES for v, s in pair.values())
 
-    def share(count: int, method: str | None) -> float | None:
-        return None if (method is not None and method not in methods) or not n else count / n
 
-    return dict(eps=eps, n=n, lp_verified=lp, mip_verified=mip, attack_falsified=attacked,
-                lp=share(lp, "lp"), mip=share(mip, "mip"), attack=share(n - attacked, None))
+def _curve_points(eps_values: list[float], by_eps: dict[float, dict[int, dict[str, tuple[str, str]]]],
+                  methods: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One point per eps (ascending). An input the attack falsified at a smaller eps counts as attacked at
+    every larger one: the balls around one centre are nested, so the counterexample lies in the larger too."""
+    points, attacked_before = [], set()
+    for eps in eps_values:
+        pairs = by_eps.get(eps, {})
+        n = len(pairs)
+        lp = sum(p.get("lp", ("", ""))[0] == "verified" for p in pairs.values())
+        mip = sum(p.get("mip", ("", ""))[0] == "verified" for p in pairs.values())
+        attacked_before |= {item for item, p in pairs.items() if _attacked(p)}
+        attacked = sum(item in attacked_before for item in pairs)
+
+        def share(count: int, method: str | None) -> float | None:
+            return None if (method is not None and method not in methods) or not n else count / n
+
+        points.append(dict(eps=eps, n=n, lp_verified=lp, mip_verified=mip, attack_falsified=attacked,
+                           lp=share(lp, "lp"), mip=share(mip, "mip"), attack=share(n - attacked, None)))
+    return points
 
 
 def robustness_curves(session: Session, job: JobRow) -> dict[str, Any]:
     """Per digit (the true label) and eps, over the (item, eps) pairs with a stored certificate: the share
     verified by the LP relaxation (``lp``), by the exact MIP (``mip``), and the share that the attack (or the
-    centre itself) does not falsify (``attack``, an upper bound on the robust share: a pair falsified only by
-    a solver's counterexample stays under it). Misclassified inputs count as not verified. A method the job
-    did not run has share None."""
+    centre itself) does not falsify at this eps or a smaller one (``attack``: an upper bound on the robust
+    share, as the study's attack curve; a pair falsified only by a solver's counterexample stays under it).
+    Misclassified inputs count as not verified. A method the job did not run has share None."""
     asked = job.parameters.get("methods") or "both"
     methods = ("lp", "mip") if asked == "both" else (asked,)
     by_digit: dict[int, dict[float, dict[int, dict[str, tuple[str, str]]]]] = defaultdict(lambda: defaultdict(dict))
@@ -400,7 +412,6 @@ def robustness_curves(session: Session, job: JobRow) -> dict[str, Any]:
     eps_values = sorted(float(e) for e in job.parameters.get("eps", [])) or sorted(total)
     return dict(
         job_id=job.id, methods=list(methods), eps=eps_values,
-        total=[_curve_point(e, total.get(e, {}), methods) for e in eps_values],
-        digits=[dict(digit=d, points=[_curve_point(e, by_digit[d].get(e, {}), methods) for e in eps_values])
-                for d in sorted(by_digit)],
+        total=_curve_points(eps_values, total, methods),
+        digits=[dict(digit=d, points=_curve_points(eps_values, by_digit[d], methods)) for d in sorted(by_digit)],
     )

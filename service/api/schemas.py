@@ -402,7 +402,8 @@ class ForwardPass(BaseModel):
 
 class CurvePoint(BaseModel):
     """One eps of one digit: ``n`` (input, eps) pairs answered; shares of them verified by the LP relaxation,
-    by the exact MIP, and not falsified by the attack or the centre (an upper bound on the robust share).
+    by the exact MIP, and not falsified by the attack or the centre at this eps or a smaller one (an upper
+    bound on the robust share; ``attack_falsified`` counts the others).
     A method the job did not run has share null."""
     eps: float
     n: int
