@@ -249,7 +249,8 @@ async function pageNetwork({ args, params, live }) {
     if (!info) { sampleBox.replaceChildren(el("h2", { text: "Sample" }), el("p", { class: "muted", text: `No shipped data set has ${weights.sizes[0]} inputs.` })); return; }
     const go = async (index) => { state.index = index; await load(); if (live()) draw(); };
     const box = el("input", { type: "number", id: "sample-index", min: 0, max: info.count - 1, value: state.index,
-      onchange: (e) => go(Number(e.target.value) || 0) });
+      onchange: (e) => go(Number(e.target.value) || 0),
+      onkeydown: (e) => { if (e.key === "Enter") e.target.blur(); } });  // Enter commits the index (a change)
     const f = state.forward, s = state.sample;
     sampleBox.replaceChildren(
       el("h2", { text: "Sample" }),
@@ -626,7 +627,7 @@ function comparisonSection(job, comparison) {
     count.textContent = `${rows.length} of ${comparison.count} rows`;
     tableBox.replaceChildren(el("div", { class: "scroll comparison-scroll" }, el("table", { id: "comparison-table" },
       el("thead", {}, el("tr", {}, ["input", "label", "eps", "LP verdict", "LP lower", "MIP verdict", "MIP lower", "MIP upper", "relaxation gap", "agreement"].map((h, i) => el("th", { class: [4, 6, 7, 8].includes(i) ? "num" : null, text: h })))),
-      el("tbody", {}, rows.map((r) => el("tr", { class: r.differ ? "differ" : null, "data-item": r.item, "data-eps": r.eps, "data-differ": r.differ },
+      el("tbody", {}, rows.map((r) => el("tr", { class: r.differ ? "differ" : null, "data-item": r.item, "data-eps": r.eps, "data-differ": String(r.differ) },
         el("td", { class: "num", text: r.source_index ?? r.item }), el("td", { class: "num", text: r.label }), el("td", { text: r.eps }),
         el("td", {}, badge(r.lp_verdict)), el("td", { class: "num", text: fmt(r.lp_lower) }),
         el("td", {}, badge(r.mip_verdict)), el("td", { class: "num", text: fmt(r.mip_lower) }), el("td", { class: "num", text: fmt(r.mip_upper) }),
