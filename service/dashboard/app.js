@@ -716,12 +716,14 @@ async function invertibilityDetail(job, net, box) {
     add("norm", c.norm); add("solver", c.solver); add("time", fmt(c.wall_time, 3) + " s");
     card.append(facts);
     const w = isRadius ? ex.witness_above : ex.witness;
-    if (ex.center && ex.center.length) {
-      const side = Math.round(Math.sqrt(ex.center.length));
+    const centre = ex.center || null;
+    const ref = centre || (w && w.x) || null;
+    if (ref && ref.length) {
+      const side = Math.round(Math.sqrt(ref.length));
       const isImage = side * side === ex.center.length;
       if (w && w.x && w.y) {
         const diff = w.x.map((v, i) => v - w.y[i]);
-        const range = imageRange([...w.x, ...w.y, ...ex.center]);
+        const range = imageRange([...w.x, ...w.y, ...(centre || [])]);
         const dmax = Math.max(...diff.map(Math.abs));
         card.append(el("h4", { text: isRadius ? "Witness pair beyond the certified radius" : "Witness pair: two inputs with (nearly) the same output" }),
           el("dl", { class: "kv witness", "data-distance": w.distance, "data-output-difference": w.output_difference },
@@ -729,14 +731,14 @@ async function invertibilityDetail(job, net, box) {
             el("dt", { text: "output difference ‖f(x) − f(y)‖∞" }), el("dd", { text: fmt(w.output_difference) }),
             w.valid !== undefined ? [el("dt", { text: "re-checked" }), el("dd", { text: w.valid ? "yes" : "no" })] : null));
         card.append(isImage ? el("div", { class: "pair" },
-          inputImage(ex.center, side, "centre", { range, kind: "centre" }),
+          centre ? inputImage(centre, side, "centre", { range, kind: "centre" }) : null,
           inputImage(w.x, side, "witness x", { range, kind: "witness-x" }),
           inputImage(w.y, side, "witness y", { range, kind: "witness-y" }),
           figure(`x − y (max ${fmt(dmax, 3)})`, pixelGrid(diff, side, (v) => diverging(v, dmax), { size: 140, kind: "witness-diff" }), rampScale("#b25410, #fff, #016e6e", "−" + fmt(dmax, 2), "+" + fmt(dmax, 2))))
           : scroll(el("table", {}, el("thead", {}, el("tr", {}, ["", ...w.x.map((_, i) => `x${i}`)].map((h) => el("th", { text: h })))),
-              el("tbody", {}, [["centre", ex.center], ["x", w.x], ["y", w.y]].map(([k, v]) => el("tr", {}, el("td", { text: k }), v.map((t) => el("td", { class: "num", text: fmt(t) }))))))));
+              el("tbody", {}, [["centre", centre || []], ["x", w.x], ["y", w.y]].map(([k, v]) => el("tr", {}, el("td", { text: k }), v.map((t) => el("td", { class: "num", text: fmt(t) }))))))));
       } else if (isImage) {
-        card.append(el("div", { class: "pair" }, inputImage(ex.center, side, "centre", { kind: "centre" })));
+        card.append(el("div", { class: "pair" }, inputImage(centre, side, "centre", { kind: "centre" })));
       }
     }
     if (isRadius && ex.evaluations) {

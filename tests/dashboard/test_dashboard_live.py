@@ -240,6 +240,13 @@ def tab(request, chromium, server):
     context.close()
 
 
+@pytest.fixture
+def wide_tab(chromium, server):
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    yield Tab(context, server.url)
+    context.close()
+
+
 def no_overflow(page):
     width, inner = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
     assert width <= inner + 1, f"the page is {width} px wide in a {inner} px window"
@@ -360,14 +367,16 @@ def test_the_invertibility_pages_show_the_witness_pair_and_the_certified_radius(
     assert float(page.get_attribute(".cert .radius", "data-lower")) == radius["lower"]
     assert radius["lower"] <= 0.5 <= radius["upper"]  # the fold is 1/2 away from the background pixels
     assert page.locator(".cert table.evaluations tbody tr").count() == len(radius["extra"]["evaluations"])
+    above = radius["extra"].get("witness_above")
+    if above:  # the pair that breaks injectivity just beyond the certified radius
+        assert tab.values('.cert svg[data-kind="witness-x"] rect') == above["x"]
     no_overflow(page)
     tab.shot("radius")
     tab.check_clean()
 
 
-def test_a_running_jobs_progress_advances_on_the_page(tab, server, jobs):
-    if tab.page.viewport_size["width"] < 1000:
-        pytest.skip("progress is checked once, at the wide viewport")
+def test_a_running_jobs_progress_advances_on_the_page(wide_tab, server, jobs):
+    tab = wide_tab
     with server.client() as c:
         created = c.post("/jobs", json=dict(network=NETWORK, dataset=dict(name="mnist7-area", start=100, stop=400),
                                             eps=[0.02], methods="lp"))
