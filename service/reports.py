@@ -343,11 +343,16 @@ def network_of(row):
 
 
 def network_layers(row) -> dict[str, Any]:
-    """Per layer: weight matrix (n_out x n_in, ``z = W a + b``), bias and activation; with the input's
-    image side where the input is a square image and the preprocessing the network's metadata names."""
+    """Per layer: weight matrix (n_out x n_in, ``z = W a + b``), bias, activation and the neurons' names
+    where the study named them (verianet's Frame, Spine, Belt); with the input's image side where the input
+    is a square image and the preprocessing the network's metadata names."""
+    from polycert.study import NEURON_NAMES  # the study's names of verianet's first-layer neurons
+
     network = network_of(row)
+    named = NEURON_NAMES.get(row.name)
     layers = [dict(index=i, n_in=layer.n_in, n_out=layer.n_out, activation=layer.activation.name,
-                   weight=layer.weight.tolist(), bias=layer.bias.tolist())
+                   weight=layer.weight.tolist(), bias=layer.bias.tolist(),
+                   names=list(named) if i == 0 and named and len(named) == layer.n_out else None)
               for i, layer in enumerate(network.layers)]
     return dict(network_id=row.id, name=row.name, sizes=list(network.sizes), image_side=image_side(network.input_size),
                 preprocessing=(network.metadata or {}).get("preprocessing"), layers=layers)

@@ -337,6 +337,7 @@ class LayerWeights(BaseModel):
     activation: str
     weight: list[list[float]]
     bias: list[float]
+    names: list[str] | None = None  # the neurons' names where the study gave them (verianet's first layer)
 
 
 class NetworkWeights(BaseModel):

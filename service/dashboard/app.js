@@ -280,7 +280,8 @@ async function pageNetwork({ args, params, live }) {
     const w = L.weight[n];
     const maxAbs = Math.max(...w.map(Math.abs));
     const isOutput = state.layer === hidden;
-    const title = isOutput ? `Output ${n} (logit of class ${n})` : `Hidden layer ${state.layer + 1} · neuron ${n}`;
+    const named = L.names ? ` “${L.names[n]}”` : "";
+    const title = isOutput ? `Output ${n} (logit of class ${n})` : `Hidden layer ${state.layer + 1} · neuron ${n}${named}`;
     const pattern = state.layer === 0 && weights.image_side
       ? figure(`incoming weights (${weights.image_side}×${weights.image_side})`,
           pixelGrid(w, weights.image_side, (v) => diverging(v, maxAbs), { size: 168, kind: "weights", label: "incoming weights", title: (i, v) => `w[${n}, ${i}] = ${fmt(v)}` }),
@@ -359,7 +360,7 @@ function networkDiagram(weights, state, onPick) {
       const tx = l === L - 1 ? colX(l) + 16 : colX(l);
       const ty = l === L - 1 ? y + 4 : y + 24;
       if (l === L - 1) g.append(sv("text", { x: tx, y: ty, "font-size": 11, fill: f && f.predicted === j ? "#1f6fb2" : "#34404f", "font-weight": f && f.predicted === j ? 700 : 400, text: `${j}: ${post ? fmt(v, 3) : ""}` }));
-      else if (shown[l + 1] <= 8) g.append(sv("text", { x: tx, y: ty, "font-size": 10, "text-anchor": "middle", fill: "#4a5665", text: post ? fmt(v, 3) : "" }));
+      else if (shown[l + 1] <= 8) g.append(sv("text", { x: tx, y: ty, "font-size": 10, "text-anchor": "middle", fill: "#4a5665", text: (layer.names ? layer.names[j] + " " : "") + (post ? fmt(v, 3) : "") }));
       svg.append(g);
     });
     if (layer.n_out > maxShown) svg.append(sv("text", { x: colX(l), y: H - 6, "font-size": 10, "text-anchor": "middle", fill: "#5d6b7c", text: `first ${maxShown} of ${layer.n_out}` }));
@@ -567,7 +568,7 @@ async function robustnessDetail(job, net, box, live) {
     legend,
     el("div", { class: "grid side" }, el("div", { class: "card", id: "total-curve" }, curveChart(curves.total, series, { title: "all digits", digit: "all" })),
       el("div", { class: "card" }, el("h3", { text: "At each eps (all digits)" }), scroll(el("table", {},
-        el("thead", {}, el("tr", {}, ["eps", "n", ...curves.methods.map((m) => m.toUpperCase() + " verified"), "not falsified by attack"].map((h, i) => el("th", { class: i ? "num" : null, text: h })))),
+        el("thead", {}, el("tr", {}, ["eps", "n", ...curves.methods.map((m) => m.toUpperCase() + " verified"), "not falsified"].map((h, i) => el("th", { class: i ? "num" : null, text: h })))),
         el("tbody", {}, curves.total.map((p) => el("tr", {}, el("td", { text: p.eps }), el("td", { class: "num", text: p.n }),
           curves.methods.map((m) => el("td", { class: "num", text: pct(p[m]) })), el("td", { class: "num", text: pct(p.attack) })))))))),
     el("h3", { text: "Per digit" }), charts,
@@ -720,7 +721,7 @@ async function invertibilityDetail(job, net, box) {
     const ref = centre || (w && w.x) || null;
     if (ref && ref.length) {
       const side = Math.round(Math.sqrt(ref.length));
-      const isImage = side * side === ex.center.length;
+      const isImage = side * side === ref.length;
       if (w && w.x && w.y) {
         const diff = w.x.map((v, i) => v - w.y[i]);
         const range = imageRange([...w.x, ...w.y, ...(centre || [])]);

@@ -115,7 +115,11 @@ def test_weights_are_the_stored_networks_layers(server, jobs):
     assert body["sizes"] == [49, 3, 3, 10] and body["image_side"] == 7 and body["preprocessing"] == "mnist7-area"
     for layer, ours in zip(body["layers"], network.layers):
         assert np.array_equal(np.array(layer["weight"]), ours.weight) and np.array_equal(np.array(layer["bias"]), ours.bias)
-        assert layer["activation"] == ours.activation.name
+        assert layer["activation"] == ours.activation.name and layer["names"] is None
+    with server.client() as c:
+        verianet = c.post("/networks", json={"builtin": "verianet"}).json()["id"]
+    named = get(server, f"/networks/{verianet}/weights")["layers"]
+    assert named[0]["names"] == ["Frame", "Spine", "Belt"] and named[1]["names"] is None
 
 
 def test_samples_come_from_the_shipped_sets_and_an_index_outside_is_a_404_naming_the_range(server):
