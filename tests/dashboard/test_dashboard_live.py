@@ -312,6 +312,14 @@ def test_changing_the_digit_redraws_the_heatmaps_with_the_apis_values(tab, serve
             no_overflow(page)
             tab.shot("signatures")
     assert maps[first, "lp"] != maps[second, "lp"]  # the redraw changed the picture
+    # the signature job's own page: certificates per digit and method, each digit linking to its maps
+    page = tab.open(f"/jobs/{job}", "#signature-digits tbody tr")
+    results = all_results(server, job)
+    rows = page.eval_on_selector_all("#signature-digits tbody tr", "els => els.map(e => [...e.cells].slice(0, 3).map(c => +c.textContent))")
+    assert rows == [[d, sum(r["label"] == d and r["method"] == "lp" for r in results),
+                     sum(r["label"] == d and r["method"] == "mip" for r in results)] for d in labels]
+    no_overflow(page)
+    tab.shot("signature-job")
     tab.check_clean()
 
 
