@@ -1,7 +1,23 @@
 #!/usr/bin/env bash
-# Start the local PostgreSQL and Redis the integration tests need, if they are not running already.
-# Under CI=true a server that cannot be started is a failure (the tests then fail, never skip).
+# Start the local PostgreSQL and Redis the integration tests need, if they are not running already, and
+# install Debian's chromium for the dashboard's browser tests (tests/dashboard) when it is missing.
+# Under CI=true a server that cannot be started is a failure (the tests then fail, never skip); so is a
+# missing browser, in the browser tests themselves.
 set -uo pipefail
+
+CHROMIUM=${POLYCERT_CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$CHROMIUM" ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = "0" ]; then
+    echo "ensure-services: installing chromium (apt-get) for the dashboard's browser tests" >&2
+    if ! { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; }; then
+      echo "ensure-services: apt-get install chromium failed; the browser tests skip (fail under CI=true)" >&2
+    fi
+  elif command -v apt-get >/dev/null; then
+    echo "ensure-services: $CHROMIUM is missing and installing it needs root (apt-get install -y chromium)" >&2
+  else
+    echo "ensure-services: $CHROMIUM is missing and there is no apt-get to install it; the browser tests skip (fail under CI=true)" >&2
+  fi
+fi
 pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
 

@@ -157,3 +157,39 @@ def load_preprocessed(preprocessing: str, split: str = "test") -> tuple[Array, A
         f"unknown preprocessing {preprocessing!r} (split {split!r}); known: "
         + ", ".join([*PREPROCESSING.values(), "mnist28 (test)"])
     )
+
+
+# -- the shipped sets by name, for reading one image at a time (``GET /datasets``) ----------------------
+#: (name, split) -> what it is; every name is a ``load_preprocessed`` name.
+CATALOGUE = {
+    ("mnist7-area", "test"): "7x7 MNIST test images, area encoding (polycert-tiny's inputs)",
+    ("mnist7-area", "train"): "7x7 MNIST training images, area encoding",
+    ("mnist7-bilinear", "test"): "7x7 MNIST test images, bilinear encoding (verianet's inputs)",
+    ("mnist7-bilinear", "train"): "7x7 MNIST training images, bilinear encoding",
+    ("mnist28", "test"): "the first 1,000 MNIST test images at 28x28",
+}
+
+
+def catalogue() -> list[dict]:
+    """Each shipped set: name, split, number of images, input size, image side, description."""
+    out = []
+    for (name, split), description in CATALOGUE.items():
+        x, _ = load_preprocessed(name, split)
+        side = int(round(x.shape[1] ** 0.5))
+        out.append(dict(name=name, split=split, count=int(x.shape[0]), input_size=int(x.shape[1]),
+                        image_side=side if side * side == x.shape[1] else None, description=description))
+    return out
+
+
+def sample(name: str, index: int, split: str = "test") -> tuple[Array, int, int]:
+    """Image ``index`` of a shipped set: (input float64 (d,), label, number of images in the set).
+    Raises :class:`~service.errors.NotFoundError` for an unknown set or an index outside it (a 404)."""
+    from polycert.errors import NotFoundError
+
+    if (name, split) not in CATALOGUE:
+        known = ", ".join(f"{n} ({s})" for n, s in CATALOGUE)
+        raise NotFoundError(f"no shipped data set {name!r} ({split}); shipped: {known}")
+    x, y = load_preprocessed(name, split)
+    if not 0 <= index < len(x):
+        raise NotFoundError(f"data set {name} ({split}) has {len(x)} images (index 0..{len(x) - 1}); got index {index}")
+    return x[index], int(y[index]), int(len(x))

@@ -326,3 +326,97 @@ def digit_signatures(session: Session, scope: SignatureScope) -> dict[str, Any]:
         pixel_counts=counts, neurons=neurons,
         region_names=region_names(scope.network) if scope.network is not None else [],
     )
+
+
+# -- the dashboard's read-side views (issue 18): a network's layers, its forward pass, robustness curves ----
+def image_side(size: int) -> int | None:
+    """The side of a square image of ``size`` pixels (7 for 49, 28 for 784), else None."""
+    side = math.isqrt(size)
+    return side if size and side * side == size else None
+
+
+def network_of(row):
+    """The ``Network`` of a stored row, through the loader the workers use (cached by digest)."""
+    from polycert.workers.networks import stored_network
+
+    return stored_network(row)
+
+
+def network_layers(row) -> dict[str, Any]:
+    """Per layer: weight matrix (n_out x n_in, ``z = W a + b``), bias, activation and the neurons' names
+    where the study named them (verianet's Frame, Spine, Belt); with the input's image side where the input
+    is a square image and the preprocessing the network's metadata names."""
+    from polycert.study import NEURON_NAMES  # the study's names of verianet's first-layer neurons
+
+    network = network_of(row)
+    named = NEURON_NAMES.get(row.name)
+    layers = [dict(index=i, n_in=layer.n_in, n_out=layer.n_out, activation=layer.activation.name,
+                   weight=layer.weight.tolist(), bias=layer.bias.tolist(),
+                   names=list(named) if i == 0 and named and len(named) == layer.n_out else None)
+              for i, layer in enumerate(network.layers)]
+    return dict(network_id=row.id, name=row.name, sizes=list(network.sizes), image_side=image_side(network.input_size),
+                preprocessing=(network.metadata or {}).get("preprocessing"), layers=layers)
+
+
+def forward(row, x) -> dict[str, Any]:
+    """The network's own forward pass at ``x``: per layer the pre-activations ``z`` and activations, the
+    logits (the last layer's activations) and the predicted class. Raises InvalidInputError on a bad input."""
+    import numpy as np
+
+    network = network_of(row)
+    trace = network.trace(np.asarray(x, dtype=np.float64))
+    logits = trace[-1][1]
+    return dict(network_id=row.id, input=network.check_input(x).tolist(),
+                layers=[dict(index=i, pre=z.tolist(), post=a.tolist()) for i, (z, a) in enumerate(trace)],
+                logits=logits.tolist(), predicted=int(np.argmax(logits)))
+
+
+#: stages that decide a query before any solver: the centre itself, or the cheap attack
+ATTACK_STAGES = ("center", "attack")
+
+
+def _attacked(pair: dict[str, tuple[str, str]]) -> bool:
+    return any(v == "falsified" and s in ATTACK_STAGES for v, s in pair.values())
+
+
+def _curve_points(eps_values: list[float], by_eps: dict[float, dict[int, dict[str, tuple[str, str]]]],
+                  methods: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One point per eps (ascending). An input the attack falsified at a smaller eps counts as attacked at
+    every larger one: the balls around one centre are nested, so the counterexample lies in the larger too."""
+    points, attacked_before = [], set()
+    for eps in eps_values:
+        pairs = by_eps.get(eps, {})
+        n = len(pairs)
+        lp = sum(p.get("lp", ("", ""))[0] == "verified" for p in pairs.values())
+        mip = sum(p.get("mip", ("", ""))[0] == "verified" for p in pairs.values())
+        attacked_before |= {item for item, p in pairs.items() if _attacked(p)}
+        attacked = sum(item in attacked_before for item in pairs)
+
+        def share(count: int, method: str | None) -> float | None:
+            return None if (method is not None and method not in methods) or not n else count / n
+
+        points.append(dict(eps=eps, n=n, lp_verified=lp, mip_verified=mip, attack_falsified=attacked,
+                           lp=share(lp, "lp"), mip=share(mip, "mip"), attack=share(n - attacked, None)))
+    return points
+
+
+def robustness_curves(session: Session, job: JobRow) -> dict[str, Any]:
+    """Per digit (the true label) and eps, over the (item, eps) pairs with a stored certificate: the share
+    verified by the LP relaxation (``lp``), by the exact MIP (``mip``), and the share that the attack (or the
+    centre itself) does not falsify at this eps or a smaller one (``attack``: an upper bound on the robust
+    share, as the study's attack curve; a pair falsified only by a solver's counterexample stays under it).
+    Misclassified inputs count as not verified. A method the job did not run has share None."""
+    asked = job.parameters.get("methods") or "both"
+    methods = ("lp", "mip") if asked == "both" else (asked,)
+    by_digit: dict[int, dict[float, dict[int, dict[str, tuple[str, str]]]]] = defaultdict(lambda: defaultdict(dict))
+    total: dict[float, dict[int, dict[str, tuple[str, str]]]] = defaultdict(dict)
+    rows = repo.outcomes(session, job.id)
+    for item, label, eps, method, verdict, stage in rows:
+        by_digit[label][eps].setdefault(item, {})[method] = (verdict, stage)
+        total[eps].setdefault(item, {})[method] = (verdict, stage)
+    eps_values = sorted(float(e) for e in job.parameters.get("eps", [])) or sorted(total)
+    return dict(
+        job_id=job.id, methods=list(methods), eps=eps_values,
+        total=_curve_points(eps_values, total, methods),
+        digits=[dict(digit=d, points=_curve_points(eps_values, by_digit[d], methods)) for d in sorted(by_digit)],
+    )

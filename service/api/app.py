@@ -19,9 +19,9 @@ from polycert.settings import Settings, get_settings
 from polycert.version import polycert_version
 from polycert.uploads import UploadTooLargeError
 
-from . import docs
+from . import dashboard, docs
+from .routers import datasets, jobs, networks, signatures
 from .schemas import ERROR_RESPONSES
-from .routers import jobs, networks, signatures
 
 
 def _error(code: int):
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, *, dispatcher=None) -> FastAPI:
     def health() -> dict:
         return {"status": "ok", "embedded": settings.embedded}
 
-    for router in (networks.router, jobs.router, signatures.router):
+    for router in (networks.router, jobs.router, signatures.router, datasets.router):
         app.include_router(router)
+    dashboard.install(app)  # GET / and /dashboard/...: the browser's view of the same routes
     return app

@@ -355,3 +355,105 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ValidationProblem, "description": "the request cannot be answered as asked"},
     503: {"model": ErrorMessage, "description": "the queue is unreachable"},
 }
+
+
+# -- the dashboard's read-side views (issue 18) -------------------------------------------------------
+class LayerWeights(BaseModel):
+    """One affine layer ``z = W a + b`` and its activation; ``weight`` is n_out rows of n_in values."""
+    index: int
+    n_in: int
+    n_out: int
+    activation: str
+    weight: list[list[float]]
+    bias: list[float]
+    names: list[str] | None = None  # the neurons' names where the study gave them (verianet's first layer)
+
+
+class NetworkWeights(BaseModel):
+    """``GET /networks/{id}/weights``: every layer's weights as stored. ``image_side``: the input is a
+    square image of that side (row-major), else null; ``preprocessing``: the shipped data set the network's
+    metadata names (``GET /datasets``), if any."""
+    network_id: int
+    name: str
+    sizes: list[int] = Field(description="layer widths, input first")
+    image_side: int | None
+    preprocessing: str | None
+    layers: list[LayerWeights]
+
+
+class DatasetInfo(BaseModel):
+    name: str
+    split: str
+    count: int
+    input_size: int
+    image_side: int | None
+    description: str
+
+
+class DatasetList(BaseModel):
+    count: int
+    data: list[DatasetInfo]
+
+
+class DatasetSample(BaseModel):
+    """One image of a shipped set: ``input`` is what a network sees (grey level / 255, row-major)."""
+    name: str
+    split: str
+    index: int
+    count: int = Field(description="images in the set (index runs 0..count-1)")
+    label: int
+    image_side: int | None
+    input: list[float]
+
+
+class ForwardInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    input: list[float] = Field(..., min_length=1)
+
+
+class LayerTrace(BaseModel):
+    index: int
+    pre: list[float] = Field(description="pre-activations z = W a + b")
+    post: list[float] = Field(description="activations f(z); the last layer's are the logits")
+
+
+class ForwardPass(BaseModel):
+    """The network's own float64 forward pass at ``input`` (a shipped sample's when ``dataset`` is set)."""
+    network_id: int
+    dataset: str | None = None
+    split: str | None = None
+    index: int | None = None
+    label: int | None = None
+    input: list[float]
+    layers: list[LayerTrace]
+    logits: list[float]
+    predicted: int
+
+
+class CurvePoint(BaseModel):
+    """One eps of one digit: ``n`` (input, eps) pairs answered; shares of them verified by the LP relaxation,
+    by the exact MIP, and not falsified by the attack or the centre at this eps or a smaller one (an upper
+    bound on the robust share; ``attack_falsified`` counts the others).
+    A method the job did not run has share null."""
+    eps: float
+    n: int
+    lp_verified: int
+    mip_verified: int
+    attack_falsified: int
+    lp: float | None
+    mip: float | None
+    attack: float | None
+
+
+class DigitCurve(BaseModel):
+    digit: int
+    points: list[CurvePoint]
+
+
+class RobustnessCurves(BaseModel):
+    """``GET /jobs/{id}/curves``: robustness (share verified) against eps, over all inputs and per digit."""
+    job_id: int
+    methods: list[str]
+    eps: list[float]
+    total: list[CurvePoint]
+    digits: list[DigitCurve]

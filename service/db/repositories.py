@@ -653,3 +653,13 @@ def certificates_for_digit(session: Session, digit: int, *, job_id=None, method=
         .where(*_signature_scope(digit, job_id, method, eps, verdict, network_id, kinds)).order_by(CertificateRow.id).offset(offset).limit(limit)
     )
     return [(q, c) for q, c in session.execute(stmt)]
+
+
+def outcomes(session: Session, job_id: int) -> list[tuple[int, int, float, str, str, str]]:
+    """(item, label, eps, method, verdict, stage) of every answered query of a job, in query order: what
+    the robustness curves count (``reports.robustness_curves``)."""
+    stmt = (select(QueryRow.item, QueryRow.label, QueryRow.eps, QueryRow.method, CertificateRow.verdict,
+                   CertificateRow.stage)
+            .join(CertificateRow, CertificateRow.query_id == QueryRow.id)
+            .where(QueryRow.job_id == job_id).order_by(QueryRow.id))
+    return [tuple(r) for r in session.execute(stmt)]

@@ -12,7 +12,7 @@ from polycert.batches import MAX_ROW
 from polycert.api.deps import DispatcherDep, JobId, Offset, SessionDep, SettingsDep, TokenDep
 from polycert.api.schemas import (
     AttackPublic, CertificatePublic, ComparisonPublic, InputSetPublic, JobCreate, JobList, JobPublic, Message, Progress,
-    ResultPage, Tight,
+    ResultPage, RobustnessCurves, Tight,
 )
 from polycert.db import repositories as repo
 
@@ -124,3 +124,13 @@ def comparison(
     kept = reports.select_rows(result.rows, differ=differ, eps=eps, digit=digit)
     return ComparisonPublic(job_id=job_id, summary=result.summary, count=len(kept), offset=offset, limit=limit,
                             rows=[r.__dict__ for r in kept[offset:offset + limit]])
+
+
+@router.get("/{job_id}/curves", response_model=RobustnessCurves)
+def curves(job_id: JobId, session: SessionDep) -> RobustnessCurves:
+    """Robustness curves of a robustness job: per digit and eps, the share of inputs verified by LP, by the
+    exact MIP, and not falsified by the attack (an upper bound), from its stored certificates."""
+    job = batches.get_job_or_raise(session, job_id)
+    if job.kind != "robustness":
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is a {job.kind} job; curves are of robustness jobs")
+    return RobustnessCurves(**reports.robustness_curves(session, job))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
 
 from polycert import batches
 from polycert.api.deps import NetworkId, SessionDep, SettingsDep, TokenDep
-from polycert.api.schemas import NetworkBuiltin, NetworkList, NetworkPublic, NetworkRegistered, PruneRequest, QuantizeRequest
+from polycert import datasets, reports
+from polycert.api.schemas import (
+    ForwardInput, ForwardPass, NetworkBuiltin, NetworkList, NetworkPublic, NetworkRegistered, NetworkWeights,
+    PruneRequest, QuantizeRequest,
+)
 from polycert.db import repositories as repo
 
 router = APIRouter(prefix="/networks", tags=["networks"])
@@ -70,12 +74,41 @@ def list_networks(session: SessionDep) -> NetworkList:
     return NetworkList(count=len(rows), data=data)
 
 
-@router.get("/{network_id}", response_model=NetworkPublic)
-def get_network(network_id: NetworkId, session: SessionDep) -> NetworkPublic:
+def _row_or_404(session, network_id: int):
     row = repo.get_network(session, network_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no network with id {network_id}")
-    return network_public(session, row)
+    return row
+
+
+@router.get("/{network_id}", response_model=NetworkPublic)
+def get_network(network_id: NetworkId, session: SessionDep) -> NetworkPublic:
+    return network_public(session, _row_or_404(session, network_id))
+
+
+@router.get("/{network_id}/weights", response_model=NetworkWeights)
+def weights(network_id: NetworkId, session: SessionDep) -> NetworkWeights:
+    """Every layer's weight matrix (n_out x n_in), bias and activation, as stored."""
+    return NetworkWeights(**reports.network_layers(_row_or_404(session, network_id)))
+
+
+@router.get("/{network_id}/forward", response_model=ForwardPass)
+def forward_sample(
+    network_id: NetworkId, session: SessionDep,
+    dataset: Annotated[str, Query(description="a shipped data set (GET /datasets)")],
+    index: Annotated[int, Query(ge=0, description="the image's index in the set")],
+    split: Literal["train", "test"] = "test",
+) -> ForwardPass:
+    """The server's forward pass on one image of a shipped data set: pre-activations, activations, logits."""
+    row = _row_or_404(session, network_id)
+    x, label, _ = datasets.sample(dataset, index, split)
+    return ForwardPass(**reports.forward(row, x), dataset=dataset, split=split, index=index, label=label)
+
+
+@router.post("/{network_id}/forward", response_model=ForwardPass)
+def forward_input(network_id: NetworkId, body: ForwardInput, session: SessionDep) -> ForwardPass:
+    """The server's forward pass on an input of your own (e.g. a certificate's counterexample); reads only."""
+    return ForwardPass(**reports.forward(_row_or_404(session, network_id), body.input))
 
 
 @router.post("/{network_id}/prune", response_model=NetworkRegistered, status_code=status.HTTP_201_CREATED)
