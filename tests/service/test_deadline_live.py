@@ -47,3 +47,27 @@ def test_a_hard_query_ends_at_its_deadline_with_time_limit_and_sound_bounds(serv
     assert cert["lower"] <= 0.0 < cert["upper"]
     for one in certs:
         assert one["wall_time"] <= LIMIT + SLACK, (one["method"], one["wall_time"], one["times"])
+
+
+def test_the_api_answers_while_the_embedded_worker_solves(server):
+    """While the embedded worker runs SCIP on a large pair MIP, the API keeps answering status and health."""
+    import time
+
+    with server.client(timeout=3.0) as c:
+        # SCIP on the pair MIP of a 784-256-256 network holds the interpreter for seconds at a time
+        response = c.post("/jobs", json={"kind": "injectivity", "network": "fc256x2", "radius": 0.02,
+                                         "dataset": {"name": "mnist28", "start": 1, "stop": 3}, "time_limit": 5.0})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        slowest, polls, seen_running = 0.0, 0, False
+        while True:
+            started = time.monotonic()
+            body = c.get(f"/jobs/{job_id}").json()  # a 3 s client timeout: a stalled server fails here
+            assert c.get("/health").status_code == 200
+            slowest, polls = max(slowest, time.monotonic() - started), polls + 1
+            seen_running |= body["status"] == "running"
+            if body["status"] in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.1)
+    assert body["status"] == "done" and seen_running and polls >= 10, (body, polls)
+    assert slowest < 3.0
