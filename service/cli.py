@@ -148,16 +148,17 @@ def _engine(*, migrate: bool = False):
     return engine
 
 
-def _backend(*, migrate: bool = False):
+def _backend():
     """The API the client commands talk to: the server of ``--url``, else this process on the configured
-    database (``migrate``: bring the embedded default up to date first, as a first ``submit`` needs)."""
+    database. The embedded default (no database configured) is brought up to date first, so that any command
+    works in a new data directory; a configured database must have been migrated (``polycert db upgrade``)."""
     if REMOTE.url:
         from polycert.client import Client
 
         return Client(REMOTE.url, token=REMOTE.token)
     from polycert.local import Local
 
-    return Local(_engine(migrate=migrate and _settings().database_url is None), _settings())
+    return Local(_engine(migrate=_settings().database_url is None), _settings())
 
 
 def _runs_here(backend) -> bool:
@@ -284,7 +285,7 @@ def networks_upload(
     """Register a network file (the same checks and limits as POST /networks/upload)."""
     if not file.is_file():
         raise fail(f"cannot read {file}: no such file", EXIT_NOT_FOUND)
-    print_network(_backend(migrate=True).upload_network(file, name=name, domain=domain, activations=activations,
+    print_network(_backend().upload_network(file, name=name, domain=domain, activations=activations,
                                                         orientation=orientation))
 
 
@@ -416,7 +417,7 @@ def submit(
     """Submit a batch of robustness queries over a dataset slice."""
     request = _request(network=network, dataset=dict(name=dataset, start=start, stop=stop), eps=eps,
                        methods=methods, solver=solver, time_limit=time_limit, domain=_domain_pair(domain))
-    job_id = _run(_backend(migrate=True), request, wait)
+    job_id = _run(_backend(), request, wait)
     console.print(f"job id: {job_id}")
 
 
@@ -679,7 +680,7 @@ def signature_job(
                        dataset=dict(name=dataset, start=start, stop=stop), eps=eps, methods=methods,
                        target_class=target_class, tolerance=tolerance, solver=solver, lp_solver=lp_solver,
                        time_limit=time_limit)
-    backend = _backend(migrate=True)
+    backend = _backend()
     job_id = _run(backend, request, wait)
     if _runs_here(backend) or wait:
         print_signature_answers(backend.results(job_id), job_id)
@@ -821,7 +822,7 @@ def invert(
     else:
         fields["dataset"] = dict(name=dataset, start=start, stop=stop)
     request = _request(InvertibilityRequest, **fields)
-    backend = _backend(migrate=True)
+    backend = _backend()
     job_id = _run(backend, request, wait)
     if _runs_here(backend) or wait:
         print_answers(backend.results(job_id), f"{kind} (job {job_id})")
@@ -829,7 +830,7 @@ def invert(
 
 
 def _derive(network: str, transform: str, **options) -> None:
-    backend = _backend(migrate=True)
+    backend = _backend()
     source = _network_or_builtin(backend, network)
     derive = backend.prune if transform == "prune" else backend.quantize
     row = derive(source["id"], **options)
@@ -966,7 +967,7 @@ def vnncomp_batch(
     if not (math.isfinite(timeout_scale) and timeout_scale > 0):
         raise fail(f"--timeout-scale must be a positive number, got {timeout_scale}", EXIT_BAD_INPUT)
     rows = read_instances(instances, timeout_scale)
-    backend = _backend(migrate=True)
+    backend = _backend()
     if results_dir is not None:
         if not (_runs_here(backend) or wait):
             raise fail("--results-dir needs the job's answers: drop --no-wait", EXIT_BAD_INPUT)
@@ -1044,7 +1045,7 @@ def demo(
     bad = [v for v in [*eps, signature_eps] if not math.isfinite(v) or v < 0]
     if bad:
         raise fail(f"eps must be a finite number >= 0, got {bad[0]}", EXIT_BAD_INPUT)
-    backend = _backend(migrate=True)
+    backend = _backend()
     console.print(f"network {network}: loading (trained on first use)")
     net = backend.register_builtin(network)
     shipped = {info.name: info.preprocessing for info in zoo.builtin_networks()}

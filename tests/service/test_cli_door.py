@@ -83,3 +83,12 @@ def test_study_refuses_a_non_finite_radius_before_any_work(tmp_path, args, optio
     message = one_line_error(polycert(tmp_path, "study", "--out", str(tmp_path / "report"), *args))
     assert message.startswith(f"{option} must be a finite number >= 0, got ")
     assert not (tmp_path / "report").exists()
+
+
+def test_read_commands_work_in_a_new_data_directory_of_the_embedded_default(tmp_path):
+    jobs = polycert(tmp_path, "jobs")
+    assert jobs.returncode == 0 and "0 jobs" in jobs.stdout, jobs.stdout + jobs.stderr
+    listed = polycert(tmp_path, "networks", "list")
+    assert listed.returncode == 0 and "networks (0)" in listed.stdout, listed.stdout + listed.stderr
+    missing = polycert(tmp_path, "results", "7")
+    assert missing.returncode == 3 and missing.stderr.strip() == "polycert: error: no job with id 7"
