@@ -159,7 +159,7 @@ class InvertibilityRequest(BaseModel):
     dataset: DatasetSlice | None = None
     inputs: list[list[float]] | None = None  # explicit centres
     radius: float | None = Field(None, gt=0)
-    norm: Literal["linf", "l1"] = "linf"
+    norm: Literal["linf", "l1", "l2"] = "linf"  # l2: SCIP or Gurobi (quadratic back-ends)
     delta: float | None = Field(None, ge=0)
     domain: tuple[float, float] | None = None  # None: all of R^d (invariance: [0, 1])
     tolerance: float = Field(1e-4, gt=0)

@@ -68,3 +68,29 @@ def test_exact_l2_minimum_between_relaxation_and_attack(seed, eps):
     assert relaxed <= upper + 1e-9  # the polyhedral bound is sound, and never above the exact minimum
     attack = pgd_attack(net, x[None, :], np.array([label]), eps, norm="l2", steps=30, restarts=2, targets=[target])
     assert lower <= float(attack.per_target_margins[0, target]) + 1e-9
+
+
+# -- L2 invertibility (the paper's p = 2), closed forms on a linear map --------------------------------------
+
+from polycert.formulations.invertibility import injectivity, preimage  # noqa: E402
+
+
+@pytest.mark.parametrize("solver", QUADRATIC_SOLVERS)
+def test_l2_preimage_and_injectivity_of_a_linear_map_with_a_kernel(solver):
+    # f(x) = (x1 - x2, x3): kernel (1, 1, 0)/sqrt(2); the ball of radius r around c lies inside [0, 1]^3, so the
+    # farthest other preimage of f(c) is at L2 distance r and the widest colliding pair at 2r
+    net = Network.from_arrays([np.array([[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]])], [np.zeros(2)], "relu")
+    c, r = np.full(3, 0.5), 0.3
+    pre = preimage(net, c, r, norm="l2", domain=(0.0, 1.0), solver=solver)
+    assert pre.verdict.value == "falsified" and pre.norm == "l2"
+    assert pre.lower <= r + 1e-9 <= pre.upper + 1e-9 and pre.upper - pre.lower <= 1e-4
+    inj = injectivity(net, c, r, norm="l2", domain=(0.0, 1.0), solver=solver)
+    assert inj.verdict.value == "falsified"
+    assert inj.lower <= 2 * r + 1e-9 <= inj.upper + 1e-9 and inj.upper - inj.lower <= 1e-4
+
+
+@pytest.mark.parametrize("solver", QUADRATIC_SOLVERS)
+def test_l2_injectivity_of_an_injective_map_is_verified(solver):
+    net = Network.from_arrays([np.array([[1.0, -1.0], [0.5, 1.0]])], [np.zeros(2)], "relu")
+    cert = injectivity(net, np.array([0.5, 0.5]), 0.3, norm="l2", domain=(0.0, 1.0), solver=solver)
+    assert cert.verdict.value == "verified" and cert.upper <= 1e-4
