@@ -403,11 +403,13 @@ class Model:
 
     def summary(self) -> dict:
         """Formulation size, as stored with certificates."""
-        return {
+        out = {
             "variables": self.num_variables,
             "integers": self.num_integers,
             "constraints": self.num_constraints,
             "nonzeros": int(self.matrix().nnz),
             "sos2": len(self.sos2),
-            "quadratic": len(self.quadratic_constraints) + int(self.has_quadratic_objective),
         }
+        if self.is_quadratic:  # quadratic rows (and a quadratic objective, counted as one); absent when linear
+            out["quadratic"] = len(self.quadratic_constraints) + int(self.has_quadratic_objective)
+        return out
