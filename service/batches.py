@@ -190,6 +190,12 @@ class InvertibilityRequest(BaseModel):
             raise ValueError(f"a {self.kind} query needs a radius")
         if self.domain is not None and not self.domain[0] < self.domain[1]:
             raise ValueError(f"domain {list(self.domain)} is empty")
+        if self.norm == "l2" and self.solver is not None:
+            from polycert.formulations.backends import capabilities
+
+            if not capabilities(self.solver).quadratic:
+                raise ValueError(f"L2 invertibility queries maximise a quadratic distance, which solver {self.solver!r} "
+                                 f"cannot state; use 'scip' or 'gurobi'")
         return self
 
     @property
