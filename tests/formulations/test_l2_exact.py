@@ -94,3 +94,20 @@ def test_l2_injectivity_of_an_injective_map_is_verified(solver):
     net = Network.from_arrays([np.array([[1.0, -1.0], [0.5, 1.0]])], [np.zeros(2)], "relu")
     cert = injectivity(net, np.array([0.5, 0.5]), 0.3, norm="l2", domain=(0.0, 1.0), solver=solver)
     assert cert.verdict.value == "verified" and cert.upper <= 1e-4
+
+
+def test_the_batched_cascade_closes_l2_brackets_with_a_quadratic_mip_solver():
+    from polycert.formulations.cascade import CascadeSettings, certify_batch
+
+    rng = np.random.default_rng(3)
+    net = random_network(rng, (3, 8, 8, 3), "relu")
+    xs = rng.uniform(0.3, 0.7, size=(2, 3))
+    labels = np.array([int(net.predict(x)) for x in xs])
+    result = certify_batch(net, xs, labels, 0.3, norm="l2", settings=CascadeSettings(answer="bounds", mip_solver="scip"))
+    for x, label, cert in zip(xs, labels, result.certificates):
+        worst = min(cert.targets, key=lambda tb: tb.upper)
+        assert worst.upper - worst.lower <= TOL + 1e-5  # exact, as for L-inf
+        lower, upper, _ = minimum_margin(net, x, int(label), worst.target, 0.3, norm="l2", solver="scip", tolerance=TOL)
+        assert worst.lower <= upper + 1e-9 and lower <= worst.upper + 1e-9
+        if cert.counterexample is not None:
+            assert InputSet(x, 0.3, norm="l2", domain=(0.0, 1.0)).contains(cert.counterexample, tol=0.0)
