@@ -103,8 +103,8 @@ def test_the_batched_cascade_closes_l2_brackets_with_a_quadratic_mip_solver():
     net = random_network(rng, (3, 8, 8, 3), "relu")
     xs = rng.uniform(0.3, 0.7, size=(2, 3))
     labels = np.array([int(net.predict(x)) for x in xs])
-    result = certify_batch(net, xs, labels, 0.3, norm="l2", settings=CascadeSettings(answer="bounds", mip_solver="scip"))
-    for x, label, cert in zip(xs, labels, result.certificates):
+    certs = certify_batch(net, xs, labels, 0.3, norm="l2", settings=CascadeSettings(answer="bounds", mip_solver="scip"))
+    for x, label, cert in zip(xs, labels, certs):
         worst = min(cert.targets, key=lambda tb: tb.upper)
         assert worst.upper - worst.lower <= TOL + 1e-5  # exact, as for L-inf
         lower, upper, _ = minimum_margin(net, x, int(label), worst.target, 0.3, norm="l2", solver="scip", tolerance=TOL)
