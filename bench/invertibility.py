@@ -1,6 +1,7 @@
 """Certified invertibility, the experiment of Cui et al. (L4DC 2023, §5) in kind: a 2-32-32-2 ReLU network A
 learns one RK4 step of the Van der Pol oscillator; B is A with 50 % of its weights pruned (magnitude, per
-layer). For a few centres and both norms the table gives the certified radii
+layer). For a few centres and the paper's three norms (L-inf, L1, and L2: a quadratic ball and the non-convex
+objective s^2 <= ||t||_2^2, solved globally by SCIP or Gurobi) the table gives the certified radii
 
 * ``r_AB``: the largest ball on which B is a function of A (Problem 3, p_AB <= tol), and
 * ``r_BA``: the same with the roles swapped,
@@ -13,12 +14,12 @@ input printed as a 7x7 image.
 
 Usage::
 
-    .venv/bin/python bench/invertibility.py [--centers "0.5,0.5;-1,1"] [--norms linf,l1] [--mnist]
+    .venv/bin/python bench/invertibility.py [--centers "0.5,0.5;-1,1"] [--norms linf,l1,l2] [--mnist]
 
 | argument | default | meaning |
 |---|---|---|
 | ``--centers`` | ``0.5,0.5;-1,1;1.5,0`` | ball centres, ``x,y`` separated by ``;`` |
-| ``--norms`` | ``linf,l1`` | norms of ball and objective |
+| ``--norms`` | ``linf,l1,l2`` | norms of ball and objective (l2 needs ``--solver`` scip or gurobi) |
 | ``--prune`` | 0.5 | fraction of weights pruned (per layer) |
 | ``--dt`` | 0.1 | RK4 step of the Van der Pol map (mu = 1) |
 | ``--epochs`` | 3000 | full-batch Adam steps (deterministic, seed ``--seed``) |
@@ -113,7 +114,7 @@ def fmt_radius(cert) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--centers", default="0.5,0.5;-1,1;1.5,0")
-    ap.add_argument("--norms", default="linf,l1")
+    ap.add_argument("--norms", default="linf,l1,l2")
     ap.add_argument("--prune", type=float, default=0.5)
     ap.add_argument("--dt", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=3000)

@@ -48,7 +48,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from .attack import pgd_attack
-from .backends import default_mip_solver
+from .backends import capabilities, default_mip_solver
 from .backends.base import Termination
 from .bounds import LayerBounds, check_labels, margin_bounds_batch, symbolic_bounds_batch
 from .brackets import Brackets, margins
@@ -369,7 +369,11 @@ def _mip_target(run: _Run, r: int, k: int, solver: str) -> None:
 
 def _mip_stage(run: _Run) -> None:
     solver = run.settings.mip_solver or default_mip_solver()
+    # branch and bound over segments works on LPs, which see an L2 ball only through its polyhedral hull: it stays
+    # sound but can rarely close an L2 bracket, so a MIP back-end that states the ball exactly goes first
+    exact_l2 = capabilities(solver).quadratic
     for r, i in enumerate(run.rows):
+        branching = run.settings.branching and not (exact_l2 and run.sets[r].norm == "l2")
         i = int(i)
         for k in _exact_targets(run, i):
             if not run.settings.bounds and not run.br.undecided[i]:
@@ -379,7 +383,7 @@ def _mip_stage(run: _Run) -> None:
             if run.clock.expired(r):
                 run.br.termination[(i, k)] = Termination.TIME_LIMIT
                 continue
-            if run.settings.branching and run.settings.branch_node_limit > 0 and _branch_and_bound(run, r, k):
+            if branching and run.settings.branch_node_limit > 0 and _branch_and_bound(run, r, k):
                 continue
             if not run.clock.expired(r):
                 _mip_target(run, r, k, solver)

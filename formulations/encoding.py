@@ -74,13 +74,16 @@ class NetworkEncoding:
 # -- input set -----------------------------------------------------------------------------------
 
 
-def encode_input_set(model: Model, input_set: InputSet, *, copy: int | None = None) -> Array:
+def encode_input_set(model: Model, input_set: InputSet, *, copy: int | None = None,
+                     quadratic: bool = False) -> Array:
     """Input variables ranging over the input set.
 
     L-inf: the clipped box, as variable bounds. L1: the box plus ``x - c = p - n``, ``sum(p + n) <= eps``
-    (exact). L2: the box plus the L1 ball of radius ``sqrt(d) * eps`` — a sound *outer* polyhedron (a linear
-    model cannot state the L2 ball); verdicts stay sound because counterexamples are re-checked against the
-    true ball, but L2 answers are not exact.
+    (exact). L2: the box plus the L1 ball of radius ``sqrt(d) * eps`` — a sound *outer* polyhedron, which is
+    all an LP (and the bounds) can use; with ``quadratic`` (exact MIPs for a back-end with
+    ``Capabilities.quadratic``) also the ball itself: shifted variables ``s = x - c`` (bounded by the box)
+    and the convex row ``sum s_i^2 <= eps^2``, so the encoding is exact (box ∩ ball) and the polyhedral
+    rows stay as valid cuts.
     """
     lo, hi = input_set.box()
     d = lo.shape[0]
@@ -95,7 +98,21 @@ def encode_input_set(model: Model, input_set: InputSet, *, copy: int | None = No
                                   input_set.center, input_set.center, tags=ConstraintTag("input", copy=copy))
             model.add_constraint((np.concatenate([pos, neg]), np.ones(2 * d)), -INF, radius,
                                  tag=ConstraintTag("input", index=1, copy=copy))
+        if input_set.norm == "l2" and quadratic and eps_l2_binds(input_set, lo, hi):
+            c = np.asarray(input_set.center, dtype=np.float64)
+            shift = model.add_variables(d, lo - c, hi - c, tags=VariableTag("aux", copy=copy))
+            eye = sp.identity(d, format="csr")
+            model.add_constraints(sp.hstack([eye, -eye]), np.concatenate([x, shift]), c, c,
+                                  tags=ConstraintTag("input", index=2, copy=copy))
+            model.add_sum_of_squares(shift, float(input_set.eps), tag=ConstraintTag("input", index=3, copy=copy))
     return x
+
+
+def eps_l2_binds(input_set: InputSet, lo: Array, hi: Array) -> bool:
+    """Whether the L2 ball cuts the box [lo, hi] (its farthest corner lies outside the ball)."""
+    c = np.asarray(input_set.center, dtype=np.float64)
+    far = np.maximum(np.abs(lo - c), np.abs(hi - c))
+    return float(np.sqrt(np.sum(far * far))) > float(input_set.eps)
 
 
 # -- layers ----------------------------------------------------------------------------------------
@@ -256,6 +273,7 @@ def encode_network(
     segments: dict[tuple[int, int], Sequence[Segment]] | None = None,
     inputs: Array | None = None,
     copy: int | None = None,
+    quadratic: bool = False,
 ) -> NetworkEncoding:
     """Encode ``network`` over ``input_set`` into ``model``.
 
@@ -266,12 +284,15 @@ def encode_network(
         segments: in MIP mode, the segments of each smooth neuron keyed by (layer, neuron); neurons not listed
             get one segment with the LP envelope lines (a valid, if loose, encoding).
         inputs: existing input variables to reuse (invertibility queries share or pair inputs).
+        quadratic: state an L2 ball exactly (a quadratic row; MIP mode only, for back-ends that can):
+            see :func:`encode_input_set`.
     """
     if mode not in (LP, MIP):
         raise ValueError(f"mode must be 'lp' or 'mip', got {mode!r}")
     if len(bounds) != len(network.layers):
         raise ValueError(f"{len(bounds)} layer bounds for {len(network.layers)} layers")
-    x = encode_input_set(model, input_set, copy=copy) if inputs is None else np.asarray(inputs)
+    x = (encode_input_set(model, input_set, copy=copy, quadratic=quadratic and mode == MIP) if inputs is None
+         else np.asarray(inputs))
     enc = NetworkEncoding(model, network, list(bounds), mode, x, copy=copy)
     a = x
     last = len(network.layers) - 1

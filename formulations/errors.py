@@ -32,6 +32,13 @@ class SolverError(PolyCertError):
     """A solver failed or returned an answer that cannot be trusted."""
 
 
+class QuadraticNotSupportedError(SolverError):
+    """A model with quadratic rows or objective terms went to a back-end that cannot state them.
+
+    Raised instead of a silent linearisation; ``Capabilities.quadratic`` says which back-ends can.
+    """
+
+
 class UnsoundAnswerError(SolverError):
     """A solver's answer contradicts a known point (counterexample, attack, the input itself).
 

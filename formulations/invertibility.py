@@ -21,8 +21,9 @@ with its own exact big-M ReLU binaries (Tjeng et al., ICLR 2019) and sharing not
 ``-delta <= z_L(x) - z_L(y) <= delta`` (the *last pre-activations*; delta = 0 for the exact query); Problem 3
 adds copies 2 and 3 of f2 on the same inputs. The norm objective is encoded with binaries
 (:func:`encode_norm_objective`): L-inf picks one coordinate and one sign (eq. (6)), L1 picks the sign of every
-coordinate. L2 needs a non-convex quadratic objective, which the solver-neutral model cannot state: L2 raises
-:class:`InvalidInputError`.
+coordinate. L2 (the paper's p = 2) is a non-convex quadratic row ``s^2 <= sum_i t_i^2`` with ``s`` maximised;
+the L2 input balls are quadratic rows too, so L2 queries need a back-end with ``Capabilities.quadratic``
+(SCIP, Gurobi with NonConvex=2), which solves them globally (its dual bound is proven).
 
 Smooth activations (GELU, sigmoid, tanh, SiLU) use the sound piecewise multiple-choice encoding of
 :mod:`formulations.encoding` with refinement: the MIP over-approximates every graph, so its feasible set
@@ -57,7 +58,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .backends.registry import require
-from .backends import default_mip_solver, solve
+from .backends import capabilities, default_mip_solver, solve
 from .backends.base import SolveParameters, Termination
 from .bounds import LayerBounds, symbolic_bounds
 from .certificate import TERMINATION_REASONS, Certificate, UnknownReason, Verdict, reason_for
@@ -95,7 +96,7 @@ def difference_bounds(lo_a: Array, hi_a: Array, lo_b: Array, hi_b: Array) -> tup
 
 def encode_norm_objective(model: Model, a: Array, b: Array, t_lo: Array, t_hi: Array, norm: str, *,
                           symmetric: bool = False) -> Array:
-    """Maximise ``||a - b||`` (L-inf or L1) over the model; returns the objective's variables.
+    """Maximise ``||a - b||`` (L-inf, L1 or L2) over the model; returns the objective's variables.
 
     ``t = a - b`` gets rows ``t - a + b = 0`` and bounds ``[t_lo, t_hi]``. With ``T_i = max(|t_lo_i|, |t_hi_i|)``:
 
@@ -106,6 +107,9 @@ def encode_norm_objective(model: Model, a: Array, b: Array, t_lo: Array, t_hi: A
     * L1: ``u_i <= t_i + M_i (1 - q_i)``, ``u_i <= -t_i + M'_i q_i`` with ``u_i in [0, T_i]``,
       ``M_i = T_i - t_lo_i``, ``M'_i = T_i + t_hi_i``; objective ``sum u_i``; coordinates of fixed sign get
       ``u_i <= t_i`` (or ``-t_i``) without a binary.
+
+    * L2: ``s in [0, ||T||_2]`` with the non-convex quadratic row ``s^2 - sum_i t_i^2 <= 0``; objective ``s``
+      (so the objective is the distance itself, in the units of the other norms).
 
     At an optimum the objective equals ``||t||`` and every point (a, b) has a feasible completion, so the
     relaxation is exact. ``symmetric=True`` (the caller guarantees that t and -t are equally feasible) keeps
@@ -136,9 +140,27 @@ def encode_norm_objective(model: Model, a: Array, b: Array, t_lo: Array, t_hi: A
         else:  # t is identically 0
             model.add_constraint({s: 1.0}, -INF, 0.0, tag=ConstraintTag("objective", index=3))
         return np.array([s])
-    u = model.add_variables(d, 0.0, reach, tags=[VariableTag("aux", neuron=i, index=2) for i in range(d)])
-    if symmetric:
+    if symmetric and norm in ("l1", "l2"):
         model.add_constraint((t, np.ones(d)), 0.0, INF, tag=ConstraintTag("objective", index=4))
+    u = _l1_terms(model, t, t_lo, t_hi, reach)
+    if norm == "l2":
+        s = model.add_variable(0.0, float(np.sqrt(np.sum(reach * reach))), tag=VariableTag("aux", index=3))
+        model.add_quadratic_constraint(None, (np.concatenate([[s], t]), np.concatenate([[s], t]),
+                                              np.concatenate([[1.0], -np.ones(d)])), -INF, 0.0,
+                                       tag=ConstraintTag("objective", index=5))
+        # s <= sum u (= ||t||_1 at best, >= ||t||_2): a redundant linear cut that keeps the bound exact where the
+        # quadratic row alone is ill-conditioned (near t = 0, a feasibility tolerance of 1e-6 on s^2 allows
+        # s = 1e-3; the L1 rows are linear and bound s to the solver's linear tolerance)
+        model.add_constraint((np.concatenate([[s], u]), np.concatenate([[1.0], -np.ones(d)])), -INF, 0.0,
+                             tag=ConstraintTag("objective", index=6))
+        return np.array([s])
+    return u
+
+
+def _l1_terms(model: Model, t: Array, t_lo: Array, t_hi: Array, reach: Array) -> Array:
+    """``u_i <= |t_i|`` with binaries for coordinates of either sign (encode_norm_objective's L1 rows)."""
+    d = t.shape[0]
+    u = model.add_variables(d, 0.0, reach, tags=[VariableTag("aux", neuron=i, index=2) for i in range(d)])
     for i in range(d):
         ui, ti = int(u[i]), int(t[i])
         if t_lo[i] >= 0:
@@ -210,6 +232,8 @@ class _Encoded:
 
 def _box_objective_bound(t_lo: Array, t_hi: Array, norm: str) -> float:
     reach = np.maximum(np.abs(t_lo), np.abs(t_hi))
+    if norm == "l2":
+        return float(np.sqrt(np.sum(reach * reach)))
     return float(reach.max(initial=0.0) if norm == "linf" else reach.sum())
 
 
@@ -248,8 +272,9 @@ def build_model(query: PairQuery, bounds: dict[int, list[LayerBounds]], segments
     only the "+" sign binaries (``x_i - y_i`` is the maximum), L1 adds ``sum_i t_i >= 0``.
     """
     model = Model(f"{query.kind}-mip")
-    x = encode_input_set(model, query.x_set, copy=0)
-    y = encode_input_set(model, query.y_set, copy=1)
+    quadratic = query.norm == "l2"  # L2 queries go to quadratic back-ends only (_run): the balls exactly
+    x = encode_input_set(model, query.x_set, copy=0, quadratic=quadratic)
+    y = encode_input_set(model, query.y_set, copy=1, quadratic=quadratic)
     copies: dict[int, NetworkEncoding] = {}
 
     def encode(copy: int, net: Network, inputs: Array, input_set: InputSet) -> NetworkEncoding:
@@ -509,11 +534,7 @@ def _check_solver(name: str) -> None:
 
 
 def _check_norm(norm) -> str:
-    norm = canonical_norm(norm)
-    if norm == "l2":
-        raise InvalidInputError("invertibility queries support the L-inf and L1 norms: maximising an L2 distance is a "
-                                "non-convex quadratic objective, which the solver-neutral linear model cannot state")
-    return norm
+    return canonical_norm(norm)
 
 
 def _check_number(name: str, value, *, positive: bool = False) -> float:
@@ -545,6 +566,9 @@ def _run(query: PairQuery, *, solver, tolerance, gap, time_limit, max_rounds, st
     started = time.monotonic()
     solver = solver or default_mip_solver()
     _check_solver(solver)
+    if query.norm == "l2" and not capabilities(solver).quadratic:
+        raise InvalidInputError(f"L2 invertibility queries maximise a quadratic distance, which solver {solver!r} cannot "
+                                f"state (it is not linearised); use 'scip' or 'gurobi'")
     tolerance = _check_number("tolerance", tolerance)
     gap = tolerance if gap is None else _check_number("gap", gap)
     deadline = None if time_limit is None else started + _check_number("time_limit", time_limit)
@@ -592,7 +616,7 @@ def _run(query: PairQuery, *, solver, tolerance, gap, time_limit, max_rounds, st
 
 _COMMON_DOC = """
     Args (common):
-        norm: ``"linf"`` or ``"l1"`` (ball and objective); L2 raises InvalidInputError (module docstring).
+        norm: ``"linf"``, ``"l1"`` or ``"l2"`` (ball and objective); L2 needs a quadratic back-end (module docstring).
         domain: a box ``(lo, hi)`` intersected with the ball; None (default) for all of R^d.
         delta: output tolerance ``||f(x) - f(y)||_inf <= delta``; default 0 for piecewise-linear networks, and
             required (> 0) for smooth ones.
@@ -674,7 +698,8 @@ def decision_invariance(network: Network, center: Array, *, radius: float | None
         spans = dhi - dlo
         if not np.isfinite(spans).all():
             raise InvalidInputError("decision invariance over an unbounded domain needs a radius")
-        radius = float(spans.max() if norm == "linf" else spans.sum())
+        radius = float(spans.max() if norm == "linf" else np.sqrt(np.sum(spans * spans)) if norm == "l2"
+                       else spans.sum())
     ball = InputSet(c, _check_number("radius", radius), norm=norm, domain=_domain(domain))
     point = InputSet(c, 0.0, norm=norm, domain=(-np.inf, np.inf))
     if delta is not None:

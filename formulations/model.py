@@ -64,8 +64,43 @@ class VariableTag:
     copy: int | None = None
 
 
+@dataclass(frozen=True)
+class QuadraticConstraint:
+    """One ranged quadratic row ``lo <= sum_k lin_coefs[k] x[lin_vars[k]] + sum_k q[k] x[qi[k]] x[qj[k]] <= hi``.
+
+    Data only (no solver): convex or not, the back-ends with ``Capabilities.quadratic`` state it as it is;
+    the others refuse the model (:class:`~formulations.errors.QuadraticNotSupportedError`), never linearise it.
+    """
+
+    lin_vars: Array
+    lin_coefs: Array
+    qi: Array
+    qj: Array
+    q: Array
+    lo: float = -INF
+    hi: float = INF
+    tag: ConstraintTag | None = None
+
+    def activity(self, x: Array) -> float:
+        x = np.asarray(x, dtype=np.float64)
+        return float(self.lin_coefs @ x[self.lin_vars] + np.sum(self.q * x[self.qi] * x[self.qj]))
+
+
+def _triples(quadratic) -> tuple[Array, Array, Array]:
+    """``(i, j, coef)`` arrays from a (i, j, coef) tuple of sequences; checked finite."""
+    qi, qj, q = (np.asarray(t) for t in quadratic)
+    qi, qj = qi.astype(np.int64).reshape(-1), qj.astype(np.int64).reshape(-1)
+    q = q.astype(np.float64).reshape(-1)
+    if not (qi.shape == qj.shape == q.shape):
+        raise InvalidInputError("quadratic terms need as many i, j and coefficients")
+    if not np.isfinite(q).all():
+        raise InvalidInputError("quadratic terms hold NaN or infinite coefficients")
+    return qi, qj, q
+
+
 class Model:
-    """Variables with bounds and integrality, ranged linear rows with tags, SOS2 sets, one objective."""
+    """Variables with bounds and integrality, ranged linear rows with tags, SOS2 sets, quadratic rows, one
+    objective (linear, plus optional quadratic terms)."""
 
     def __init__(self, name: str = "model") -> None:
         self.name = name
@@ -80,6 +115,9 @@ class Model:
         self._hi: list[Array] = []
         self.constraint_tags: list[ConstraintTag | None] = []
         self.sos2: list[tuple[Array, Array]] = []
+        self.quadratic_constraints: list[QuadraticConstraint] = []
+        # quadratic objective terms sum q x_i x_j (empty: a linear objective)
+        self.objective_quadratic: tuple[Array, Array, Array] = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
         self.objective = np.zeros(0)
         self.objective_constant = 0.0
         self.sense = Sense.MINIMIZE
@@ -233,6 +271,49 @@ class Model:
         weights = np.arange(1, len(variables) + 1, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
         self.sos2.append((variables, weights))
 
+    def add_quadratic_constraint(
+        self,
+        linear: Mapping[int, float] | tuple[Iterable[int], Iterable[float]] | None,
+        quadratic: tuple[Iterable[int], Iterable[int], Iterable[float]],
+        lo: float = -INF,
+        hi: float = INF,
+        *,
+        tag: ConstraintTag | None = None,
+    ) -> int:
+        """Add ``lo <= linear . x + sum q x_i x_j <= hi``; returns its index in :attr:`quadratic_constraints`."""
+        if linear is None:
+            lv, lc = np.zeros(0, np.int64), np.zeros(0)
+        elif isinstance(linear, Mapping):
+            lv, lc = np.asarray(list(linear.keys()), np.int64), np.asarray(list(linear.values()), np.float64)
+        else:
+            lv, lc = (np.asarray(list(t)) for t in linear)
+            lv, lc = lv.astype(np.int64).reshape(-1), lc.astype(np.float64).reshape(-1)
+        qi, qj, q = _triples(quadratic)
+        used = np.concatenate([lv, qi, qj])
+        if used.size and (used.min() < 0 or used.max() >= self._num_vars):
+            raise InvalidInputError("a quadratic constraint refers to a variable that does not exist")
+        if lv.shape != lc.shape or not np.isfinite(lc).all() or np.isnan(lo) or np.isnan(hi) or lo > hi:
+            raise InvalidInputError("a quadratic constraint has malformed linear terms or bounds")
+        self.quadratic_constraints.append(QuadraticConstraint(lv, lc, qi, qj, q, float(lo), float(hi), tag))
+        return len(self.quadratic_constraints) - 1
+
+    def add_sum_of_squares(self, variables: Array, radius: float, *, tag: ConstraintTag | None = None) -> int:
+        """``sum_i x[variables_i]^2 <= radius^2`` (a convex ball around 0; centre it with shifted variables)."""
+        variables = np.asarray(variables, dtype=np.int64).reshape(-1)
+        if not (np.isfinite(radius) and radius >= 0):
+            raise InvalidInputError(f"a ball radius must be finite and >= 0, got {radius}")
+        return self.add_quadratic_constraint(None, (variables, variables, np.ones(variables.size)), -INF,
+                                             float(radius) ** 2, tag=tag)
+
+    @property
+    def has_quadratic_objective(self) -> bool:
+        return bool(self.objective_quadratic[2].size) and bool(np.any(self.objective_quadratic[2] != 0))
+
+    @property
+    def is_quadratic(self) -> bool:
+        """True when the model has a quadratic row or quadratic objective terms."""
+        return bool(self.quadratic_constraints) or self.has_quadratic_objective
+
     @property
     def row_lower(self) -> Array:
         return self._frozen("lo", self._lo, np.float64)
@@ -257,8 +338,10 @@ class Model:
         *,
         constant: float = 0.0,
         sense: Sense = Sense.MINIMIZE,
+        quadratic: tuple[Iterable[int], Iterable[int], Iterable[float]] | None = None,
     ) -> None:
-        """Set a linear objective: {var: coef}, (vars, coefs), or a dense vector over all variables."""
+        """Set the objective: linear terms {var: coef}, (vars, coefs), or a dense vector over all variables,
+        plus ``quadratic`` terms ``(i, j, coef)`` meaning ``sum coef x_i x_j`` (convex or not)."""
         c = np.zeros(self._num_vars)
         if isinstance(terms, np.ndarray) and terms.ndim == 1 and terms.shape[0] == self._num_vars:
             c = terms.astype(np.float64).copy()
@@ -270,7 +353,15 @@ class Model:
             np.add.at(c, np.asarray(variables, dtype=np.int64), np.asarray(coefs, dtype=np.float64))
         if not np.isfinite(c).all() or not np.isfinite(constant):
             raise InvalidInputError("objective holds NaN or infinite coefficients")
+        if quadratic is None:
+            quad = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        else:
+            quad = _triples(quadratic)
+            used = np.concatenate(quad[:2])
+            if used.size and (used.min() < 0 or used.max() >= self._num_vars):
+                raise InvalidInputError("a quadratic objective term refers to a variable that does not exist")
         self.objective, self.objective_constant, self.sense = c, float(constant), sense
+        self.objective_quadratic = quad
 
     def objective_vector(self) -> Array:
         """Objective coefficients padded to the current number of variables."""
@@ -281,7 +372,10 @@ class Model:
     # -- checks -------------------------------------------------------------------------------
     def evaluate(self, x: Array) -> float:
         """Objective value at a point."""
-        return float(self.objective_vector() @ np.asarray(x, dtype=np.float64) + self.objective_constant)
+        x = np.asarray(x, dtype=np.float64)
+        qi, qj, q = self.objective_quadratic
+        quad = float(np.sum(q * x[qi] * x[qj])) if q.size else 0.0
+        return float(self.objective_vector() @ x + self.objective_constant + quad)
 
     def max_violation(self, x: Array) -> float:
         """Largest violation of bounds, rows and integrality at ``x`` (0.0 when feasible)."""
@@ -294,6 +388,9 @@ class Model:
             np.maximum(ax - self.row_upper, 0.0),
             np.abs(x - np.round(x)) * self.integrality,
         ]
+        for qc in self.quadratic_constraints:
+            act = qc.activity(x)
+            viol.append(np.array([max(qc.lo - act, act - qc.hi, 0.0)]))
         return float(max((v.max() if v.size else 0.0) for v in viol))
 
     def tight_rows(self, x: Array, tolerance: float = 1e-6) -> Array:
@@ -306,10 +403,13 @@ class Model:
 
     def summary(self) -> dict:
         """Formulation size, as stored with certificates."""
-        return {
+        out = {
             "variables": self.num_variables,
             "integers": self.num_integers,
             "constraints": self.num_constraints,
             "nonzeros": int(self.matrix().nnz),
             "sos2": len(self.sos2),
         }
+        if self.is_quadratic:  # quadratic rows (and a quadratic objective, counted as one); absent when linear
+            out["quadratic"] = len(self.quadratic_constraints) + int(self.has_quadratic_objective)
+        return out

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .backends import solve
+from .backends import capabilities, solve
 from .backends.base import SolveParameters, SolveResult, Termination
 from .bounds import LayerBounds
 from .encoding import MIP, NetworkEncoding, encode_network
@@ -130,6 +130,7 @@ def minimize_with_refinement(
         upper, point: a value already achieved (e.g. by an attack) and its input.
     """
     segments = dict(segments) if segments is not None else initial_segments(network, bounds)
+    exact_ball = input_set.norm == "l2" and capabilities(solver).quadratic
     lower = -np.inf
     best_point = point
     enc = None
@@ -143,7 +144,8 @@ def minimize_with_refinement(
             termination = Termination.TIME_LIMIT
             break
         model = Model("robustness-mip")
-        enc = encode_network(model, network, input_set, bounds, mode=MIP, segments=segments)
+        # an L2 ball is exact (a quadratic row) where the back-end can state it, else its polyhedral hull
+        enc = encode_network(model, network, input_set, bounds, mode=MIP, segments=segments, quadratic=exact_ball)
         set_objective(enc)
         # the relaxation need not be solved tighter than the tolerance asked of the whole bracket: a gap of
         # tolerance/4 keeps the (sound) dual bound useful and saves the solver closing it to 1e-9

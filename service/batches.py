@@ -159,7 +159,7 @@ class InvertibilityRequest(BaseModel):
     dataset: DatasetSlice | None = None
     inputs: list[list[float]] | None = None  # explicit centres
     radius: float | None = Field(None, gt=0)
-    norm: Literal["linf", "l1"] = "linf"
+    norm: Literal["linf", "l1", "l2"] = "linf"  # l2: SCIP or Gurobi (quadratic back-ends)
     delta: float | None = Field(None, ge=0)
     # the box the pairs lie in (inside the network's input domain; None: the network's domain)
     domain: tuple[float, float] | None = None
@@ -191,6 +191,12 @@ class InvertibilityRequest(BaseModel):
             raise ValueError(f"a {self.kind} query needs a radius")
         if self.domain is not None and not self.domain[0] < self.domain[1]:
             raise ValueError(f"domain {list(self.domain)} is empty")
+        if self.norm == "l2" and self.solver is not None:
+            from polycert.formulations.backends import capabilities
+
+            if not capabilities(self.solver).quadratic:
+                raise ValueError(f"L2 invertibility queries maximise a quadratic distance, which solver {self.solver!r} "
+                                 f"cannot state; use 'scip' or 'gurobi'")
         return self
 
     @property

@@ -97,6 +97,8 @@ class SolveResult:
 class Capabilities:
     """What a back-end can solve (as cvxpy/linopy keep one registry of solver features).
 
+    ``quadratic``: quadratic rows and objective terms, convex or not, solved globally (SCIP, Gurobi with
+    NonConvex=2); back-ends without it refuse such models (QuadraticNotSupportedError).
     ``integer_only``: every variable must be integer (CP-SAT). ``needs_second_opinion``: its MIP answers
     are not trusted alone (HiGHS, design.md, Soundness rules). ``duals``: LP row duals are returned.
     """
@@ -138,9 +140,15 @@ class Backend(abc.ABC):
 
     def check_model(self, model: Model) -> None:
         """Raise :class:`SolverError` when ``model`` needs a feature this back-end lacks."""
-        from ..errors import SolverError
+        from ..errors import QuadraticNotSupportedError, SolverError
 
         caps = self.capabilities
+        if model.is_quadratic and not caps.quadratic:
+            raise QuadraticNotSupportedError(
+                f"solver {self.name!r} cannot state quadratic constraints or objectives (model {model.name!r} has "
+                f"{len(model.quadratic_constraints)} quadratic rows"
+                f"{' and a quadratic objective' if model.has_quadratic_objective else ''}); it is not linearised "
+                f"silently: use 'scip' or 'gurobi'")
         if model.sos2 and not caps.sos2:
             raise SolverError(f"solver {self.name!r} does not support SOS2 sets (model {model.name!r} has "
                               f"{len(model.sos2)}); use 'scip' or 'gurobi'")

@@ -74,6 +74,17 @@ def _licence_error(model: Model, exc) -> Exception:
     return SolverError(f"gurobi failed on model {model.name!r}: {exc}")
 
 
+def _quad_expr(xs, lin_vars, lin_coefs, qi, qj, q):
+    import gurobipy as gp
+
+    expr = gp.QuadExpr()
+    for j, v in zip(np.asarray(lin_vars).tolist(), np.asarray(lin_coefs).tolist()):
+        expr.add(xs[j], v)
+    for i, j, v in zip(np.asarray(qi).tolist(), np.asarray(qj).tolist(), np.asarray(q).tolist()):
+        expr.add(xs[i] * xs[j], v)
+    return expr
+
+
 class GurobiBackend(Backend):
     name = "gurobi"
     requires = "gurobipy"
@@ -116,9 +127,27 @@ class GurobiBackend(Backend):
                 xs = x.tolist()
                 for variables, weights in model.sos2:
                     g.addSOS(GRB.SOS_TYPE2, [xs[j] for j in variables.tolist()], weights.tolist())
-            g.setMObjective(None, model.objective_vector(), model.objective_constant,
-                            sense=GRB.MAXIMIZE if model.sense == Sense.MAXIMIZE else GRB.MINIMIZE)
+            gsense = GRB.MAXIMIZE if model.sense == Sense.MAXIMIZE else GRB.MINIMIZE
+            if model.is_quadratic:
+                xs = x.tolist()
+                for qc in model.quadratic_constraints:
+                    expr = _quad_expr(xs, qc.lin_vars, qc.lin_coefs, qc.qi, qc.qj, qc.q)
+                    if math.isfinite(qc.lo) and qc.lo == qc.hi:
+                        g.addQConstr(expr == qc.lo)
+                        continue
+                    if math.isfinite(qc.lo):
+                        g.addQConstr(expr >= qc.lo)
+                    if math.isfinite(qc.hi):
+                        g.addQConstr(expr <= qc.hi)
+                c = model.objective_vector()
+                nz = np.flatnonzero(c)
+                qi, qj, q = model.objective_quadratic
+                g.setObjective(_quad_expr(xs, nz, c[nz], qi, qj, q) + model.objective_constant, gsense)
+            else:
+                g.setMObjective(None, model.objective_vector(), model.objective_constant, sense=gsense)
             _apply(g, params, model.sense)
+            if model.is_quadratic:
+                g.Params.NonConvex = 2  # global optimality, convex or not (ObjBound is then a proven bound)
             if relaxed_reductions:
                 g.Params.DualReductions = 0  # tells infeasible from unbounded (Gurobi's documented recipe)
         except gp.GurobiError as exc:
@@ -167,12 +196,21 @@ def _result(model: Model, name: str, g, x, blocks, params: SolveParameters, seco
     dual, duals, nodes = None, None, None
     if termination == Termination.CUTOFF:
         dual = float(params.cutoff)
-    elif model.is_mip:
-        nodes = int(g.NodeCount)
+    elif model.is_mip or model.is_quadratic:
+        # quadratic models: only Gurobi's proven ObjBound counts (no LP duals, no safe bound from them)
+        try:
+            nodes = int(g.NodeCount)
+        except Exception:  # a convex QCP solved by barrier has no node count
+            nodes = None
         # a limit without an incumbent still leaves a proven bound
         if termination in (Termination.OPTIMAL, Termination.FEASIBLE, Termination.TIME_LIMIT,
-                           Termination.NODE_LIMIT) and math.isfinite(g.ObjBound):
-            dual = float(g.ObjBound)
+                           Termination.NODE_LIMIT):
+            try:
+                bound = float(g.ObjBound)
+            except Exception:  # no proven bound attribute: no dual bound (the answer stays unknown)
+                bound = math.inf
+            if math.isfinite(bound):
+                dual = bound
     elif termination == Termination.OPTIMAL:
         dual = float(g.ObjVal)
         duals = np.zeros(model.num_constraints)

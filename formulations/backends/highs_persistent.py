@@ -46,6 +46,11 @@ class PersistentLP:
         # ``threads`` is kept for callers; every HiGHS instance runs on one thread (see highs.new_highs)
         if model.is_mip:
             raise SolverError(f"{NAME} solves LPs only; model {model.name!r} has integers or SOS2 sets")
+        if model.is_quadratic:
+            from ..errors import QuadraticNotSupportedError
+
+            raise QuadraticNotSupportedError(f"{NAME} cannot state quadratic rows or objectives (model {model.name!r}); "
+                                             f"it is not linearised silently: use 'scip' or 'gurobi'")
         try:
             import highspy
         except ImportError:

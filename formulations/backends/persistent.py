@@ -19,7 +19,7 @@ class Resubmitting:
     """The model solved afresh by ``solver`` at each :meth:`solve`."""
 
     def __init__(self, model: Model, solver: str) -> None:
-        require(solver)
+        require(solver).check_model(model)
         self.model, self.solver = model, solver
 
     def set_objective(self, c, *, sense: Sense = Sense.MINIMIZE, constant: float = 0.0) -> None:

@@ -38,6 +38,20 @@ def _finite_or_none(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
+def _quadratic_expr(x, lin_vars, lin_coefs, qi, qj, q):
+    """``sum lin_coefs x[lin_vars] + sum q x[qi] x[qj]`` as a PySCIPOpt expression."""
+    from pyscipopt.scip import Expr, Term
+
+    terms: dict = {}
+    for j, v in zip(np.asarray(lin_vars).tolist(), np.asarray(lin_coefs).tolist()):
+        key = Term(x[j])
+        terms[key] = terms.get(key, 0.0) + v
+    for i, j, v in zip(np.asarray(qi).tolist(), np.asarray(qj).tolist(), np.asarray(q).tolist()):
+        key = Term(x[i], x[j])
+        terms[key] = terms.get(key, 0.0) + v
+    return Expr(terms)
+
+
 class ScipBackend(Backend):
     name = "scip"
     requires = "pyscipopt"
@@ -67,9 +81,23 @@ class ScipBackend(Backend):
             m.addCons(ExprCons(expr, lhs=lo if finite_lo else None, rhs=hi if finite_hi else None), name=f"r{i}")
         for k, (variables, weights) in enumerate(model.sos2):
             m.addConsSOS2([x[j] for j in variables.tolist()], weights=weights.tolist(), name=f"sos2_{k}")
+        for k, qc in enumerate(model.quadratic_constraints):
+            finite_lo, finite_hi = math.isfinite(qc.lo), math.isfinite(qc.hi)
+            if not (finite_lo or finite_hi):
+                continue
+            m.addCons(ExprCons(_quadratic_expr(x, qc.lin_vars, qc.lin_coefs, qc.qi, qc.qj, qc.q),
+                               lhs=qc.lo if finite_lo else None, rhs=qc.hi if finite_hi else None), name=f"q{k}")
         c = np.zeros(model.num_variables) if zero_objective else model.objective_vector()
         nz = np.flatnonzero(c)
         objective = Expr({Term(x[j]): v for j, v in zip(nz.tolist(), c[nz].tolist())})
+        if not zero_objective and model.has_quadratic_objective:
+            # SCIP's objective is linear: an epigraph variable t with t >= f(x) (min) or t <= f(x) (max);
+            # SCIP's dual bound on t is its dual bound on f
+            t = m.addVar(name="objective_epigraph", vtype="C", lb=None, ub=None)
+            qi, qj, q = model.objective_quadratic
+            f = _quadratic_expr(x, nz, c[nz], qi, qj, q) - t
+            m.addCons(ExprCons(f, rhs=0.0) if model.sense == Sense.MINIMIZE else ExprCons(f, lhs=0.0), name="objective")
+            objective = Expr({Term(t): 1.0})
         m.setObjective(objective, "maximize" if model.sense == Sense.MAXIMIZE else "minimize")
         if not zero_objective and model.objective_constant:
             m.addObjoffset(model.objective_constant)

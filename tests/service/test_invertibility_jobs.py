@@ -76,11 +76,24 @@ def test_a_radius_job_finds_the_distance_to_the_fold_and_dependence_on_itself_ho
     assert [(r["verdict"], r["answer"]) for r in results] == [("verified", "invertible")]
 
 
+def test_an_l2_injectivity_job_gets_the_papers_p2_answer(client, pool, network_id):
+    # relu(x) on the L2 unit disc: f(x) = f(y) for every pair in the closed negative quadrant, whose diameter is
+    # sqrt(2) ((-1, 0) and (0, -1)); pairs with a shared positive coordinate are at most 1 apart
+    _, results = run_job(client, pool, {"kind": "injectivity", "network_id": network_id, "inputs": [[0.0, 0.0]],
+                                        "radius": 1.0, "norm": "l2", "solver": "scip"})
+    (r,) = results
+    assert (r["verdict"], r["answer"]) == ("falsified", "not invertible")
+    assert r["lower"] <= np.sqrt(2) + 1e-9 <= r["upper"] + 1e-6 and r["upper"] - r["lower"] <= 1e-3
+    x, y = np.asarray(r["extra"]["witness"]["x"]), np.asarray(r["extra"]["witness"]["y"])
+    assert np.linalg.norm(x) <= 1.0 + 1e-9 and np.linalg.norm(y) <= 1.0 + 1e-9
+
+
 @pytest.mark.parametrize("change, message", [
     ({"kind": "dependence"}, "needs a second network"),
     ({"radius": None}, "needs a radius"),
     ({"inputs": [[0.0, 0.0, 0.0]]}, "expects 2"),
-    ({"norm": "l2"}, "norm"),
+    ({"norm": "l3"}, "norm"),
+    ({"norm": "l2", "solver": "highs"}, "L2"),  # L2 needs a back-end that states quadratics
 ])
 def test_bad_invertibility_jobs_get_a_4xx_naming_the_problem(client, network_id, change, message):
     body = {"kind": "injectivity", "network_id": network_id, "inputs": [[0.0, 0.0]], "radius": 1.0, **change}
