@@ -147,3 +147,19 @@ def test_the_command_line_prunes_and_runs_an_injectivity_query(session, settings
         assert bad.exit_code == 4 and "second network" in " ".join(bad.output.split())
     finally:
         reset_dispatchers()
+
+
+def test_the_command_line_asks_an_l2_injectivity_query(session, settings):
+    """The L2 job above through ``polycert invert --norm l2``: p* = sqrt 2, and an LP-only solver refused."""
+    register_network(session, relu_identity(), "npz")
+    session.commit()
+    try:
+        result = CliRunner().invoke(cli, ["invert", "injectivity", "--network", "relu-id-2", "--center", "0,0",
+                                          "--radius", "1", "--norm", "l2", "--solver", "scip"])
+        assert result.exit_code == 0, result.output
+        assert "not invertible" in result.output and "1.414" in result.output, result.output
+        refused = CliRunner().invoke(cli, ["invert", "injectivity", "--network", "relu-id-2", "--center", "0,0",
+                                           "--radius", "1", "--norm", "l2", "--solver", "highs"])
+        assert refused.exit_code == 4 and "L2" in refused.output, refused.output
+    finally:
+        reset_dispatchers()
