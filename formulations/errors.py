@@ -38,6 +38,14 @@ class QuadraticNotSupportedError(SolverError):
     Raised instead of a silent linearisation; ``Capabilities.quadratic`` says which back-ends can.
     """
 
+    @classmethod
+    def of(cls, solver: str, model) -> "QuadraticNotSupportedError":
+        """The refusal of ``model`` by ``solver``, in the one wording every back-end uses."""
+        objective = " and a quadratic objective" if model.has_quadratic_objective else ""
+        return cls(f"solver {solver!r} cannot state quadratic constraints or objectives (model {model.name!r} has "
+                   f"{len(model.quadratic_constraints)} quadratic rows{objective}); it is not linearised silently: "
+                   f"use 'scip' or 'gurobi'")
+
 
 class UnsoundAnswerError(SolverError):
     """A solver's answer contradicts a known point (counterexample, attack, the input itself).

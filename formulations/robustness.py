@@ -116,10 +116,9 @@ def certify(
         _check_solver(lp_solver)
         raise InvalidInputError(f"the envelope LP runs on HiGHS (its bound recomputed from the duals); "
                                 f"lp_solver {lp_solver!r} is not one it can use")
-    if targets is not None:
-        bad = [k for k in targets if not 0 <= int(k) < network.output_size or int(k) == int(label)]
-        if bad or not len(targets):
-            raise InvalidInputError(f"targets {list(targets)} are empty, out of range or equal to the label {label}")
+    if targets is not None:  # the cascade checks the range and that one is left; naming the label is an error here
+        if int(label) in [int(k) for k in targets]:
+            raise InvalidInputError(f"targets {list(targets)} include the label {label}")
         targets = [[int(k) for k in targets]]
     steps = dict(attack_steps=0, strong_attack_steps=0) if not attack else {}
     settings = CascadeSettings(answer=answer, mip_solver=solver, mip_tolerance=tolerance, query_time_limit=time_limit,

@@ -23,12 +23,10 @@ ALL = 10**9
 
 @contextlib.contextmanager
 def api_errors() -> Iterator[None]:
-    """The service's exceptions as the HTTP API's statuses (``polycert.api.app``'s handlers)."""
+    """The service's exceptions as the HTTP API's statuses (``polycert.api.app``'s handlers, one table)."""
     from fastapi import HTTPException
 
-    from polycert.errors import ConflictError, NotFoundError, QueueUnavailableError
-    from polycert.formulations.errors import PolyCertError
-    from polycert.uploads import UploadTooLargeError
+    from polycert.api.app import error_status
 
     try:
         yield
@@ -36,16 +34,11 @@ def api_errors() -> Iterator[None]:
         raise ApiError(exc.status_code, error_message(exc.detail)) from None
     except ValidationError as exc:
         raise ApiError(422, error_message(exc.errors())) from None
-    except UploadTooLargeError as exc:  # before PolyCertError: it is one
-        raise ApiError(413, str(exc)) from None
-    except NotFoundError as exc:
-        raise ApiError(404, str(exc)) from None
-    except ConflictError as exc:
-        raise ApiError(409, str(exc)) from None
-    except QueueUnavailableError as exc:
-        raise ApiError(503, str(exc)) from None
-    except PolyCertError as exc:
-        raise ApiError(422, str(exc)) from None
+    except Exception as exc:
+        code = error_status(exc)
+        if code is None:
+            raise
+        raise ApiError(code, str(exc)) from None
 
 
 class Local:

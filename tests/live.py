@@ -64,6 +64,17 @@ class LiveServer:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
+def one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
+    """The message of a ``polycert`` command that failed as the CLI promises: exit ``code``, no traceback,
+    one line ``polycert: error: MESSAGE`` on stderr."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("polycert: error: ")
+    return lines[0].removeprefix("polycert: error: ")
+
+
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYCERT_")}
     env.update(POLYCERT_DATA_DIR=str(data_dir), POLYCERT_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT),

@@ -144,11 +144,7 @@ class Backend(abc.ABC):
 
         caps = self.capabilities
         if model.is_quadratic and not caps.quadratic:
-            raise QuadraticNotSupportedError(
-                f"solver {self.name!r} cannot state quadratic constraints or objectives (model {model.name!r} has "
-                f"{len(model.quadratic_constraints)} quadratic rows"
-                f"{' and a quadratic objective' if model.has_quadratic_objective else ''}); it is not linearised "
-                f"silently: use 'scip' or 'gurobi'")
+            raise QuadraticNotSupportedError.of(self.name, model)
         if model.sos2 and not caps.sos2:
             raise SolverError(f"solver {self.name!r} does not support SOS2 sets (model {model.name!r} has "
                               f"{len(model.sos2)}); use 'scip' or 'gurobi'")

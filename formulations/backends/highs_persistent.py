@@ -49,8 +49,7 @@ class PersistentLP:
         if model.is_quadratic:
             from ..errors import QuadraticNotSupportedError
 
-            raise QuadraticNotSupportedError(f"{NAME} cannot state quadratic rows or objectives (model {model.name!r}); "
-                                             f"it is not linearised silently: use 'scip' or 'gurobi'")
+            raise QuadraticNotSupportedError.of(NAME, model)
         try:
             import highspy
         except ImportError:

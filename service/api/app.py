@@ -10,7 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from polycert.formulations.errors import PolyCertError, SolverNotAvailableError
+from polycert.formulations.errors import PolyCertError
 from polycert.db.migrate import ensure_migrated
 from polycert.db.session import get_engine, session_factory
 from polycert.dispatch import get_dispatcher
@@ -22,6 +22,22 @@ from polycert.uploads import UploadTooLargeError
 from . import dashboard, docs
 from .routers import datasets, jobs, networks, signatures
 from .schemas import ERROR_RESPONSES
+
+
+# the service's exceptions and the status each is answered with, most specific first (an upload over a limit is
+# an InvalidInputError, a PolyCertError, too); the in-process client (polycert.local) maps them the same way
+ERROR_STATUSES: tuple[tuple[type[Exception], int], ...] = (
+    (UploadTooLargeError, status.HTTP_413_CONTENT_TOO_LARGE),
+    (NotFoundError, status.HTTP_404_NOT_FOUND),
+    (ConflictError, status.HTTP_409_CONFLICT),
+    (QueueUnavailableError, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (PolyCertError, status.HTTP_422_UNPROCESSABLE_CONTENT),  # SolverNotAvailableError among them
+)
+
+
+def error_status(exc: Exception) -> int | None:
+    """The status :data:`ERROR_STATUSES` gives ``exc``, or None for an exception the service does not map."""
+    return next((code for error, code in ERROR_STATUSES if isinstance(exc, error)), None)
 
 
 def _error(code: int):
@@ -71,12 +87,8 @@ def create_app(settings: Settings | None = None, *, dispatcher=None) -> FastAPI:
     app.state.dispatcher = (lambda: dispatcher) if dispatcher is not None else (lambda: get_dispatcher(settings))
 
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(UploadTooLargeError, _error(status.HTTP_413_CONTENT_TOO_LARGE))
-    app.add_exception_handler(NotFoundError, _error(status.HTTP_404_NOT_FOUND))
-    app.add_exception_handler(ConflictError, _error(status.HTTP_409_CONFLICT))
-    app.add_exception_handler(QueueUnavailableError, _error(status.HTTP_503_SERVICE_UNAVAILABLE))
-    app.add_exception_handler(SolverNotAvailableError, _error(status.HTTP_422_UNPROCESSABLE_CONTENT))
-    app.add_exception_handler(PolyCertError, _error(status.HTTP_422_UNPROCESSABLE_CONTENT))
+    for error, code in ERROR_STATUSES:
+        app.add_exception_handler(error, _error(code))
 
     @app.middleware("http")
     async def refuse_large_uploads(request: Request, call_next):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from polycert.cli import EXIT_BAD_INPUT
-from tests.live import ROOT, server_env
+from tests.live import ROOT, one_line_error, server_env
 
 FIXTURES = ROOT / "tests" / "fixtures"
 ONNX = str(FIXTURES / "mnist-net_256x2.onnx")
@@ -36,51 +36,46 @@ def impossible_onnx(path: Path) -> Path:
     return path
 
 
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == EXIT_BAD_INPUT, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("polycert: error: ")
-    return lines[0].removeprefix("polycert: error: ")
+def bad_input(result: subprocess.CompletedProcess) -> str:
+    return one_line_error(result, EXIT_BAD_INPUT)
 
 
 def test_vnncomp_on_an_onnx_file_with_impossible_sizes_says_so_in_one_line(tmp_path):
-    message = one_line_error(polycert(tmp_path, "vnncomp", str(impossible_onnx(tmp_path / "bad.onnx")), PROP))
+    message = bad_input(polycert(tmp_path, "vnncomp", str(impossible_onnx(tmp_path / "bad.onnx")), PROP))
     assert "bad.onnx" in message and "cannot reshape array of size 12 into shape (10,784)" in message
 
 
 def test_vnncomp_with_a_result_file_in_a_missing_folder_is_refused_before_any_work(tmp_path):
-    message = one_line_error(polycert(tmp_path, "vnncomp", ONNX, PROP, "--result", "/proc/nope/x"))
+    message = bad_input(polycert(tmp_path, "vnncomp", ONNX, PROP, "--result", "/proc/nope/x"))
     assert message == "cannot write the result file /proc/nope/x: /proc/nope is not a folder"
 
 
 @pytest.mark.parametrize("timeout", ["-5", "0", "nan", "inf"])
 def test_vnncomp_refuses_a_timeout_that_is_not_a_positive_number(tmp_path, timeout):
-    message = one_line_error(polycert(tmp_path, "vnncomp", ONNX, PROP, "--timeout", timeout))
+    message = bad_input(polycert(tmp_path, "vnncomp", ONNX, PROP, "--timeout", timeout))
     assert message.startswith("--timeout must be a positive number of seconds, got ")
 
 
 @pytest.mark.parametrize("eps", ["nan", "inf", "-inf"])
 def test_submit_refuses_a_non_finite_eps_with_the_reason(tmp_path, eps):
     # (eps's range against the network's input domain is checked elsewhere; this is only about NaN and inf)
-    message = one_line_error(polycert(tmp_path, "submit", "--eps", eps, "--stop", "1"))
+    message = bad_input(polycert(tmp_path, "submit", "--eps", eps, "--stop", "1"))
     assert message == "eps.0: Input should be a finite number"
 
 
 def test_submit_refuses_an_unknown_solver_naming_the_valid_ones(tmp_path):
-    message = one_line_error(polycert(tmp_path, "submit", "--solver", "cplex", "--stop", "1"))
+    message = bad_input(polycert(tmp_path, "submit", "--solver", "cplex", "--stop", "1"))
     assert "unknown solver 'cplex'; valid MIP solvers: scip" in message
 
 
 def test_invert_refuses_a_nan_radius(tmp_path):
-    message = one_line_error(polycert(tmp_path, "invert", "injectivity", "--radius", "nan", "--delta", "0.1"))
+    message = bad_input(polycert(tmp_path, "invert", "injectivity", "--radius", "nan", "--delta", "0.1"))
     assert message == "radius: Input should be a finite number"
 
 
 @pytest.mark.parametrize("args, option", [(["--eps", "nan"], "--eps"), (["--signature-eps", "inf"], "--signature-eps")])
 def test_study_refuses_a_non_finite_radius_before_any_work(tmp_path, args, option):
-    message = one_line_error(polycert(tmp_path, "study", "--out", str(tmp_path / "report"), *args))
+    message = bad_input(polycert(tmp_path, "study", "--out", str(tmp_path / "report"), *args))
     assert message.startswith(f"{option} must be a finite number >= 0, got ")
     assert not (tmp_path / "report").exists()
 

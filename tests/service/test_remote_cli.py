@@ -19,7 +19,7 @@ import pytest
 
 import polycert
 from polycert.cli import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_QUEUE, _fmt, compact
-from tests.live import ROOT, TOKEN, free_port, live_server, server_env
+from tests.live import ROOT, TOKEN, free_port, live_server, one_line_error, server_env
 
 FIXTURES = ROOT / "tests" / "fixtures"
 AGREEMENT = re.compile(r"\b(agree|lp_inconclusive|mip_inconclusive|conflict|pending)\b")
@@ -55,15 +55,6 @@ def ok(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("polycert: error: ")
-    return lines[0].removeprefix("polycert: error: ")
 
 
 def api(server, path: str, **params) -> dict:
