@@ -50,6 +50,8 @@ class CascadeOptions(BaseModel):
     lp_lines: int = Field(3, ge=1)
     lp_tighten: bool = True
     lp_time_limit: float | None = Field(10.0, gt=0)
+    smooth_bab: bool = True
+    smooth_bab_time_limit: float | None = Field(30.0, gt=0)
     branching: bool = True
     branch_node_limit: int = Field(400, ge=0)
     mip_solver: str | None = None
@@ -73,6 +75,7 @@ class CascadeOptions(BaseModel):
         if query_time_limit is not None:
             per_target = float(query_time_limit) / max(1, n_targets)
             values["mip_time_limit"] = min(per_target, values["mip_time_limit"] or math.inf)
+            values["smooth_bab_time_limit"] = min(per_target, values["smooth_bab_time_limit"] or math.inf)
             values["lp_time_limit"] = min(float(query_time_limit), values["lp_time_limit"] or math.inf)
         return CascadeSettings(**values)
 
