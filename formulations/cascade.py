@@ -11,13 +11,15 @@ carries a bracket ``lower <= m_ik <= upper`` (:class:`formulations.brackets.Brac
 2. **attack** — batched PGD over the inputs and every target (:func:`formulations.attack.pgd_attack`;
    Madry et al., ICLR 2018): points re-evaluated on the real network in float64, upper bounds and
    counterexamples. A cheap pass (few steps, the centre as start) then a stronger one for what is left.
+2b. **bab** — for verdicts on smooth networks over L-inf balls: the batched branch and bound with optimised linear
+   bounds and interval splits (:mod:`formulations.smooth_bab`; GenBaB, Shi et al., TACAS 2025) over each query's
+   open targets, round by round (:func:`_smooth_stage`); it runs before the LP because it needs neither LP
+   tightening nor a solver, and what it leaves open goes on to the LP and the exact stage, which stay complete.
 3. **lp** — the envelope LP relaxation (design.md §3) in *one* persistent model per call, re-targeted per
    input (:class:`formulations.envelope_lp.EnvelopeLP`); the bound used is the safe bound from the LP's duals.
    Optionally the hidden layers' bounds are first tightened by LP (min/max of each neuron).
-4. **mip** — exact: for smooth networks and L-inf balls first the batched branch and bound with optimised linear
-   bounds and interval splits (:mod:`formulations.smooth_bab`, GenBaB), then branch and bound over the smooth
-   neurons' segments with LP nodes (:func:`formulations.segment_bab.minimize_bab`), then the piecewise MIP with
-   refinement
+4. **mip** — exact: branch and bound over the smooth neurons' segments with LP nodes
+   (:func:`formulations.segment_bab.minimize_bab`), then the piecewise MIP with refinement
    (:func:`formulations.refinement.minimize_with_refinement`, design.md §4) for what it leaves open.
 
 Two kinds of answer (``CascadeSettings.answer``):
@@ -63,16 +65,22 @@ from .model import ConstraintTag
 from .network import Network
 from .refinement import minimize_with_refinement, sound_lower
 from .segment_bab import minimize_bab, root_node
-from .smooth_bab import smooth_bab, supports as smooth_bab_supports
+from .smooth_bab import SmoothBabSearch
+from .smooth_bab import optimised_bounds as smooth_optimised_bounds
+from .smooth_bab import supports as smooth_bab_supports
 
 Array = np.ndarray
-STAGES = ("center", "symbolic", "attack", "lp", "mip")
+STAGES = ("center", "symbolic", "attack", "bab", "lp", "mip")
 ANSWERS = ("verdict", "bounds")
 JOB_FIELDS = ("answer", "query_time_limit")  # set per job by the service; the other fields are its settings
-_LOWER_STAGES = ("symbolic", "lp", "mip")  # stages that prove lower bounds, in cascade order
+_LOWER_STAGES = ("symbolic", "bab", "lp", "mip")  # stages that prove lower bounds, in cascade order
 # the attacks' share of a query's time limit (the LP and exact stages have what is left): an attack gives
 # upper bounds only, and on a large network its 250 strong trajectories per target can take seconds
 ATTACK_SHARE = 0.25
+#: the smooth branch and bound's share of what a query's time limit leaves after the attacks (stage ``bab``); the LP
+#: and exact stages have the rest (on a 6-12-12-4 GELU net at eps 0.3, 20 s per query, 0.7 left one query that the
+#: MIP path decides unknown: the smooth search closes the last thousandths of a margin slowly)
+BAB_SHARE = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,10 +98,10 @@ class CascadeSettings:
         lp: run stage 3. ``lp_lines``: certified envelope lines per side and neuron (plus the symbolic bound's
             own line). ``lp_tighten``: tighten hidden layers' bounds by LP (2 LPs per neuron) when a margin LP
             fails. ``lp_time_limit``: seconds per LP.
-        smooth_bab: decide stage 4 first by the smooth branch and bound (:mod:`formulations.smooth_bab`; smooth
-            networks, L-inf balls, ``answer="verdict"``), at most ``smooth_bab_time_limit`` seconds per target; what it leaves open goes
-            on to the segment branch and bound and the MIP.
-        branching: then by branch and bound over segments with LP nodes;
+        smooth_bab: run stage ``bab`` (smooth networks, L-inf balls, ``answer="verdict"``): the smooth branch and
+            bound (:mod:`formulations.smooth_bab`) over the open targets, at most ``smooth_bab_time_limit`` seconds
+            per query (and ``BAB_SHARE`` of its time limit); what it leaves open goes on to the LP and stage 4.
+        branching: decide stage 4 first by branch and bound over segments with LP nodes;
             ``branch_node_limit`` LPs per target before the MIP solver takes over.
         mip_solver: the MIP back-end (None: :func:`formulations.backends.default_mip_solver`).
         mip_tolerance, mip_max_rounds, mip_time_limit: refinement tolerance, rounds and seconds per target.
@@ -191,6 +199,59 @@ class _Clock:
 
     def charge(self, r: int, since: float) -> None:
         self.spent[r] += time.monotonic() - since
+
+
+# -- stage bab: the smooth branch and bound -------------------------------------------------------------------
+
+def _smooth_stage(run: _Run) -> None:
+    """The smooth branch and bound (:class:`formulations.smooth_bab.SmoothBabSearch`) over each L-inf input's open
+    targets, in rounds: every target still open, worst attained margin first, gets an equal share of the time left
+    and keeps its search tree for the next round (as :func:`formulations.vnncomp._bab`), until the input is decided,
+    one target is falsified, every search has ended, or the stage's time (``smooth_bab_time_limit``, at most
+    ``BAB_SHARE`` of the query's time left) is up. Bounds and points go into the brackets as every stage's do: a
+    proven lower bound whatever the outcome, the best point projected into the set and re-evaluated."""
+    br, settings = run.br, run.settings
+    for r, i in enumerate(run.rows):
+        i = int(i)
+        if run.sets[r].norm != "linf" or not br.undecided[i]:
+            continue
+        budget = np.inf if settings.smooth_bab_time_limit is None else settings.smooth_bab_time_limit
+        if run.clock.limit is not None:
+            budget = min(budget, BAB_SHARE * (run.clock.limit - run.clock.spent[r]))
+        started = time.monotonic()
+        deadline = started + budget
+        bounds = _optimised_bounds(run, r, started + 0.2 * budget)
+        searches: dict[int, SmoothBabSearch] = {}
+        pending = sorted((int(k) for k in br.open_targets(i)), key=lambda k: br.upper[i, k])
+        while pending and br.undecided[i] and time.monotonic() < deadline:
+            for n, k in enumerate(pending):
+                share = (deadline - time.monotonic()) / (len(pending) - n)
+                if share <= 0 or not br.undecided[i]:
+                    break
+                if k not in searches:
+                    searches[k] = SmoothBabSearch(run.network, run.lo[r], run.hi[r], bounds, int(br.labels[i]), k)
+                res = searches[k].run(share)
+                if res.stats.get("point") is not None:
+                    run.offer(i, r, res.stats["point"], "bab")
+                br.raise_lower(i, k, res.lower, "bab")
+                br.solver[(i, k)] = "smooth-bab"
+                br.termination[(i, k)] = Termination.OPTIMAL if res.status != "unknown" else Termination.TIME_LIMIT
+            pending = [k for k in pending if k in searches and not searches[k].finished]
+        run.clock.charge(r, started)
+
+
+def _optimised_bounds(run: _Run, r: int, deadline: float) -> list[LayerBounds]:
+    """Input r's hidden-layer bounds tightened by :func:`formulations.smooth_bab.optimised_bounds` (sound, never
+    looser), written back into the LP's relaxation with its lines re-certified on the narrower intervals, so the
+    LP stage starts from them too."""
+    given = run.rel.bounds_of(r)
+    tight = smooth_optimised_bounds(run.network, run.lo[r], run.hi[r], given, deadline=deadline)
+    for layer, (old, new) in enumerate(zip(given, tight)):
+        if np.array_equal(old.lower, new.lower) and np.array_equal(old.upper, new.upper):
+            continue
+        run.rel.lower[layer][r], run.rel.upper[layer][r] = new.lower, new.upper
+        run.rel.recompute(layer, np.array([r]))
+    return tight
 
 
 # -- stage 3: the envelope LP ----------------------------------------------------------------------------
@@ -349,29 +410,6 @@ def _branch_and_bound(run: _Run, r: int, k: int) -> bool:
     return outcome.termination == Termination.OPTIMAL
 
 
-def _smooth_branch_and_bound(run: _Run, r: int, k: int) -> bool:
-    """Target k of input ``rows[r]`` by the smooth branch and bound (:func:`formulations.smooth_bab.smooth_bab`) on
-    the run's (LP-tightened) bounds; whether it settled the target. Its proven lower bound is kept whatever the
-    outcome, and its best point is offered (projected into the set and re-evaluated, as every solver's point)."""
-    i, br, settings = int(run.rows[r]), run.br, run.settings
-    budget = settings.smooth_bab_time_limit if settings.smooth_bab_time_limit is not None else np.inf
-    deadline = run.clock.deadline(r)
-    if deadline is not None:
-        budget = min(budget, deadline - time.monotonic())
-    if not budget > 0:
-        return False
-    started = time.monotonic()
-    res = smooth_bab(run.network, run.lo[r], run.hi[r], run.rel.bounds_of(r), int(br.labels[i]), k,
-                     time_limit=budget, threshold=_close_at(run, i)())
-    run.clock.charge(r, started)
-    if res.stats.get("point") is not None:
-        run.offer(i, r, res.stats["point"], "mip")
-    br.raise_lower(i, k, res.lower, "mip")
-    br.solver[(i, k)] = "smooth-bab"
-    br.termination[(i, k)] = Termination.OPTIMAL if res.status != "unknown" else Termination.TIME_LIMIT
-    return not _needs_search(run, i, k) or (not settings.bounds and not br.undecided[i])
-
-
 def _mip_target(run: _Run, r: int, k: int, solver: str) -> None:
     """Target k of input ``rows[r]`` by the exact piecewise MIP with refinement (the MIP solver's dual bound)."""
     i, br, settings = int(run.rows[r]), run.br, run.settings
@@ -403,22 +441,13 @@ def _mip_stage(run: _Run) -> None:
     # branch and bound over segments works on LPs, which see an L2 ball only through its polyhedral hull: it stays
     # sound but can rarely close an L2 bracket, so a MIP back-end that states the ball exactly goes first
     exact_l2 = capabilities(solver).quadratic
-    # verdicts only: for a bracket to mip_tolerance (bounds) the segment search converges far faster (on a 6-12-12-4
-    # GELU net, 6 inputs at eps 0.08: 157 s with it first, 89 s without)
-    smooth = run.settings.smooth_bab and not run.settings.bounds and smooth_bab_supports(run.network)
     for r, i in enumerate(run.rows):
         branching = run.settings.branching and not (exact_l2 and run.sets[r].norm == "l2")
-        smooth_r = smooth and run.sets[r].norm == "linf"
         i = int(i)
         for k in _exact_targets(run, i):
             if not run.settings.bounds and not run.br.undecided[i]:
                 break
             if not _needs_search(run, i, k):  # an earlier target's points closed it already
-                continue
-            if run.clock.expired(r):
-                run.br.termination[(i, k)] = Termination.TIME_LIMIT
-                continue
-            if smooth_r and _smooth_branch_and_bound(run, r, k):
                 continue
             if run.clock.expired(r):
                 run.br.termination[(i, k)] = Termination.TIME_LIMIT
@@ -508,9 +537,15 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
         clock = _Clock(rows.size, settings.query_time_limit)
         clock.spent[:] = (times["center"] + times["symbolic"] + times["attack"]) / n  # the shared stages' share
         run = _Run(network, br, rows, lo[rows], hi[rows], sets, env, Relaxations(env, bounds), settings, clock, {})
+        times["lp"] = time.monotonic() - t0  # the symbolic bounds and the LP model: the LP stage's set-up
+        t0 = time.monotonic()
+        if method == MIP and settings.smooth_bab and not settings.bounds and smooth_bab_supports(network):
+            _smooth_stage(run)
+        times["bab"] = time.monotonic() - t0
+        t0 = time.monotonic()
         if settings.lp:
             _lp_stage(run)
-    times["lp"] = time.monotonic() - t0
+    times["lp"] += time.monotonic() - t0
 
     t0 = time.monotonic()
     if method == MIP and run is not None:

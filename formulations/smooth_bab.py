@@ -137,26 +137,33 @@ class _Layer:
 
 
 class _Problem:
-    """The margin's back-substitution through the hidden layers, as torch tensors of one dtype."""
+    """Back-substitution of ``w_out . h_last + b_out`` through hidden layers, as torch tensors of one dtype:
+    ``w_out`` one row (a margin: every domain bounds the same function) or one row per domain (the optimised
+    intermediate bounds of :func:`optimised_bounds`: one neuron side each)."""
 
-    def __init__(self, network: Network, lo: Array, hi: Array, label: int, target: int, dtype) -> None:
+    def __init__(self, hidden: Sequence, lo: Array, hi: Array, w_out: Array, b_out, dtype) -> None:
         import torch
 
         self.torch, self.dtype = torch, dtype
         t = lambda a: torch.tensor(np.ascontiguousarray(a, dtype=np.float64), dtype=dtype)  # noqa: E731
         self.layers: list[_Layer] = []
         start = 0
-        for layer in network.hidden_layers:
+        for layer in hidden:
             value, slope = _torch_fns(layer.activation.name)
             self.layers.append(_Layer(t(layer.weight), t(layer.bias), layer.activation.name, start,
                                       start + layer.n_out, value, slope))
             start += layer.n_out
         self.n = start
-        last = network.layers[-1]
-        self.w_out = t(last.weight[label] - last.weight[target])
-        self.b_out = float(last.bias[label] - last.bias[target])
+        self.w_out, self.b_out = t(w_out), t(b_out)
         lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
         self.lo, self.hi, self.mid, self.rad = t(lo), t(hi), t((lo + hi) / 2), t((hi - lo) / 2)
+
+    @classmethod
+    def margin(cls, network: Network, lo: Array, hi: Array, label: int, target: int, dtype) -> "_Problem":
+        """``f(x)[label] - f(x)[target]``: the last layer folded with ``e_label - e_target``."""
+        last = network.layers[-1]
+        return cls(network.hidden_layers, lo, hi, last.weight[label] - last.weight[target],
+                   float(last.bias[label] - last.bias[target]), dtype)
 
     def lines(self, hull, theta):
         """Per layer the lines ``(s_lo, c_lo, s_up, c_up)`` (each (D, n_i)) at the parameters ``theta`` (D, 2, N):
@@ -183,8 +190,8 @@ class _Problem:
         domains' intervals; ``betas`` (D, 2, N), clamped to ``>= 0`` here."""
         torch = self.torch
         D = lower.shape[0]
-        lam = self.w_out.expand(D, -1)
-        const = torch.full((D,), self.b_out, dtype=lower.dtype)
+        lam = self.w_out.expand(D, -1) if self.w_out.ndim == 1 else self.w_out
+        const = self.b_out.expand(D).clone() if self.b_out.ndim == 0 else self.b_out.clone()
         beta = betas.clamp(min=0.0)
         score_parts = [None] * len(self.layers)
         for i in range(len(self.layers) - 1, -1, -1):
@@ -302,8 +309,8 @@ class SmoothBabSearch:
         self.settings = settings = settings or SmoothBabSettings()
         self.network, self.label, self.target, self.threshold = network, label, target, float(threshold)
         self.lo, self.hi = lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-        self.problem = _Problem(network, lo, hi, label, target, torch.float64)
-        self.search = _Problem(network, lo, hi, label, target, torch.float32) if settings.float32_search \
+        self.problem = _Problem.margin(network, lo, hi, label, target, torch.float64)
+        self.search = _Problem.margin(network, lo, hi, label, target, torch.float32) if settings.float32_search \
             else self.problem
         hidden = network.hidden_layers
         L0 = np.concatenate([np.asarray(b.lower, dtype=np.float64).reshape(-1) for b in bounds[:len(hidden)]])
@@ -341,13 +348,7 @@ class SmoothBabSearch:
         return self._final
 
     def _hull(self, lower: Array, upper: Array) -> Array:
-        """(D, 8, N) hull data of the domains' intervals (D, N), layer by layer."""
-        out = np.zeros((lower.shape[0], _HULL_ROWS, lower.shape[1]))
-        for lay in self.problem.layers:
-            sl = slice(lay.start, lay.stop)
-            data = hull_data(lay.name, lower[:, sl], upper[:, sl])  # (8, D * n_i), rows of the domains in order
-            out[:, :, sl] = data.reshape(_HULL_ROWS, lower.shape[0], lay.stop - lay.start).transpose(1, 0, 2)
-        return out
+        return _hull_rows(self.problem, lower, upper)
 
     def _margin_at(self, x: Array) -> Array:
         y = self.network.forward(np.clip(x, self.lo, self.hi))
@@ -463,6 +464,62 @@ class SmoothBabSearch:
             if rows.size:
                 out[rows] = hull_data(lay.name, lower[rows], upper[rows]).T
         return out
+
+
+def optimised_bounds(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBounds], *, iterations: int = 20,
+                     deadline: float | None = None, settings: SmoothBabSettings | None = None) -> list[LayerBounds]:
+    """Optimised pre-activation bounds of the hidden layers of a smooth network, layer by layer (alpha-CROWN for
+    general activations: Xu et al. 2021, §3.1; GenBaB §3.1).
+
+    For hidden layer ``k >= 1`` (layer 0's are exact on a box), the lower bound of ``z_j`` and of ``-z_j`` through
+    layers ``0..k-1`` with their own optimised tangent points (one theta per neuron side and row, beta 0), then
+    re-bounded in float64 on certified lines (:func:`_confirm`), moved outward by :func:`sound_lower`'s slack and
+    intersected with the bounds given: bounds only tighten, and each is sound whatever the optimiser found. The
+    returned list has the given bounds' length (layers past the hidden ones are kept as given). ``deadline``
+    (``time.monotonic()``) stops between layers."""
+    import torch
+
+    settings = settings or SmoothBabSettings()
+    hidden = network.hidden_layers
+    current = [LayerBounds(np.asarray(b.lower, dtype=np.float64).copy(), np.asarray(b.upper, dtype=np.float64).copy())
+               for b in bounds]
+    for k in range(1, len(hidden)):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        layer = hidden[k]
+        w_out = np.vstack([layer.weight, -layer.weight])
+        b_out = np.concatenate([layer.bias, -layer.bias])
+        problem = _Problem(hidden[:k], lo, hi, w_out, b_out, torch.float64)
+        rows = w_out.shape[0]
+        L = np.concatenate([current[i].lower for i in range(k)])
+        U = np.concatenate([current[i].upper for i in range(k)])
+        lower = torch.from_numpy(np.repeat(L[None, :], rows, axis=0))
+        upper = torch.from_numpy(np.repeat(U[None, :], rows, axis=0))
+        hull = torch.from_numpy(_hull_rows(problem, L[None, :], U[None, :])).expand(rows, -1, -1)
+        theta = torch.full((rows, 2, problem.n), 0.5, dtype=torch.float64)
+        betas = torch.zeros((rows, 2, problem.n), dtype=torch.float64)
+        with _flushing_subnormals():
+            _, _, _, theta, betas = _optimise(problem, hull, lower, upper, theta, betas, iterations, settings)
+            value = _confirm(problem, hull, lower, upper, theta, betas)
+        n_k = layer.n_out
+        lows = np.array([sound_lower(v) for v in value[:n_k]])
+        highs = np.array([-sound_lower(v) for v in value[n_k:]])
+        new_lo = np.maximum(current[k].lower, lows)
+        new_hi = np.minimum(current[k].upper, highs)
+        if np.any(new_lo > new_hi):
+            break  # cannot happen for a non-empty box; keep the given bounds rather than an empty interval
+        current[k] = LayerBounds(new_lo, new_hi)
+    return current
+
+
+def _hull_rows(problem: _Problem, lower: Array, upper: Array) -> Array:
+    """(D, 8, N) hull data of the domains' intervals (D, N), layer by layer."""
+    out = np.zeros((lower.shape[0], _HULL_ROWS, lower.shape[1]))
+    for lay in problem.layers:
+        sl = slice(lay.start, lay.stop)
+        data = hull_data(lay.name, lower[:, sl], upper[:, sl])  # (8, D * n_i), rows of the domains in order
+        out[:, :, sl] = data.reshape(_HULL_ROWS, lower.shape[0], lay.stop - lay.start).transpose(1, 0, 2)
+    return out
 
 
 def smooth_bab(network: Network, lo: Array, hi: Array, bounds: Sequence[LayerBounds], label: int, target: int, *,

@@ -75,7 +75,7 @@ class CascadeOptions(BaseModel):
         if query_time_limit is not None:
             per_target = float(query_time_limit) / max(1, n_targets)
             values["mip_time_limit"] = min(per_target, values["mip_time_limit"] or math.inf)
-            values["smooth_bab_time_limit"] = min(per_target, values["smooth_bab_time_limit"] or math.inf)
+            values["smooth_bab_time_limit"] = min(float(query_time_limit), values["smooth_bab_time_limit"] or math.inf)
             values["lp_time_limit"] = min(float(query_time_limit), values["lp_time_limit"] or math.inf)
         return CascadeSettings(**values)
 
