@@ -1,4 +1,7 @@
-"""VNN-COMP answers for ReLU networks and VNN-LIB robustness properties, in a time budget.
+"""VNN-COMP answers for ReLU and smooth networks and VNN-LIB robustness properties, in a time budget.
+
+Smooth networks (GELU, sigmoid, tanh, SiLU: :func:`formulations.smooth_bab.supports`) take stages 1-3, then their own
+optimised bounds and the smooth branch and bound (:func:`_smooth`); other networks stop after the attack.
 
 A property (:class:`formulations.vnnlib.VnnlibProperty`) is *violated* iff some ``x`` of the box has
 ``y_target >= y_label`` for some target (its robustness view). Stages, cheapest first; each one drops the
@@ -46,6 +49,7 @@ from .model import Model, Sense
 from .network import Network
 from .refinement import sound_lower
 from .relu_bab import optimised_bounds
+from .smooth_bab import supports as smooth_bab_supports
 from .tightening import tighten_bounds
 from .vnnlib import VnnlibProperty, check_counterexample, robustness_view
 
@@ -136,7 +140,7 @@ class _Run:
         return VnncompAnswer(UNKNOWN, stage="", times=dict(self.times), lower=lower, undecided=tuple(self.open))
 
 
-def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: float) -> bool:
+def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: float, *, search=None) -> bool:
     """ReLU branch and bound over the open targets, round by round: in each round every target still open, easiest
     (highest bound) first, gets an equal share of the time left, so the easy ones finish early and pass their
     time on. A target its share leaves open keeps its search tree (:class:`formulations.relu_bab.BabSearch`) and
@@ -144,12 +148,16 @@ def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: floa
     wasted on the way. Ends when every target is verified, a counterexample is confirmed, the time is up, or a
     search ends undecided for good (its domain limit). Returns whether the MIPs should have the time left: only
     in the last case (on 256x4 prop_10_0.05 the MIP's encoding alone outran the 27 s that branch and bound left it,
-    and no target that branch and bound still works on was decided by the MIP in that time)."""
+    and no target that branch and bound still works on was decided by the MIP in that time). ``search``: the
+    search class (default :class:`formulations.relu_bab.BabSearch`; smooth networks:
+    :class:`formulations.smooth_bab.SmoothBabSearch`, which has the same interface)."""
     from .relu_bab import FALSIFIED, VERIFIED, BabSearch
+
+    search = search or BabSearch
 
     lo, hi = input_set.box()
     deadline = time.monotonic() + budget
-    searches: dict[int, BabSearch] = {}
+    searches: dict[int, object] = {}
     pending = sorted(run.open, key=lambda k: -run.lower[k])
     while pending:
         for i, k in enumerate(pending):
@@ -157,7 +165,7 @@ def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: floa
             if share <= 0.5:
                 return False
             if k not in searches:
-                searches[k] = BabSearch(run.network, lo, hi, bounds, run.label, k)
+                searches[k] = search(run.network, lo, hi, bounds, run.label, k)
             res = searches[k].run(share)
             if res.status == FALSIFIED and run.offer_point(input_set.project(res.x), "bab"):
                 return False
@@ -237,6 +245,28 @@ def _mip(run: _Run, input_set: InputSet, bounds: list[LayerBounds], solver: str)
                 run.offer_point(found.points[0], "mip")
 
 
+def _smooth(run: _Run, input_set: InputSet, bounds: list[LayerBounds]) -> None:
+    """Stages 4 and 5 for smooth networks: optimised bounds of the hidden layers
+    (:func:`formulations.smooth_bab.optimised_bounds`), the margins on them, then the smooth branch and bound
+    (:class:`formulations.smooth_bab.SmoothBabSearch`) over the open targets with the rest of the time (no MIP
+    stage here yet: the piecewise MIP is the cascade's)."""
+    from .smooth_bab import SmoothBabSearch
+    from .smooth_bab import optimised_bounds as smooth_optimised_bounds
+
+    t0 = time.monotonic()
+    lo, hi = input_set.box()
+    bounds = smooth_optimised_bounds(run.network, lo, hi, bounds, deadline=time.monotonic() + 0.3 * run.remaining())
+    m_lo, _ = margin_bounds(run.network, lo, hi, run.label, bounds=bounds)
+    for k in run.open:
+        run.offer_lower(k, float(m_lo[k]), "tightening")
+    run.timed("tightening", t0)
+    if not run.open or run.remaining() <= 1.0:
+        return
+    t0 = time.monotonic()
+    _bab(run, input_set, bounds, BAB_SHARE * run.remaining(), search=SmoothBabSearch)
+    run.timed("bab", t0)
+
+
 def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, solver: str = "scip",
                    seed: int = 0, attack_restarts: int = 20, attack_steps: int = 50,
                    tighten: bool = True) -> VnncompAnswer:
@@ -295,7 +325,11 @@ def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, so
                        targets=run.open, odi_steps=ATTACK_ODI_STEPS)
     run.offer_point(found.points[0], "attack")
     run.timed("attack", t0)
-    if run.counterexample is not None or not relu:
+    if run.counterexample is not None:
+        return run.answer()
+    if not relu:
+        if smooth_bab_supports(network):
+            _smooth(run, input_set, bounds)
         return run.answer()
 
     # 4. alpha-CROWN bounds of the hidden layers, then the margins on them

@@ -135,3 +135,23 @@ def test_refined_bounds_contain_every_attained_pre_activation_and_never_widen(se
     for k, (a, r, z) in enumerate(zip(alpha, refined, net.pre_activations(points))):
         assert r.contains(z).all(), f"layer {k}: an attained pre-activation lies outside the refined bounds"
         assert (r.lower >= a.lower).all() and (r.upper <= a.upper).all()
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 5000), eps=st.sampled_from([0.05, 0.2]), activation=st.sampled_from(["gelu", "sigmoid",
+                                                                                                 "tanh", "silu"]))
+def test_smooth_networks_are_answered_by_the_smooth_branch_and_bound_and_agree_with_samples_and_attacks(
+        seed, eps, activation):
+    rng = np.random.default_rng(seed)
+    sizes = (5, 12, 12, 3)
+    weights = [rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(sizes, sizes[1:])]
+    net = Network.from_arrays(weights, [rng.normal(size=b) * 0.1 for b in sizes[1:]], activation)
+    c = rng.uniform(0, 1, 5)
+    label = int(net.predict(c))
+    prop = read_vnnlib(robustness_text(np.clip(c - eps, 0, 1), np.clip(c + eps, 0, 1), label, 3))
+    ans = vnncomp_answer(net, prop, timeout=10)
+    if ans.word == VIOLATED:
+        assert check_counterexample(prop, net.forward, ans.x)
+    if ans.word == HOLDS:
+        assert no_counterexample_found(net, prop, seed)
+        assert ans.lower > 0
