@@ -73,7 +73,8 @@ Array = np.ndarray
 STAGES = ("center", "symbolic", "attack", "bab", "lp", "mip")
 ANSWERS = ("verdict", "bounds")
 JOB_FIELDS = ("answer", "query_time_limit")  # set per job by the service; the other fields are its settings
-_LOWER_STAGES = ("symbolic", "bab", "lp", "mip")  # stages that prove lower bounds, in cascade order
+_LOWER_STAGES = ("symbolic", "bab", "lp", "mip")
+_OWN_STAGES = ("bab", "lp", "mip")  # stages that work query by query: each certificate carries its own seconds  # stages that prove lower bounds, in cascade order
 # the attacks' share of a query's time limit (the LP and exact stages have what is left): an attack gives
 # upper bounds only, and on a large network its 250 strong trajectories per target can take seconds
 ATTACK_SHARE = 0.25
@@ -190,6 +191,7 @@ class _Clock:
 
     def __init__(self, n: int, limit: float | None) -> None:
         self.spent, self.limit = np.zeros(n), limit
+        self.own = {stage: np.zeros(n) for stage in _OWN_STAGES}  # each query's own seconds per stage
 
     def deadline(self, r: int) -> float | None:
         return None if self.limit is None else time.monotonic() + max(0.0, self.limit - self.spent[r])
@@ -197,8 +199,10 @@ class _Clock:
     def expired(self, r: int) -> bool:
         return self.limit is not None and self.spent[r] >= self.limit
 
-    def charge(self, r: int, since: float) -> None:
-        self.spent[r] += time.monotonic() - since
+    def charge(self, r: int, since: float, stage: str) -> None:
+        seconds = time.monotonic() - since
+        self.spent[r] += seconds
+        self.own[stage][r] += seconds
 
 
 # -- stage bab: the smooth branch and bound -------------------------------------------------------------------
@@ -237,7 +241,7 @@ def _smooth_stage(run: _Run) -> None:
                 br.solver[(i, k)] = "smooth-bab"
                 br.termination[(i, k)] = Termination.OPTIMAL if res.status != "unknown" else Termination.TIME_LIMIT
             pending = [k for k in pending if k in searches and not searches[k].finished]
-        run.clock.charge(r, started)
+        run.clock.charge(r, started, "bab")
 
 
 def _optimised_bounds(run: _Run, r: int, deadline: float) -> list[LayerBounds]:
@@ -306,7 +310,7 @@ def _margin_lps(run: _Run, r: int, *, stop_at_failure: bool) -> None:
             run.offer(i, r, res.primal[env.inputs], "lp")
         if stop_at_failure and br.lower[i, k] <= 0.0:
             break  # this target needs more than this LP: the rest can wait for the tightened relaxation
-    run.clock.charge(r, started)
+    run.clock.charge(r, started, "lp")
 
 
 def _tighten_layer(run: _Run, layer: int, r: int) -> None:
@@ -331,7 +335,7 @@ def _tighten_layer(run: _Run, layer: int, r: int) -> None:
                 rel.upper[layer][r, j] = min(rel.upper[layer][r, j], bound)
     if (rel.lower[layer][r] > rel.upper[layer][r]).any():
         raise UnsoundAnswerError(f"LP bound tightening emptied layer {layer}'s bounds; answer rejected")
-    run.clock.charge(r, started)
+    run.clock.charge(r, started, "lp")
 
 
 def _lp_stage(run: _Run) -> None:
@@ -403,7 +407,7 @@ def _branch_and_bound(run: _Run, r: int, k: int) -> bool:
         offer=lambda x: run.offer(i, r, x, "mip"), close_at=_close_at(run, i),
         stop=(lambda: False) if run.settings.bounds else (lambda: br.upper[i].min() <= 0.0),
         node_limit=run.settings.branch_node_limit, deadline=run.clock.deadline(r))
-    run.clock.charge(r, started)
+    run.clock.charge(r, started, "mip")
     br.solver[(i, k)] = "branch-and-bound/" + run.env.lp_name
     br.termination[(i, k)] = outcome.termination
     br.raise_lower(i, k, outcome.lower, "mip")
@@ -429,7 +433,7 @@ def _mip_target(run: _Run, r: int, k: int, solver: str) -> None:
         solver=solver, tolerance=settings.mip_tolerance, deadline=deadline, stop_at_sign=not settings.bounds,
         max_rounds=settings.mip_max_rounds, upper=float(br.upper[i, k]), point=point,
     )
-    run.clock.charge(r, started)
+    run.clock.charge(r, started, "mip")
     br.termination[(i, k)], br.solver[(i, k)] = outcome.termination, outcome.solver
     br.raise_lower(i, k, outcome.lower, "mip")
     if outcome.point is not None:
@@ -561,8 +565,9 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
             continue
         r = position.get(i)
         tags = () if run is None or r is None else _tight(run, i, r, method, float(eps[i]))
+        own = None if run is None or r is None else {f"{s}_own": float(run.clock.own[s][r]) for s in _OWN_STAGES}
         certificates.append(_certificate(network, br, i, centers[i], float(eps[i]), norm, dlo, dhi, method, times,
-                                         total, n, tags, settings))
+                                         total, n, tags, settings, own))
     return CascadeResult(certificates, times)
 
 
@@ -648,7 +653,9 @@ def _target_verdict(lower: float, upper: float, termination, method: str) -> tup
 
 def _certificate(network: Network, br: Brackets, i: int, center: Array, eps: float, norm: str, dlo: Array,
                  dhi: Array, method: str, times: dict, total: float, n: int, tight: tuple[ConstraintTag, ...],
-                 settings: CascadeSettings) -> Certificate:
+                 settings: CascadeSettings, own: dict | None = None) -> Certificate:
+    """Input i's certificate. ``times``: the batch's stage times (each query carries its share) and, in ``own``, the
+    query's own seconds in the stages that work query by query (``bab_own``, ``lp_own``, ``mip_own``)."""
     label = int(br.labels[i])
     ks = [int(k) for k in br.targets_of(i)]
     target_bounds = []
@@ -691,7 +698,7 @@ def _certificate(network: Network, br: Brackets, i: int, center: Array, eps: flo
         targets=tuple(target_bounds), tight=tight, solver=",".join(solvers),
         # batched stages are shared: each query carries its share of the wall time of the stages it went
         # through (one decided by the attack carries no LP or MIP share; its batch_total is the time so far)
-        times={**{f"{s}_share": float(times[s]) / n for s in STAGES}, "batch_total": float(total)},
+        times={**{f"{s}_share": float(times[s]) / n for s in STAGES}, "batch_total": float(total), **(own or {})},
         extra=extra,
     )
 

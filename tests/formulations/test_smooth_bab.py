@@ -147,3 +147,16 @@ def test_optimised_bounds_contain_every_sampled_pre_activation_and_never_loosen(
     for z, b, g in zip(net.pre_activations(np.vstack([samples, corners])), tight, given_bounds):
         assert np.all(z >= b.lower) and np.all(z <= b.upper)
         assert np.all(b.lower >= g.lower) and np.all(b.upper <= g.upper)
+
+
+def test_each_certificate_carries_its_own_seconds_in_the_query_by_query_stages():
+    rng = np.random.default_rng(5)
+    net = random_network(rng, (4, 8, 8, 3), "sigmoid")
+    xs = rng.uniform(0.3, 0.7, size=(3, 4))
+    result = run_cascade(net, xs, net.predict(xs), 0.2, settings=CascadeSettings(query_time_limit=20.0))
+    for cert in result.certificates:
+        own = [cert.times.get(f"{s}_own", 0.0) for s in ("bab", "lp", "mip")]
+        assert all(v >= 0.0 for v in own)
+        if cert.stage == "bab":
+            assert cert.times["bab_own"] > 0.0
+    assert sum(c.times.get("bab_own", 0.0) for c in result.certificates) <= result.stage_times["bab"] + 1e-6
