@@ -14,7 +14,8 @@ shipped 28x28 test set (``service/assets/mnist28_test1000.npz``), L-inf balls of
 
 Per network, eps and run: verified / falsified / unknown, seconds per image (mean, max), how many the stages
 ``bab`` (smooth branch and bound) and ``mip`` (segment branch and bound / piecewise MIP) decided; the rest were
-decided by the centre, the symbolic bounds, the attacks or the LP. Targets of issue 21: 0 unknown on the 100x2 networks, <= 2 % on 256x2, at 60 s per query.
+decided by the centre, the symbolic bounds, the attacks or the LP. Targets of issue 21: 0 unknown on the 100x2
+networks, <= 2 % on 256x2, at 60 s per query.
 Prints, asserts nothing.
 """
 

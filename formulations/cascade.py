@@ -73,8 +73,8 @@ Array = np.ndarray
 STAGES = ("center", "symbolic", "attack", "bab", "lp", "mip")
 ANSWERS = ("verdict", "bounds")
 JOB_FIELDS = ("answer", "query_time_limit")  # set per job by the service; the other fields are its settings
-_LOWER_STAGES = ("symbolic", "bab", "lp", "mip")
-_OWN_STAGES = ("bab", "lp", "mip")  # stages that work query by query: each certificate carries its own seconds  # stages that prove lower bounds, in cascade order
+_LOWER_STAGES = ("symbolic", "bab", "lp", "mip")  # stages that prove lower bounds, in cascade order
+_OWN_STAGES = ("bab", "lp", "mip")  # stages that work query by query: each certificate carries its own seconds
 # the attacks' share of a query's time limit (the LP and exact stages have what is left): an attack gives
 # upper bounds only, and on a large network its 250 strong trajectories per target can take seconds
 ATTACK_SHARE = 0.25
