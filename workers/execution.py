@@ -239,21 +239,44 @@ class _Buffer:
 
 def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str, int | None], list[QueryRow]]]:
     """The chunk's queries as cascade calls: one group per (method, norm, target) in order of first appearance
-    (``target`` None: every other class)."""
+    (``target`` None: every other class). An LP and a MIP query of the same (item, eps, norm, target) — what a
+    ``methods="both"`` job makes — go to one ``"both"`` group as the pair [lp, mip], so that the cascade runs
+    their shared stages once."""
+    lp_of = {(q.item, q.eps, q.norm, q.target): q for q in queries if q.method == "lp"}
+    partner = {}
+    for q in queries:
+        key = (q.item, q.eps, q.norm, q.target)
+        if q.method == "mip" and key in lp_of and lp_of[key].id not in partner:
+            partner[lp_of[key].id], partner[q.id] = q, lp_of[key]
     groups: dict[tuple[str, str, int | None], list[QueryRow]] = {}
     for query in queries:
+        if query.id in partner:
+            if query.method == "lp":
+                groups.setdefault(("both", query.norm, query.target), []).extend([query, partner[query.id]])
+            continue
         groups.setdefault((query.method, query.norm, query.target), []).append(query)
     return list(groups.items())
 
 
 def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
-                  on_decided: OnDecided | None = None) -> list[Certificate]:
-    """One cascade call for a group of queries sharing (method, norm, target); one certificate per query, in order."""
-    certs = cascade_call(certify_batch, network, np.asarray([q.input for q in group], dtype=np.float64),
-                         np.asarray([q.label for q in group], dtype=np.int64),
-                         np.asarray([q.eps for q in group], dtype=np.float64),
-                         method=group[0].method, norm=group[0].norm, parameters=parameters, on_decided=on_decided,
+                  on_decided: OnDecided | None = None, method: str | None = None) -> list[Certificate]:
+    """One cascade call for a group of queries sharing (method, norm, target); one certificate per query, in order.
+
+    ``method="both"``: the group is [lp, mip] pairs of one input each (:func:`batch_groups`); one call answers
+    both, and its pairs are laid out as the group is (an early report's indices too)."""
+    method = method or group[0].method
+    inputs = group[::2] if method == "both" else group
+    report = on_decided
+    if method == "both" and on_decided is not None:
+        def report(indices: list[int], pairs: list) -> None:
+            on_decided([j for i in indices for j in (2 * i, 2 * i + 1)], [c for pair in pairs for c in pair])
+    certs = cascade_call(certify_batch, network, np.asarray([q.input for q in inputs], dtype=np.float64),
+                         np.asarray([q.label for q in inputs], dtype=np.int64),
+                         np.asarray([q.eps for q in inputs], dtype=np.float64),
+                         method=method, norm=group[0].norm, parameters=parameters, on_decided=report,
                          target=group[0].target)
+    if method == "both":
+        certs = [c for pair in certs for c in pair]
     if len(certs) != len(group):
         raise RuntimeError(f"the cascade answered {len(certs)} of {len(group)} queries")
     return list(certs)
@@ -362,7 +385,7 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
                 _one_by_one(engine, None, network, group, parameters, add)
                 continue
             try:
-                _cascade_group(certify_batch, network, group, parameters, buffer, answered)
+                _cascade_group(certify_batch, network, group, parameters, buffer, answered, method=key[0])
             except (_SoftTimeLimit, SQLAlchemyError):
                 raise  # the clock, or the database: not the cascade's failure
             except Exception as exc:  # the cascade failed on this group: answer its queries one by one
@@ -376,7 +399,7 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
 
 
 def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
-                   buffer: _Buffer, answered: set[int]) -> None:
+                   buffer: _Buffer, answered: set[int], method: str | None = None) -> None:
     """One cascade call for a group. The answers its cheap stages decide are sent to the database as soon
     as the cascade reports them (unless they are the whole group: nothing left to overlap with), the rest
     buffered when it returns.
@@ -402,7 +425,7 @@ def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRo
         handing_over += time.perf_counter() - now
 
     try:
-        certs = certify_group(certify_batch, network, group, parameters, on_decided=decided)
+        certs = certify_group(certify_batch, network, group, parameters, on_decided=decided, method=method)
     finally:
         buffer.settle()  # the server wrote the early answers while the LP and MIP stages ran
     total = time.perf_counter() - start - handing_over
