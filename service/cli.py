@@ -1103,9 +1103,15 @@ def study(
     solver: Optional[str] = None,
     lp_solver: Optional[str] = None,
     progress: bool = True,
+    from_job: Annotated[Optional[int], typer.Option(
+        help="re-render the signature section of the report in --out from this signature job's stored certificates "
+             "(the configured database); the other sections stay")] = None,
 ) -> None:
     """Reproduce the original study (signatures, robustness rates, LP classifier, system level, neuron
-    patterns) with sound certificates, and write a Markdown report with figures."""
+    patterns) with sound certificates, and write a Markdown report with figures.
+
+    With --from-job J: the signature section (tables and figures) of an existing report is rebuilt from the
+    certificates signature job J stored, e.g. the study's 600 images per digit run through the queue."""
     import shlex
 
     from polycert.formulations.errors import SolverNotAvailableError
@@ -1121,6 +1127,21 @@ def study(
                            flawed_per_digit=flawed_per_digit, mip_time_limit=mip_time_limit, solver=solver,
                            lp_solver=lp_solver, progress=progress)
     command = "polycert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if from_job is not None:
+        from polycert.db.session import session_factory
+        from polycert.errors import NotFoundError
+        from polycert.study import rerender_signatures
+
+        _local_only("study --from-job")
+        try:
+            with session_factory(_engine())() as session:
+                readme = rerender_signatures(out, session, from_job, command=command)
+        except NotFoundError as exc:
+            raise fail(str(exc), EXIT_NOT_FOUND) from None
+        except PolyCertError as exc:
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
+        console.print(f"signature section re-rendered: {readme}")
+        return
     try:
         readme = run_study(network, out, options, command=command)
     except SolverNotAvailableError as exc:

@@ -646,6 +646,31 @@ def envelope_activity(session: Session, digit: int, *, job_id=None, method=None,
     return [tuple(r) for r in session.execute(stmt)]
 
 
+def job_signature_tags(session: Session, job_id: int) -> Iterable[tuple[int, int, str, str | None, int | None,
+                                                                       int | None, int | None, int | None]]:
+    """(certificate id, label, method, kind, layer, neuron, index, pixel) of every tight constraint of a job's
+    certificates, certificate by certificate (kind None: a certificate without any); streamed in batches."""
+    stmt = (
+        select(CertificateRow.id, QueryRow.label, QueryRow.method, SignatureRow.kind, SignatureRow.layer,
+               SignatureRow.neuron, SignatureRow.index, SignatureRow.pixel)
+        .join(QueryRow, QueryRow.id == CertificateRow.query_id)
+        .outerjoin(SignatureRow, SignatureRow.certificate_id == CertificateRow.id)
+        .where(CertificateRow.job_id == job_id, CertificateRow.error.is_(None))
+        .order_by(CertificateRow.id)
+        .execution_options(yield_per=20_000)
+    )
+    return (tuple(row) for row in session.execute(stmt))
+
+
+def job_certificate_bounds(session: Session, job_id: int) -> list[tuple[int, str, str, float, bool]]:
+    """(label, method, verdict, upper, failed) of every answered query of a job: a signature's ``upper`` is
+    its sound bound on the maximum; ``failed`` when the engine raised (no optimum)."""
+    stmt = (select(QueryRow.label, QueryRow.method, CertificateRow.verdict, CertificateRow.upper,
+                   CertificateRow.error.is_not(None))
+            .join(CertificateRow, CertificateRow.query_id == QueryRow.id).where(QueryRow.job_id == job_id))
+    return [tuple(r) for r in session.execute(stmt)]
+
+
 def certificates_for_digit(session: Session, digit: int, *, job_id=None, method=None, eps=None, verdict=None,
                            network_id=None, kinds=None, offset: int = 0, limit: int = 50) -> list[tuple[QueryRow, CertificateRow]]:
     stmt = (
