@@ -12,7 +12,8 @@ Prints tables; asserts nothing.
     closed to the tolerance, certificates with a tight set, the relaxation gap's median and maximum).
 (b) through the queue: the study's signature design, ``--per-digit`` test images of each digit at eps 0.05, LP
     and exact MIP (kind ``signature``), on PostgreSQL + Redis with ``--workers`` Celery worker processes:
-    wall time (submission to the last chunk's commit, workers' clocks), queries/s, MIP brackets closed.
+    wall time (submission to the last chunk's commit, workers' clocks), queries/s, MIP brackets closed. With
+    ``--report docs/study`` the study reports' signature sections are re-rendered from the job's certificates.
     Needs PostgreSQL and Redis on 127.0.0.1 (as bench/queue.py).
 """
 
@@ -168,6 +169,14 @@ def part_b(args) -> None:
             counts = {f"{m} {v}": n for m, v, n in rows}
             print(f"{network_name}: {total} queries ({len(xs)} images x LP, MIP), job {status}, {wall:.1f} s wall, "
                   f"{total / wall:.1f} queries/s, engine {engine_s:.1f} worker-s; {counts}", flush=True)
+            if args.report:  # the study report's signature section, from what the job stored
+                from polycert.study import rerender_signatures
+
+                command = (f"bench/analysis.py --part b --networks {network_name} --per-digit {args.per_digit} "
+                           f"--workers {args.workers} --report {args.report}")
+                with sessions() as session:
+                    readme = rerender_signatures(Path(args.report) / network_name, session, job_id, command=command)
+                print(f"{network_name}: signature section re-rendered in {readme}", flush=True)
         finally:
             for p in procs:
                 p.terminate()
@@ -185,6 +194,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--per-digit", type=int, default=600)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--report", help="(b): re-render the signature section of the study reports in REPORT/<network> "
+                                         "(e.g. docs/study) from the job's stored certificates")
     args = parser.parse_args()
     import numpy, scipy, highspy  # noqa: F401
 
