@@ -27,6 +27,20 @@ from .errors import ConflictError, NotFoundError, QueueUnavailableError
 from .settings import Settings, get_settings
 
 Method = Literal["lp", "mip", "both"]
+#: Robustness jobs may also ask for the k-neuron LP (``klp``, issue 20), alone or beside the others; ``all`` is
+#: lp + klp + mip. The canonical order (lp, klp, mip) is the order of a job's queries per (item, eps).
+RobustnessMethod = Literal["lp", "klp", "mip", "both", "all"]
+METHOD_ORDER = ("lp", "klp", "mip")
+METHOD_WORDS = {"both": ("lp", "mip"), "all": METHOD_ORDER}
+
+
+def method_list(methods: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The methods a job's ``methods`` names, in canonical order: "both" is (lp, mip), "all" (lp, klp, mip)."""
+    if methods is None:
+        return METHOD_WORDS["both"]
+    words = [methods] if isinstance(methods, str) else list(methods)
+    chosen = {m for w in words for m in METHOD_WORDS.get(w, (w,))}
+    return tuple(m for m in METHOD_ORDER if m in chosen)
 #: One side of an input domain in a request: a number (the same for every coordinate), one number per
 #: coordinate, or null for an open side (JSON has no infinity; -Infinity / 1e999 also read as infinite).
 DomainBound = float | list[float | None] | None
@@ -80,16 +94,24 @@ RowId = Annotated[int, Field(ge=1, le=MAX_ROW)]
 
 
 def _one_word(value: Any) -> Any:
-    """A list of methods read as the one word it means: ["lp", "mip"] is "both", ["mip"] is "mip"."""
+    """A list of methods read as the one word it means: ["lp", "mip"] is "both", ["mip"] is "mip",
+    ["lp", "klp", "mip"] is "all"; other combinations with klp stay a list (canonical order)."""
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-        chosen = set(value)
-        if chosen <= {"lp", "mip", "both"}:
-            return "both" if "both" in chosen or chosen == {"lp", "mip"} else value[0]
+        known = set(METHOD_ORDER) | set(METHOD_WORDS)
+        if set(value) <= known:
+            chosen = method_list(value)
+            for word, methods in METHOD_WORDS.items():
+                if chosen == methods:
+                    return word
+            return chosen[0] if len(chosen) == 1 else list(chosen)
     return value
 
 
 # "lp", "mip" or "both", or a list of them
 Methods = Annotated[Method | Annotated[list[Method], Field(min_length=1, max_length=3)], BeforeValidator(_one_word)]
+# robustness jobs: also "klp" and "all", or a list of lp / klp / mip
+RobustnessMethods = Annotated[RobustnessMethod | Annotated[list[Literal["lp", "klp", "mip"]], Field(min_length=2, max_length=3)],
+                              BeforeValidator(_one_word)]
 
 
 class BatchRequest(BaseModel):
@@ -103,7 +125,7 @@ class BatchRequest(BaseModel):
     inputs: list[list[float]] | None = None
     labels: list[int] | None = None
     eps: list[float] = Field(..., min_length=1, max_length=50)
-    methods: Methods = "both"
+    methods: RobustnessMethods = "both"
     # bounds: every query gets the bound and optimum of its method (LP bound of every target, exact bracket,
     # tight constraints) so that signatures and the LP-versus-MIP comparison have data; verdict: the sign only
     answer: Literal["bounds", "verdict"] = "bounds"
@@ -136,7 +158,7 @@ class BatchRequest(BaseModel):
 
     @property
     def method_list(self) -> tuple[str, ...]:
-        return ("lp", "mip") if self.methods == "both" else (self.methods,)
+        return method_list(self.methods)
 
 
 InvertibilityKind = Literal["injectivity", "preimage", "dependence", "invariance", "radius"]
@@ -260,7 +282,7 @@ class SignatureRequest(BaseModel):
 
     @property
     def method_list(self) -> tuple[str, ...]:
-        return ("lp", "mip") if self.methods == "both" else (self.methods,)
+        return method_list(self.methods)
 
 
 def _job_kind(value: Any) -> str:

@@ -564,20 +564,28 @@ def attacks_of(session: Session, certificate_ids: Sequence[int]) -> dict[int, At
     return {r.certificate_id: r for r in rows}
 
 
-def comparison_pairs(session: Session, job_id: int) -> list[tuple[QueryRow, CertificateRow | None, CertificateRow | None]]:
-    """Per (item, eps) of a job: the LP query and the LP and MIP certificates (None while unanswered)."""
-    lp_q, mip_q = aliased(QueryRow), aliased(QueryRow)
-    lp_c, mip_c = aliased(CertificateRow), aliased(CertificateRow)
+def comparison_pairs(session: Session, job_id: int) -> list[tuple[QueryRow, CertificateRow | None, CertificateRow | None,
+                                                                   CertificateRow | None]]:
+    """Per (item, eps) of a job: the LP query and the LP, MIP and k-neuron LP certificates (None while
+    unanswered, or, for the k-LP, when the job did not ask for it)."""
+    lp_q, mip_q, klp_q = aliased(QueryRow), aliased(QueryRow), aliased(QueryRow)
+    lp_c, mip_c, klp_c = aliased(CertificateRow), aliased(CertificateRow), aliased(CertificateRow)
+
+    def same_query(other, method: str):
+        return and_(other.job_id == lp_q.job_id, other.item == lp_q.item, other.eps == lp_q.eps, other.method == method,
+                    func.coalesce(other.target, -1) == func.coalesce(lp_q.target, -1))
+
     rows = session.execute(
-        select(lp_q, lp_c, mip_c)
-        .join(mip_q, and_(mip_q.job_id == lp_q.job_id, mip_q.item == lp_q.item, mip_q.eps == lp_q.eps,
-                          mip_q.method == "mip", func.coalesce(mip_q.target, -1) == func.coalesce(lp_q.target, -1)))
+        select(lp_q, lp_c, mip_c, klp_c)
+        .join(mip_q, same_query(mip_q, "mip"))
+        .outerjoin(klp_q, same_query(klp_q, "klp"))
         .outerjoin(lp_c, lp_c.query_id == lp_q.id)
         .outerjoin(mip_c, mip_c.query_id == mip_q.id)
+        .outerjoin(klp_c, klp_c.query_id == klp_q.id)
         .where(lp_q.job_id == job_id, lp_q.method == "lp")
         .order_by(lp_q.item, lp_q.eps)
     ).all()
-    return [(q, a, b) for q, a, b in rows]
+    return [(q, a, b, c) for q, a, b, c in rows]
 
 
 def networks_with_certificates(session: Session, kinds: Sequence[str]) -> list[NetworkRow]:

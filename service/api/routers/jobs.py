@@ -118,7 +118,7 @@ def comparison(
     pairs whose verdicts differ, or with false only those that agree; ``eps``; ``digit``: the true label) and
     paged. The summary (overall, per eps, per digit) always covers the whole job."""
     job = batches.get_job_or_raise(session, job_id)
-    if job.parameters.get("methods") != "both":
+    if not {"lp", "mip"} <= set(batches.method_list(job.parameters.get("methods") or ())):
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} did not run both LP and MIP (methods={job.parameters.get('methods')!r})")
     result = reports.compare(session, job_id)
     kept = reports.select_rows(result.rows, differ=differ, eps=eps, digit=digit)
