@@ -68,6 +68,22 @@ def check_solver(name: str | None, role: Literal["mip", "lp"] = "mip") -> str | 
 
 MipSolver = Annotated[str | None, AfterValidator(lambda v: check_solver(v, "mip"))]
 LpSolver = Annotated[str | None, AfterValidator(lambda v: check_solver(v, "lp"))]
+#: The LP back-ends a robustness job can run on: the cascade re-solves one warm-started HiGHS model per chunk
+#: (``formulations.envelope_lp``; its certificates name it highs-persistent).
+ROBUSTNESS_LP_SOLVERS = ("highs",)
+
+
+def check_robustness_lp_solver(name: str | None) -> str | None:
+    """A robustness job's ``lp_solver``: one the cascade really uses, so that no certificate names a solver
+    the job did not run on (other LP back-ends serve signature jobs)."""
+    name = check_solver(name, "lp")
+    if name is not None and name not in ROBUSTNESS_LP_SOLVERS:
+        raise ValueError(f"robustness jobs solve their LPs with the persistent HiGHS model; lp_solver {name!r} "
+                         f"serves signature jobs only (valid here: {', '.join(ROBUSTNESS_LP_SOLVERS)})")
+    return name
+
+
+RobustnessLpSolver = Annotated[str | None, AfterValidator(check_robustness_lp_solver)]
 
 
 class DatasetSlice(BaseModel):
@@ -133,7 +149,7 @@ class BatchRequest(BaseModel):
     norm: Literal["linf", "l1", "l2"] = "linf"
     target: int | None = Field(None, ge=0)
     solver: MipSolver = None  # MIP back-end (engine default: SCIP)
-    lp_solver: LpSolver = None
+    lp_solver: RobustnessLpSolver = None
     time_limit: float | None = Field(None, gt=0, le=3600)
     # the box [lower, upper] the balls are clipped to; it must lie inside the network's input domain (None:
     # the network's). Checked, with eps, against the network when the job is planned (plan_queries).

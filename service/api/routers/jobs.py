@@ -87,7 +87,7 @@ def results(
     job_id: JobId,
     session: SessionDep,
     verdict: Literal["verified", "falsified", "unknown"] | None = None,
-    method: Literal["lp", "mip", "vnncomp"] | None = None,
+    method: Literal["lp", "klp", "mip", "vnncomp"] | None = None,
     eps: Annotated[float | None, Query(ge=0)] = None,
     label: Annotated[int | None, Query(ge=0, le=MAX_ROW)] = None,
     signatures: bool = False,
