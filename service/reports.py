@@ -411,6 +411,7 @@ def _curve_points(eps_values: list[float], by_eps: dict[float, dict[int, dict[st
         n = len(pairs)
         lp = sum(p.get("lp", ("", ""))[0] == "verified" for p in pairs.values())
         mip = sum(p.get("mip", ("", ""))[0] == "verified" for p in pairs.values())
+        klp = sum(p.get("klp", ("", ""))[0] == "verified" for p in pairs.values())
         attacked_before |= {item for item, p in pairs.items() if _attacked(p)}
         attacked = sum(item in attacked_before for item in pairs)
 
@@ -418,7 +419,8 @@ def _curve_points(eps_values: list[float], by_eps: dict[float, dict[int, dict[st
             return None if (method is not None and method not in methods) or not n else count / n
 
         points.append(dict(eps=eps, n=n, lp_verified=lp, mip_verified=mip, attack_falsified=attacked,
-                           lp=share(lp, "lp"), mip=share(mip, "mip"), attack=share(n - attacked, None)))
+                           lp=share(lp, "lp"), mip=share(mip, "mip"), attack=share(n - attacked, None),
+                           klp_verified=klp, klp=share(klp, "klp")))
     return points
 
 

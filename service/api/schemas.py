@@ -454,6 +454,8 @@ class CurvePoint(BaseModel):
     lp: float | None
     mip: float | None
     attack: float | None
+    klp_verified: int = 0
+    klp: float | None = Field(None, description="share verified by the k-neuron LP (null: the job did not ask for it)")
 
 
 class DigitCurve(BaseModel):
