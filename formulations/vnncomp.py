@@ -66,6 +66,8 @@ BAB_FIRST_SHARE = 0.1
 REFINE_SHARE = 0.5
 #: Seconds per refinement MIP (one side of one neuron); a stopped solve still gives its dual bound.
 REFINE_PER_SOLVE = 0.5
+#: Points of the box tried against a property of no robustness form (which only a point can decide).
+GENERAL_SAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,11 @@ def property_input_set(prop: VnnlibProperty) -> InputSet:
 class _Run:
     """The running state of one answer: open targets, their proven lower bounds, the clock."""
 
-    def __init__(self, network: Network, prop: VnnlibProperty, label: int, targets: tuple[int, ...], timeout: float):
+    def __init__(self, network: Network, prop: VnnlibProperty, label: int, targets: tuple[int, ...], timeout: float,
+                 *, decidable: bool = True):
         self.network, self.prop, self.label = network, prop, label
+        # only a robustness view's targets can be proven here: any other form can be refuted, never held
+        self.decidable = decidable and bool(targets)
         self.lower = {k: -np.inf for k in targets}
         self.started = time.monotonic()
         self.deadline = self.started + timeout
@@ -131,7 +136,7 @@ class _Run:
         if self.counterexample is not None:
             x = self.counterexample
             return VnncompAnswer(VIOLATED, x, self.network.forward(x), self.stage, dict(self.times), lower)
-        if not self.open:
+        if not self.open and self.decidable:
             return VnncompAnswer(HOLDS, stage=self.stage, times=dict(self.times), lower=lower)
         return VnncompAnswer(UNKNOWN, stage="", times=dict(self.times), lower=lower, undecided=tuple(self.open))
 
@@ -245,7 +250,8 @@ def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, so
     Args:
         network: a feed-forward network whose hidden layers are ReLU (the LP/MIP stages need it).
         prop: the property; only the robustness form (:func:`formulations.vnnlib.robustness_view`) is
-            decided by bounds; other forms get the centre check only.
+            decided by bounds; other forms can only be refuted (the centre and sampled points of the box) and
+            are otherwise *unknown*, never *holds*.
         timeout: the wall-clock budget in seconds for this call.
         solver: the MIP back-end (SCIP by default; HiGHS MIP answers need a second opinion). The refinement's
             many small MIPs go to Gurobi when its licence runs here (it keeps the model between solves),
@@ -265,12 +271,23 @@ def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, so
                                 f"the network {network.name!r} has {network.input_size} and {network.output_size}")
     view = robustness_view(prop)
     label, targets = view if view is not None else (-1, ())
-    run = _Run(network, prop, label, targets, float(timeout))
+    run = _Run(network, prop, label, targets, float(timeout), decidable=view is not None)
 
     t0 = time.monotonic()
     run.offer_point(prop.center, "centre")
     run.timed("centre", t0)
-    if view is None or run.counterexample is not None:
+    if run.counterexample is not None:
+        return run.answer()
+    if view is None:
+        # a form the bounds do not decide: it can only be refuted, by points of the box (unknown otherwise)
+        t0 = time.monotonic()
+        rng = np.random.default_rng(seed)
+        xs = prop.lower + rng.uniform(size=(GENERAL_SAMPLES, prop.n_inputs)) * (prop.upper - prop.lower)
+        ys = network.forward(np.clip(xs, prop.lower, prop.upper))
+        for x in xs[[bool(prop.output_violates(y)) for y in ys]]:  # candidates, each confirmed on its own
+            if run.offer_point(x, "sampling"):
+                break
+        run.timed("sampling", t0)
         return run.answer()
     relu = all(layer.activation.name in ("relu", "identity") for layer in network.hidden_layers)
     input_set = property_input_set(prop)

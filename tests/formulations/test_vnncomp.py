@@ -135,3 +135,28 @@ def test_refined_bounds_contain_every_attained_pre_activation_and_never_widen(se
     for k, (a, r, z) in enumerate(zip(alpha, refined, net.pre_activations(points))):
         assert r.contains(z).all(), f"layer {k}: an attained pre-activation lies outside the refined bounds"
         assert (r.lower >= a.lower).all() and (r.upper <= a.upper).all()
+
+
+GENERAL_FORM = """
+(declare-const X_0 Real)
+(declare-const X_1 Real)
+(declare-const Y_0 Real)
+(declare-const Y_1 Real)
+(assert (>= X_0 0.0))
+(assert (<= X_0 1.0))
+(assert (>= X_1 0.0))
+(assert (<= X_1 1.0))
+(assert (>= Y_0 {threshold}))
+"""
+
+
+@pytest.mark.parametrize("threshold, expected", [(0.9, VIOLATED), (5.0, UNKNOWN)])
+def test_a_property_of_no_robustness_form_is_refuted_by_a_point_or_unknown_never_holds(threshold, expected):
+    """Regression: such a property answered *holds* once its centre was no counterexample (Y_0 = X_0 reaches
+    1 >= 0.9 at X_0 = 1, while the centre gives 0.5)."""
+    net = Network.from_arrays([np.eye(2)], [np.zeros(2)], "relu", name="identity")
+    prop = read_vnnlib(GENERAL_FORM.format(threshold=threshold), n_inputs=2, n_outputs=2)
+    answer = vnncomp_answer(net, prop, timeout=5)
+    assert answer.word == expected
+    if expected == VIOLATED:
+        assert check_counterexample(prop, net.forward, answer.x)
