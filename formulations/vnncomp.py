@@ -39,6 +39,8 @@ import numpy as np
 
 from .attack import pgd_attack
 from .bounds import LayerBounds, margin_bounds, symbolic_bounds, unstable
+from .brackets import Brackets, margins
+from .certificate import TargetBound, UnknownReason, Verdict
 from .encoding import MIP, encode_network, margin_objective
 from .errors import InvalidInputError, SolverError, SolverNotAvailableError
 from .input_sets import InputSet
@@ -74,7 +76,8 @@ GENERAL_SAMPLES = 2000
 class VnncompAnswer:
     """``word`` in holds / violated / unknown; ``x``, ``y`` the re-checked counterexample of a violation;
     ``stage`` the stage that decided; ``times`` seconds per stage; ``lower`` the proven bound on the
-    smallest margin (``-inf`` where none), ``undecided`` the targets left open."""
+    smallest margin (``-inf`` where none), ``upper`` the smallest margin a point of the box attains,
+    ``undecided`` the targets left open, ``reason`` why (the certificates' :class:`UnknownReason`)."""
 
     word: str
     x: Array | None = None
@@ -83,6 +86,9 @@ class VnncompAnswer:
     times: dict = field(default_factory=dict)
     lower: float = -np.inf
     undecided: tuple[int, ...] = ()
+    upper: float = np.inf  # the smallest margin attained inside the box (a confirmed point's)
+    targets: tuple[TargetBound, ...] = ()  # per target: its bracket, verdict and the stage of its bound
+    reason: UnknownReason | None = None  # why an unknown is one
 
 
 def property_input_set(prop: VnnlibProperty) -> InputSet:
@@ -92,36 +98,49 @@ def property_input_set(prop: VnnlibProperty) -> InputSet:
 
 
 class _Run:
-    """The running state of one answer: open targets, their proven lower bounds, the clock."""
+    """The running state of one answer: the targets' brackets (:class:`formulations.brackets.Brackets`, one
+    input: proven lower bounds, margins attained inside the box), the counterexample, the clock."""
 
     def __init__(self, network: Network, prop: VnnlibProperty, label: int, targets: tuple[int, ...], timeout: float,
                  *, decidable: bool = True):
-        self.network, self.prop, self.label = network, prop, label
+        self.network, self.prop, self.label, self.targets = network, prop, label, tuple(targets)
         # only a robustness view's targets can be proven here: any other form can be refuted, never held
         self.decidable = decidable and bool(targets)
-        self.lower = {k: -np.inf for k in targets}
+        mask = np.zeros((1, network.output_size), dtype=bool)
+        mask[0, list(self.targets)] = True
+        self.br = Brackets.start(np.array([max(label, 0)]), network.output_size, network.input_size, mask)
         self.started = time.monotonic()
         self.deadline = self.started + timeout
         self.times: dict[str, float] = {}
         self.counterexample: Array | None = None
         self.stage = ""
+        self.exhausted = False  # a search ended undecided before the time was up (its domain limit)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
     @property
+    def lower(self) -> dict[int, float]:
+        return {k: float(self.br.lower[0, k]) for k in self.targets}
+
+    @property
     def open(self) -> list[int]:
-        return [k for k, v in self.lower.items() if not v > 0.0]
+        return [k for k in self.targets if not self.br.lower[0, k] > 0.0]
 
     def offer_lower(self, k: int, value: float, stage: str) -> None:
-        if value > self.lower[k]:
-            self.lower[k] = float(value)
-            if not self.open:
-                self.stage = stage
+        """A proven lower bound on target k's margin (checked against the margins attained: a contradiction
+        is an :class:`UnsoundAnswerError`)."""
+        was_open = bool(self.open)
+        self.br.raise_lower(0, int(k), float(value), stage)
+        if was_open and not self.open:
+            self.stage = stage
 
     def offer_point(self, x: Array, stage: str) -> bool:
-        """Accept ``x`` as the counterexample only if the real network confirms it."""
+        """A point: an upper bound on the margins if it lies in the box; the counterexample only if the real
+        network confirms it."""
         x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if self.targets and self.prop.contains_input(x):
+            self.br.offer_points(np.array([0]), x[None, :], margins(self.network, x[None, :], self.br.labels), stage)
         if self.counterexample is None and check_counterexample(self.prop, self.network.forward, x):
             self.counterexample, self.stage = x, stage
             return True
@@ -130,15 +149,34 @@ class _Run:
     def timed(self, name: str, t0: float) -> None:
         self.times[name] = self.times.get(name, 0.0) + time.monotonic() - t0
 
+    def reason(self) -> UnknownReason:
+        """Why the answer is unknown, in the certificates' words (:class:`UnknownReason`)."""
+        if not self.decidable:
+            return UnknownReason.UNSUPPORTED_FORM
+        if self.remaining() <= 1.0:
+            return UnknownReason.TIME_LIMIT
+        return UnknownReason.NODE_LIMIT if self.exhausted else UnknownReason.RELAXATION
+
+    def target_bounds(self) -> tuple[TargetBound, ...]:
+        out = []
+        for k in self.targets:
+            lo, up = float(self.br.lower[0, k]), float(self.br.upper[0, k])
+            verdict = Verdict.VERIFIED if lo > 0 else Verdict.FALSIFIED if up <= 0 else Verdict.UNKNOWN
+            out.append(TargetBound(int(k), lo, up, verdict, None if verdict != Verdict.UNKNOWN else self.reason(),
+                                   stage=str(self.br.lower_stage[0, k])))
+        return tuple(out)
+
     def answer(self) -> VnncompAnswer:
         self.times["total"] = time.monotonic() - self.started
-        lower = min(self.lower.values()) if self.lower else np.inf
+        lower = float(self.br.lower[0, list(self.targets)].min()) if self.targets else -np.inf
+        upper = float(self.br.upper[0, list(self.targets)].min()) if self.targets else np.inf
+        common = dict(times=dict(self.times), lower=lower, upper=upper, targets=self.target_bounds())
         if self.counterexample is not None:
             x = self.counterexample
-            return VnncompAnswer(VIOLATED, x, self.network.forward(x), self.stage, dict(self.times), lower)
+            return VnncompAnswer(VIOLATED, x, self.network.forward(x), self.stage, **common)
         if not self.open and self.decidable:
-            return VnncompAnswer(HOLDS, stage=self.stage, times=dict(self.times), lower=lower)
-        return VnncompAnswer(UNKNOWN, stage="", times=dict(self.times), lower=lower, undecided=tuple(self.open))
+            return VnncompAnswer(HOLDS, stage=self.stage, **common)
+        return VnncompAnswer(UNKNOWN, stage="", undecided=tuple(self.open), reason=self.reason(), **common)
 
 
 def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: float) -> bool:
@@ -168,6 +206,7 @@ def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: floa
                 return False
             run.offer_lower(k, res.lower, "bab")  # a proven bound whatever the status
             if searches[k].finished and res.status != VERIFIED:
+                run.exhausted = True
                 return True  # this target stays open whatever the others do: the MIPs get the rest of the time
         pending = sorted((k for k in pending if searches[k].result.status != VERIFIED),
                          key=lambda k: -searches[k].result.stats.get("open_bound", -np.inf))

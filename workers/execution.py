@@ -132,15 +132,18 @@ def _enum_value(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
+def target_records(targets) -> list[dict[str, Any]]:
+    """Per-target bounds (:class:`TargetBound`) as the JSON of the ``targets`` column."""
+    return [dict(target=int(t.target), lower=_number(t.lower), upper=_number(t.upper), verdict=_enum_value(t.verdict),
+                 reason=_enum_value(t.reason), solver=t.solver, solve_time=_number(t.solve_time), stage=t.stage)
+            for t in targets]
+
+
 def certificate_record(cert: Certificate, wall_time: float) -> dict[str, Any]:
     """A certificate as column values of ``certificates``. Built field by field, not via ``to_dict()``:
     that deep-copies every target's tight constraints, which cost as much as an LP solve here."""
     counterexample = None if cert.counterexample is None else np.asarray(cert.counterexample, dtype=np.float64).tolist()
-    targets = [
-        dict(target=int(t.target), lower=_number(t.lower), upper=_number(t.upper), verdict=_enum_value(t.verdict),
-             reason=_enum_value(t.reason), solver=t.solver, solve_time=_number(t.solve_time), stage=t.stage)
-        for t in cert.targets
-    ]
+    targets = target_records(cert.targets)
     return dict(
         verdict=_enum_value(cert.verdict), reason=_enum_value(cert.reason), stage=cert.stage or "",
         lower=float(cert.lower), upper=float(cert.upper), gap=float(cert.gap),

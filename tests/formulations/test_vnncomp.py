@@ -160,3 +160,23 @@ def test_a_property_of_no_robustness_form_is_refuted_by_a_point_or_unknown_never
     assert answer.word == expected
     if expected == VIOLATED:
         assert check_counterexample(prop, net.forward, answer.x)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), radius=st.sampled_from([0.01, 0.05, 0.2, 0.6]))
+def test_the_answer_carries_each_targets_bracket_and_the_reason_of_an_unknown(seed, radius):
+    net = small_net(seed)
+    centre = np.random.default_rng(seed + 1).uniform(0.2, 0.8, size=5)
+    label = int(net.predict(centre))
+    prop = read_vnnlib(robustness_text(centre - radius, centre + radius, label, 3), n_inputs=5, n_outputs=3)
+    answer = vnncomp_answer(net, prop, timeout=10)
+    assert [t.target for t in answer.targets] == [k for k in range(3) if k != label]
+    for t in answer.targets:  # a sound bracket: no proven bound above a margin a point of the box attains
+        assert t.lower <= t.upper + 1e-9
+    assert answer.lower == min(t.lower for t in answer.targets) and answer.upper == min(t.upper for t in answer.targets)
+    if answer.word == HOLDS:
+        assert answer.lower > 0 and answer.reason is None
+    elif answer.word == VIOLATED:
+        assert answer.upper <= 0 and check_counterexample(prop, net.forward, answer.x)
+    else:
+        assert answer.reason is not None and answer.undecided
