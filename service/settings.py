@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     chunk_max_attempts: int = Field(default=3, ge=1)  # a chunk that loses its worker this often is given up
     embedded_workers: int = Field(default=1, ge=1, le=64)
     queue_name: str = "polycert"
+    # test only (tests/integration/test_faults.py): a fault the worker injects into the engine call of the
+    # queries it names, "ACTION:ITEMS" (workers/faults.py); refused outside POLYCERT_ENVIRONMENT=test
+    fault_inject: str | None = None
     cascade: CascadeOptions = Field(default_factory=CascadeOptions)  # POLYCERT_CASCADE (JSON) or POLYCERT_CASCADE__<FIELD>
     # uploads (POST /networks/upload), checked from the file's headers before any array is built
     # (service/uploads.py): the file, what its zip decompresses into, and the network it declares. A 784-1024x4
@@ -111,6 +114,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> "Settings":
+        if self.fault_inject and self.environment != "test":
+            raise ValueError("POLYCERT_FAULT_INJECT is a test hook: it is refused unless POLYCERT_ENVIRONMENT=test")
         if self.environment == "production":
             if self.api_token == DEVELOPMENT_TOKEN or len(self.api_token) < 16:
                 raise ValueError(

@@ -32,6 +32,7 @@ from polycert.settings import get_settings
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from . import faults
 from .kinds import jsonable
 from .networks import cached_network, stored_network
 
@@ -108,6 +109,7 @@ def input_set_record(query: QueryRow, parameters: dict[str, Any]) -> dict[str, A
 
 def certify_query(certify: Certify, network, query: QueryRow, parameters: dict[str, Any]) -> Certificate:
     """One engine call for one stored query."""
+    faults.strike([query.item])  # tests only: nothing unless Settings.fault_inject names this query
     kwargs: dict[str, Any] = dict(method=query.method, norm=query.norm, time_limit=parameters.get("time_limit"),
                                   domain=input_domain(network, parameters))
     for option in ("solver", "lp_solver"):  # only what the job chose; the engine has its defaults
@@ -249,6 +251,7 @@ def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str, int 
 def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
                   on_decided: OnDecided | None = None) -> list[Certificate]:
     """One cascade call for a group of queries sharing (method, norm, target); one certificate per query, in order."""
+    faults.strike([q.item for q in group])  # tests only: nothing unless Settings.fault_inject names one of them
     certs = cascade_call(certify_batch, network, np.asarray([q.input for q in group], dtype=np.float64),
                          np.asarray([q.label for q in group], dtype=np.int64),
                          np.asarray([q.eps for q in group], dtype=np.float64),
