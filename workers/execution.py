@@ -495,6 +495,21 @@ def record_failure(session: Session, chunk_id: int, exc: BaseException) -> None:
     session.commit()
 
 
+def give_up_chunk(engine, chunk_id: int, message: str) -> int:
+    """Answer every unanswered query of a chunk ``unknown (time limit)`` with ``message`` and finish the chunk
+    (its process was killed at the hard time limit: nothing will answer them); returns how many it stored."""
+    from polycert.db.session import session_factory
+
+    with session_factory(engine)() as session:
+        queries = repo.pending_queries(session, chunk_id)
+        kind = repo.chunk_job_kind(session, chunk_id)
+        if kind is None:
+            return 0
+        buffer = _Buffer(session)
+        _give_up(buffer, queries, message, answer=None if kind == "robustness" else "unknown")
+        return _finish(buffer, chunk_id, "done", len(queries)).stored
+
+
 def _give_up(buffer: _Buffer, queries: Sequence[QueryRow], message: str, answer: str | None = None) -> None:
     """Answer ``unknown (time limit)`` for queries the chunk has no time (or no worker) left for."""
     for query in queries:
