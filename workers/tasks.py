@@ -43,7 +43,7 @@ def run_chunk_task(self, chunk_id: int) -> str:
     engine = get_engine(get_settings().resolved_database_url)
     with session_factory(engine)() as session:
         try:
-            return run_chunk(session, int(chunk_id)).status
+            return run_chunk(session, int(chunk_id), retries=int(self.request.retries or 0)).status
         except OperationalError:
             raise  # transient: retried with back-off
         except Exception as exc:  # a bug or a broken install: fail the job visibly instead of hanging it
