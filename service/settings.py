@@ -90,7 +90,10 @@ class Settings(BaseSettings):
     query_time_limit: float = Field(default=60.0, gt=0)  # seconds per query, handed to the engine
     task_time_slack: float = Field(default=30.0, ge=0)  # extra seconds per chunk before Celery's limits
     visibility_timeout: int = Field(default=3600, ge=1)  # Redis redelivery of unacknowledged tasks
+    # a chunk whose database went away retries with exponential back-off task_max_retries times, then every
+    # task_retry_backoff_max seconds until the database answers (workers/tasks.py: it never gives up on it)
     task_max_retries: int = Field(default=5, ge=0)
+    task_retry_backoff_max: float = Field(default=60.0, gt=0)
     chunk_max_attempts: int = Field(default=3, ge=1)  # a chunk that loses its worker this often is given up
     embedded_workers: int = Field(default=1, ge=1, le=64)
     queue_name: str = "polycert"

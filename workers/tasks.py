@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from billiard.exceptions import TimeLimitExceeded
 from celery import Task
 from sqlalchemy.exc import OperationalError
@@ -28,24 +30,27 @@ class ChunkTask(Task):
                           f"its process was killed")
 
 
-@app.task(
-    name=CHUNK_TASK,
-    base=ChunkTask,
-    bind=True,
-    acks_late=True,
-    autoretry_for=(OperationalError,),  # the database went away or was locked: transient
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=get_settings().task_max_retries,
-)
+def retry_countdown(retries: int) -> float:
+    """Seconds before retry ``retries + 1`` of a chunk whose database went away: exponential back-off with
+    full jitter (2, 4, 8, ... s, at most ``task_retry_backoff_max``) for the first ``task_max_retries``,
+    then every ``task_retry_backoff_max`` seconds for as long as the database stays away. A chunk never
+    gives up on its database: a task that did would be acknowledged with its chunk left running, and its
+    job would never end (no one could record the failure either: the database is the one that is away)."""
+    settings = get_settings()
+    cap = settings.task_retry_backoff_max
+    if retries >= settings.task_max_retries:
+        return cap
+    return random.uniform(0, min(cap, 2.0 * 2**retries))
+
+
+@app.task(name=CHUNK_TASK, base=ChunkTask, bind=True, acks_late=True, max_retries=None)
 def run_chunk_task(self, chunk_id: int) -> str:
     engine = get_engine(get_settings().resolved_database_url)
     with session_factory(engine)() as session:
         try:
             return run_chunk(session, int(chunk_id), retries=int(self.request.retries or 0)).status
-        except OperationalError:
-            raise  # transient: retried with back-off
+        except OperationalError as exc:  # the database went away or was locked: transient, wait for it
+            raise self.retry(exc=exc, countdown=retry_countdown(int(self.request.retries or 0))) from None
         except Exception as exc:  # a bug or a broken install: fail the job visibly instead of hanging it
             record_failure(session, int(chunk_id), exc)
             raise

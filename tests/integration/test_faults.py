@@ -233,15 +233,17 @@ def own_postgres():
 
 def test_a_postgresql_restart_mid_batch_is_survived_and_every_query_is_answered_once(
         own_postgres, redis_url, workers, monkeypatch, fault_seed):
+    """Down for 10 s, longer than a chunk's quick retries of a transient database error last (one here, after
+    at most 2 s): the chunks must wait for the database (here every 2 s), not give up on it."""
     cluster, url = own_postgres
     images = 40
     k = random.Random(fault_seed).randint(1, images * 3 // 2)
     with running_stack(monkeypatch, workers, url, redis_url, POLYCERT_VISIBILITY_TIMEOUT="3",
-                       POLYCERT_CHUNK_SIZE="4") as stack:
+                       POLYCERT_CHUNK_SIZE="4", POLYCERT_TASK_MAX_RETRIES="1", POLYCERT_TASK_RETRY_BACKOFF_MAX="2") as stack:
         job_id = stack.submit(images, [0.01, 0.02, 0.04])
         wait_for_stored(stack, job_id, k)
         cluster.stop()
-        time.sleep(3)  # the fault: the server is down for 3 s (not an assertion)
+        time.sleep(10)  # the fault: the server is down for 10 s (not an assertion)
         cluster.start()
         job = wait_for_end(stack, job_id, timeout=150)
     found = assert_answered_once(stack, job_id, job)
