@@ -174,10 +174,13 @@ def test_a_redis_restart_mid_batch_loses_no_query_and_answers_none_twice(postgre
             time.sleep(10)  # the fault: Redis is down for 10 s (not an assertion)
             redis.start()
             job = wait_for_end(stack, job_id, timeout=120)
+            after = stack.submit(2, [0.01])  # the API's producer found the restarted Redis too
+            after_job = wait_for_end(stack, after, timeout=60)
     finally:
         redis.stop()
     assert_answered_once(stack, job_id, job)
     assert job["done"] == 3 * images
+    assert_answered_once(stack, after, after_job)
 
 
 # -- (c) PostgreSQL's connections killed, and PostgreSQL restarted ------------------------------------
