@@ -10,7 +10,7 @@ the group down; a failure alone is that query's answer (unknown, with the messag
 
 Exactly-once: every query is committed on its own, and the store is an idempotent upsert keyed on
 ``(query_id, method)``; a redelivered chunk (worker killed, ``acks_late``) resumes with the queries that
-have no certificate yet.
+have no certificate yet, one query at a time (a query that kills its process is found and given up alone).
 """
 
 from __future__ import annotations
