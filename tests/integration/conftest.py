@@ -154,16 +154,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
-    """Poll ``condition()`` until it returns a true value (returned); AssertionError naming ``what`` after
-    ``timeout`` seconds."""
+def wait_until(condition, timeout: float, what, interval: float = 0.05):
+    """Poll ``condition()`` until it returns a true value (returned); AssertionError naming ``what`` (a text,
+    or a function that gives it then: the processes' logs at the time of the failure) after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout} s")
+            raise AssertionError(f"{what() if callable(what) else what}: not after {timeout} s")
         time.sleep(interval)
 
 

@@ -97,10 +97,11 @@ def job_state(database_url: str, job_id: int) -> dict | None:
     return dict(status=status, done=done, total=total, errors=errors)
 
 
-def wait_for_stored(stack: Stack, job_id: int, k: int, timeout: float = 60) -> int:
+def wait_for_stored(stack: Stack, job_id: int, k: int, timeout: float = 150) -> int:
     """Block until the job has at least ``k`` stored certificates; returns how many it has."""
     state = wait_until(lambda: (s := job_state(stack.database_url, job_id)) and s["done"] >= k and s, timeout,
-                       f"job {job_id} with {k} stored certificates\n{stack.pool.logs()}", interval=0.01)
+                       lambda: f"job {job_id} with {k} stored certificates: {job_state(stack.database_url, job_id)}\n"
+                       f"{stack.pool.logs()}", interval=0.01)
     assert state["done"] < state["total"], f"the batch finished before the fault (k={k}): make it longer"
     return state["done"]
 
@@ -277,7 +278,7 @@ def test_a_solver_that_hangs_past_its_limit_leaves_its_queries_unknown_time_limi
     struck = [q for q in found if q["item"] == item]
     assert struck and all(q["verdict"] == "unknown" and q["reason"] == "time limit" for q in struck), struck
     assert all(q["verdict"] != "unknown" or q["reason"] != "time limit" or q["item"] // 2 == item // 2 for q in found)
-    assert took < (soft if action == "sleep" else hard) + 45, f"the job took {took:.0f} s"
+    assert took < (soft if action == "sleep" else hard) + 90, f"the job took {took:.0f} s"  # 2 busy cores: slack
 
 
 # -- (e) a solver process that dies -------------------------------------------------------------------
