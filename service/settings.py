@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # task_retry_backoff_max seconds until the database answers (workers/tasks.py: it never gives up on it)
     task_max_retries: int = Field(default=5, ge=0)
     task_retry_backoff_max: float = Field(default=60.0, gt=0)
-    chunk_max_attempts: int = Field(default=3, ge=1)  # a chunk that loses its worker this often is given up
+    chunk_max_attempts: int = Field(default=3, ge=1)  # lost deliveries before a chunk's suspect query is given up
     embedded_workers: int = Field(default=1, ge=1, le=64)
     queue_name: str = "polycert"
     # test only (tests/integration/test_faults.py): a fault the worker injects into the engine call of the
