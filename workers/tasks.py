@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 from billiard.exceptions import TimeLimitExceeded
 from celery import Task
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from polycert.db.session import get_engine, session_factory
 from polycert.settings import get_settings
 
 from .app import CHUNK_TASK, app
 from .execution import give_up_chunk, record_failure, run_chunk
+
+logger = logging.getLogger(__name__)
 
 
 class ChunkTask(Task):
@@ -25,9 +28,12 @@ class ChunkTask(Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         if isinstance(exc, TimeLimitExceeded) and args:
-            give_up_chunk(get_engine(get_settings().resolved_database_url), int(args[0]),
-                          f"the chunk reached its hard time limit ({exc.args[0] if exc.args else '?'} s): "
-                          f"its process was killed")
+            try:
+                give_up_chunk(get_engine(get_settings().resolved_database_url), int(args[0]),
+                              f"the chunk reached its hard time limit ({exc.args[0] if exc.args else '?'} s): "
+                              f"its process was killed")
+            except SQLAlchemyError as error:  # the database is away too: said loudly, the chunk stays running
+                logger.error("chunk %s reached its hard time limit and could not be given up: %s", args[0], error)
 
 
 def retry_countdown(retries: int) -> float:
