@@ -10,7 +10,7 @@ the group down; a failure alone is that query's answer (unknown, with the messag
 
 Exactly-once: every query is committed on its own, and the store is an idempotent upsert keyed on
 ``(query_id, method)``; a redelivered chunk (worker killed, ``acks_late``) resumes with the queries that
-have no certificate yet.
+have no certificate yet, one query at a time (a query that kills its process is found and given up alone).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -32,6 +32,7 @@ from polycert.settings import get_settings
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from . import faults
 from .kinds import jsonable
 from .networks import cached_network, stored_network
 
@@ -108,6 +109,7 @@ def input_set_record(query: QueryRow, parameters: dict[str, Any]) -> dict[str, A
 
 def certify_query(certify: Certify, network, query: QueryRow, parameters: dict[str, Any]) -> Certificate:
     """One engine call for one stored query."""
+    faults.strike([query.item])  # tests only: nothing unless Settings.fault_inject names this query
     kwargs: dict[str, Any] = dict(method=query.method, norm=query.norm, time_limit=parameters.get("time_limit"),
                                   domain=input_domain(network, parameters))
     for option in ("solver", "lp_solver"):  # only what the job chose; the engine has its defaults
@@ -268,6 +270,7 @@ def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow
     ``method="both"``: the group is [lp, mip] pairs of one input each (:func:`batch_groups`); one call answers
     both, and its pairs are laid out as the group is (an early report's indices too)."""
     method = method or group[0].method
+    faults.strike([q.item for q in group])  # tests only: nothing unless Settings.fault_inject names one of them
     inputs = group[::2] if method == "both" else group
     report = on_decided
     if method == "both" and on_decided is not None:
@@ -326,8 +329,15 @@ def _one_by_one(engine: Certify | None, certify_batch: CertifyBatch | None, netw
 
 
 def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None,
-              certify_batch: CertifyBatch | None = None, worker: str | None = None) -> ChunkOutcome:
+              certify_batch: CertifyBatch | None = None, worker: str | None = None, retries: int = 0) -> ChunkOutcome:
     """Answer every unanswered query of a chunk; answers are committed in small batches (``_Buffer``).
+
+    A chunk delivered again after its process died (``acks_late``: a worker killed, or a solver that took its
+    pool process down) is a suspect: its queries are answered one at a time, each committed before the next
+    is started, so that a query that kills its process (a poison pill) is the first unanswered one at the next
+    delivery. Past ``Settings.chunk_max_attempts`` lost deliveries that query is answered ``unknown (solver
+    error)`` and the others are answered on. ``retries``: the deliveries that were retries of a transient
+    error (Celery's ``request.retries``), not lost processes.
 
     ``certify_batch`` (default: the cascade) answers groups of queries; ``certify`` (default:
     ``formulations.robustness.certify``) answers single-target queries and the queries of a group whose
@@ -352,22 +362,47 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     queries = repo.pending_queries(session, chunk_id)
     session.commit()  # the claim is durable (attempts count) and no transaction stays open during the engine
     buffer = _Buffer(session)
-    if claim.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
-        _give_up(buffer, queries, f"the chunk lost its worker {claim.attempts - 1} times")
-        return _finish(buffer, chunk_id, "done", len(queries))
+    lost = claim.attempts - 1 - retries  # earlier deliveries whose process died before the chunk finished
+    isolate = lost > 0
+    if lost >= get_settings().chunk_max_attempts and queries:  # the same query took its process down each time
+        suspect, queries = queries[0], queries[1:]
+        record = unknown_record(UnknownReason.SOLVER_ERROR, f"its worker process died {lost} times while answering"
+                                " it (the chunk's first unanswered query; later ones are answered one at a time)", 0.0)
+        if claim.job_kind != "robustness":
+            record["answer"] = "unknown"
+        given_up = _Buffer(session)
+        given_up.answers.append(repo.Answer(suspect, record))
+        given_up.flush(finish=None if queries else (chunk_id, "done"))
+        if not queries:
+            return ChunkOutcome(chunk_id, given_up.stored, 1 - given_up.stored, "done")
+        outcome = _run_kind(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch, isolate)
+        return replace(outcome, stored=outcome.stored + given_up.stored)
+    return _run_kind(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch, isolate)
+
+
+def _run_kind(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network, parameters: dict[str, Any],
+              queries: Sequence[QueryRow], engine: Certify | None, certify_batch: CertifyBatch | None,
+              isolate: bool) -> ChunkOutcome:
     if claim.job_kind == "signature":  # logit maximisations, a maximize_logit_batch call per method
         return _run_signatures(session, buffer, chunk_id, claim, network, parameters, queries)
     if claim.job_kind != "robustness":  # invertibility and VNN-COMP: one expensive engine call per query
         return _run_other_kind(session, buffer, chunk_id, claim, network, parameters, queries)
     parameters["domain"] = job_domain(network, parameters).to_json()  # every certificate states the set it is about
-    return _run_robustness(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch)
+    return _run_robustness(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch,
+                           isolate=isolate)
 
 
 def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network,
                     parameters: dict[str, Any], queries: Sequence[QueryRow], engine: Certify,
-                    certify_batch: CertifyBatch | None) -> ChunkOutcome:
-    """Robustness queries: a cascade call per (method, norm, target) group."""
-    groups = batch_groups(queries) if certify_batch is not None else [(None, [q]) for q in queries]
+                    certify_batch: CertifyBatch | None, *, isolate: bool = False) -> ChunkOutcome:
+    """Robustness queries: a cascade call per (method, norm, target) group; with ``isolate``, a call per query,
+    each answer committed before the next call (a suspect chunk, :func:`run_chunk`)."""
+    if certify_batch is None:
+        groups = [(None, [q]) for q in queries]
+    elif isolate:
+        groups = [group for q in queries for group in batch_groups([q])]
+    else:
+        groups = batch_groups(queries)
     checked, cancelled, answered = time.monotonic(), claim.job_status == "cancelled", set()
 
     def add(answer: repo.Answer) -> None:
@@ -375,7 +410,7 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
         answered.add(answer.query.id)
 
     for key, group in groups:
-        if buffer.answers and time.monotonic() - buffer.last >= FLUSH_SECONDS:  # progress stays visible
+        if buffer.answers and (isolate or time.monotonic() - buffer.last >= FLUSH_SECONDS):  # progress stays visible
             buffer.flush()
         if time.monotonic() - checked > CANCEL_CHECK_SECONDS:  # a round trip per query would cost ~10 %
             checked = time.monotonic()
@@ -516,6 +551,21 @@ def record_failure(session: Session, chunk_id: int, exc: BaseException) -> None:
     session.rollback()
     repo.fail_chunk(session, chunk_id, f"{type(exc).__name__}: {exc}")
     session.commit()
+
+
+def give_up_chunk(engine, chunk_id: int, message: str) -> int:
+    """Answer every unanswered query of a chunk ``unknown (time limit)`` with ``message`` and finish the chunk
+    (its process was killed at the hard time limit: nothing will answer them); returns how many it stored."""
+    from polycert.db.session import session_factory
+
+    with session_factory(engine)() as session:
+        queries = repo.pending_queries(session, chunk_id)
+        kind = repo.chunk_job_kind(session, chunk_id)
+        if kind is None:
+            return 0
+        buffer = _Buffer(session)
+        _give_up(buffer, queries, message, answer=None if kind == "robustness" else "unknown")
+        return _finish(buffer, chunk_id, "done", len(queries)).stored
 
 
 def _give_up(buffer: _Buffer, queries: Sequence[QueryRow], message: str, answer: str | None = None) -> None:

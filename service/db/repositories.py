@@ -280,6 +280,11 @@ def fail_chunk(session: Session, chunk_id: int, message: str) -> None:
                     .values(status="failed", error=f"chunk {chunk.position}: {message}"[:4000], finished_at=_now()))
 
 
+def chunk_job_kind(session: Session, chunk_id: int) -> str | None:
+    """The kind of the job a chunk belongs to (None: no such chunk)."""
+    return session.scalar(select(JobRow.kind).join(ChunkRow, ChunkRow.job_id == JobRow.id).where(ChunkRow.id == chunk_id))
+
+
 def pending_queries(session: Session, chunk_id: int) -> Sequence[QueryRow]:
     """Queries of a chunk that have no certificate yet (a redelivered chunk resumes where it stopped)."""
     answered = select(CertificateRow.id).where(CertificateRow.query_id == QueryRow.id).exists()

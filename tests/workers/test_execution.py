@@ -12,6 +12,7 @@ from polycert import batches
 from polycert.db import repositories as repo
 from polycert.db.models import CertificateRow, QueryRow, SignatureRow
 from tests.service.factories import interval_certify, small_network
+from polycert.db.session import session_factory
 from polycert.workers.execution import run_chunk
 
 
@@ -172,20 +173,48 @@ def test_every_query_reaches_the_engine_with_a_time_limit(session, settings):
     assert "solver" not in seen[0]
 
 
-def test_a_chunk_that_keeps_losing_its_worker_is_answered_unknown_time_limit(session, settings):
+def test_a_query_that_keeps_killing_its_process_is_answered_unknown_solver_error_and_the_rest_are_answered(session, settings):
     job, chunks, _, _ = make_job(session, n_inputs=1, eps=(0.1, 0.2), methods="lp")
-    for _ in range(settings.chunk_max_attempts):  # each delivery claimed the chunk, then the worker died
+    for _ in range(settings.chunk_max_attempts):  # each delivery claimed the chunk, then its process died
         repo.claim_chunk(session, chunks[0], "lost")
     session.commit()
+    seen = []
 
-    def never_called(*_a, **_k):
-        raise AssertionError("a poisoned chunk must not reach the engine again")
+    def recording(network, x, label, eps, **kw):
+        seen.append(eps)
+        return interval_certify(network, x, label, eps, **kw)
 
-    outcome = run_chunk(session, chunks[0], certify=never_called)
-    assert outcome.stored == 2
-    certs = session.scalars(select(CertificateRow)).all()
-    assert {(c.verdict, c.reason) for c in certs} == {("unknown", "time limit")}
-    assert "lost its worker 3 times" in certs[0].error
+    outcome = run_chunk(session, chunks[0], certify=recording)
+    assert outcome.stored == 2 and seen == [0.2]  # the suspect (the first unanswered) never reaches the engine again
+    certs = {c.query_id: c for c in session.scalars(select(CertificateRow))}
+    suspect, other = sorted(certs)
+    assert (certs[suspect].verdict, certs[suspect].reason) == ("unknown", "solver error")
+    assert "process died 3 times" in certs[suspect].error and certs[other].error is None
+
+
+def test_retries_of_a_transient_error_are_not_counted_as_lost_processes(session, settings):
+    job, chunks, _, _ = make_job(session, n_inputs=1, eps=(0.1,), methods="lp")
+    for _ in range(settings.chunk_max_attempts):  # deliveries that were retries (the database went away)
+        repo.claim_chunk(session, chunks[0], "retried")
+    session.commit()
+    outcome = run_chunk(session, chunks[0], certify=interval_certify, retries=settings.chunk_max_attempts)
+    assert outcome.stored == 1
+    assert session.scalars(select(CertificateRow)).one().error is None
+
+
+def test_a_chunk_delivered_again_commits_each_answer_before_the_next_engine_call(session, settings):
+    job, chunks, _, _ = make_job(session, n_inputs=2, eps=(0.1, 0.2), methods="lp")
+    repo.claim_chunk(session, chunks[0], "lost")  # the first delivery's process died
+    session.commit()
+    committed = []
+
+    def counting(network, x, label, eps, **kw):
+        with session_factory(session.get_bind())() as other:  # what another connection sees: committed rows
+            committed.append(other.scalar(select(func.count()).select_from(CertificateRow)))
+        return interval_certify(network, x, label, eps, **kw)
+
+    run_chunk(session, chunks[0], certify=counting)
+    assert committed == [0, 1, 2, 3]
 
 
 # -- the batched cascade (issue 7): one engine call per (method, norm) group of a chunk ----------------
