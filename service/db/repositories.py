@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import orjson
 from sqlalchemy import Table, and_, case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -155,9 +156,13 @@ def create_job(
 
 def add_queries(session: Session, job_id: int, chunk_ids: Sequence[int],
                 queries: Sequence[Sequence[dict[str, Any]]]) -> None:
-    """Store each chunk's queries (``queries[i]`` belong to ``chunk_ids[i]``) in one statement."""
+    """Store each chunk's queries (``queries[i]`` belong to ``chunk_ids[i]``) in one statement. An ``input``
+    may be a NumPy row (the plan's view, :func:`service.batches.plan_queries`): it is stored as a list."""
     rows = [dict(dict.fromkeys(_QUERY_FIELDS), **q, job_id=job_id, chunk_id=chunk_id)
             for chunk_id, mine in zip(chunk_ids, queries) for q in mine]
+    for row in rows:
+        if isinstance(row["input"], np.ndarray):
+            row["input"] = row["input"].tolist()
     _bulk_insert(session, QueryRow.__table__, rows)
 
 
