@@ -17,6 +17,8 @@ Figures:
   them while the job runs), and each process's peak resident memory (``VmRSS`` from ``/proc``, sampled every
   0.1 s: the API server, each worker's main process and its pool child). Memory must not grow with the batch:
   the two batches' peaks are printed side by side.
+  The same two requests are timed again once the job is done (idle workers, random page offsets): the endpoints'
+  own cost apart from the CPU the workers take during the run (2 cores here).
 * ``--clients`` clients at once, each submitting a small job (``--client-queries``) and polling it to the end:
   p50 / p99 submit latency, p50 / p99 time to done, the total wall time.
 
@@ -156,6 +158,13 @@ def batch_run(server, sampler: MemorySampler, network_id: int, queries: int, pha
                 break
             time.sleep(args.poll)
         wall = time.perf_counter() - t0
+        # the same requests once the workers are idle: the endpoints' own cost, without the run's CPU contention
+        quiet_status, quiet_results = [], []
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            quiet_status.append(timed(client.get, f"/jobs/{job_id}")[1])
+            off = int(rng.integers(0, max(1, body["progress"]["done"] - PAGE + 1)))
+            quiet_results.append(timed(client.get, f"/jobs/{job_id}/results", params={"offset": off, "limit": PAGE})[1])
     created = datetime.datetime.fromisoformat(body["created_at"])
     finished = datetime.datetime.fromisoformat(body["finished_at"]) if body.get("finished_at") else None
     job_wall = (finished - created).total_seconds() if finished else wall
@@ -163,7 +172,8 @@ def batch_run(server, sampler: MemorySampler, network_id: int, queries: int, pha
     return {"phase": phase, "job": job_id, "status": body["status"], "queries": body["progress"]["total"],
             "done": body["progress"]["done"], "errors": body["progress"]["errors"], "wall": job_wall,
             "submit": submit_s, "status_s": status_s, "results_s": results_s, "pages": pages,
-            "chunks": body["progress"]["chunks"], "verdicts": body["progress"]["verdicts"]}
+            "chunks": body["progress"]["chunks"], "verdicts": body["progress"]["verdicts"],
+            "quiet_status": quiet_status, "quiet_results": quiet_results}
 
 
 def clients_run(server, network_id: int, args) -> dict:
@@ -244,6 +254,8 @@ def main(argv=None) -> int:
               f" submit {1000 * run['submit']:.0f} ms; verdicts {run['verdicts']}")
         print(f"   GET /jobs/id          {percentiles(run['status_s'])}")
         print(f"   GET /jobs/id/results  {percentiles(run['results_s'])}  ({run['pages']} pages of {PAGE})")
+        print(f"   after the run, idle workers: GET /jobs/id {percentiles(run['quiet_status'])}")
+        print(f"   after the run, idle workers: results      {percentiles(run['quiet_results'])}  (random offsets)")
     if crowd:
         print(f"\n== {args.clients} clients at once, {args.client_queries} queries each: wall {crowd['wall']:.1f} s,"
               f" {crowd['answered']} answered, statuses {dict((s, crowd['statuses'].count(s)) for s in set(crowd['statuses']))}")
