@@ -12,7 +12,7 @@ Engine answers checked (the method names printed):
   answers); ``certify`` — :func:`formulations.robustness.certify`; ``minimum-margin`` — the MIP with refinement
   (:func:`formulations.robustness.minimum_margin`); ``segment-bab`` — branch and bound over segments
   (:func:`formulations.cascade.minimum_margin_bb`); ``relu-bab`` — :func:`formulations.relu_bab.relu_bab`;
-  ``injectivity``, ``preimage`` — :mod:`formulations.invertibility`.
+  ``injectivity``, ``preimage``, ``invariance`` (decision invariance) — :mod:`formulations.invertibility`.
 
 Oracles (all in this file):
 
@@ -27,7 +27,8 @@ Oracles (all in this file):
 * invertibility: a witness pair re-checked (inside the ball, equal outputs, its distance); and lower bounds on the
   maximal distance ``p*`` — for ReLU, segments along a null direction of a linear region's Jacobian (exactly equal
   outputs); for any activation, sampled pairs with outputs within delta. A lower bound above the engine's upper
-  bound contradicts it.
+  bound contradicts it. Decision invariance: the witness re-checked (inside, still classified as the centre),
+  and sampled points that keep the class, whose farthest distance must not exceed the engine's upper bound.
 
 A disagreement beyond ``slack = stated tolerance + 1e-6 + 1e-5 |value|`` is written to ``--out`` as JSON (network,
 input, eps, norm, method, engine answer, oracle evidence) and counted; the count must be 0.
@@ -575,6 +576,8 @@ class Campaign:
             self.relu_bab_queries(net, engine_net, xs[54:58], labels[54:58], eps[54:58], omin[54:58], opts[54:58])
         if time.monotonic() < deadline:
             self.invertibility(net, engine_net, norm, xs[58], float(eps[58]))
+        if time.monotonic() < deadline and (activation == "relu" or net.d <= 2):
+            self.invariance(net, engine_net, norm, xs[59], float(eps[59]))
 
     def relu_bab_queries(self, net, engine_net, xs, labels, eps, omin, opts) -> None:
         from polycert.formulations.bounds import symbolic_bounds
@@ -668,6 +671,49 @@ class Campaign:
         if best > cert.upper + slack(cert.upper, 1e-4):
             self.disagree(net, kind, norm, c, None, radius, ans, {"what": f"{what} with equal outputs farther apart "
                           "than the upper bound", "distance": best, "pair": None if pair is None else [p.tolist() for p in pair]})
+
+
+    def invariance(self, net: Net, engine_net, norm: str, c, radius: float) -> None:
+        """Decision invariance: the farthest x of ball(c, radius) ∩ domain whose predicted class stays c's.
+        Its witness is re-checked (inside, margin > 0, its distance); sampled points of the ball that keep the
+        class give lower bounds on the farthest distance, which must not exceed the engine's upper bound."""
+        from polycert.formulations.invertibility import decision_invariance
+
+        label = int(np.argmax(net.forward(c)))
+        t0 = time.perf_counter()
+        try:
+            cert = decision_invariance(engine_net, c, radius=radius, norm=norm, domain=(0.0, 1.0), time_limit=4.0,
+                                       max_rounds=8)
+        except Exception as exc:  # noqa: BLE001
+            self.errors[f"invariance: {type(exc).__name__}: {str(exc)[:100]}"] += 1
+            return
+        finally:
+            self.seconds["invariance"] += time.perf_counter() - t0
+        self.checked[(net.activation, "invariance")] += 1
+        ans = {"verdict": cert.verdict.value, "lower": cert.lower, "upper": cert.upper, "label": label}
+        w = cert.extra.get("witness")
+        if w is not None and w.get("valid"):
+            x = np.asarray(w["x"], float)
+            m = net.margins(x, label)
+            worst = float(np.min(np.delete(m, label)))
+            dd = float(dist(x, c, norm))
+            if not inside(x, c, radius, norm) or worst < -1e-9 or dd < cert.lower - slack(cert.lower):
+                self.disagree(net, "invariance", norm, c, label, radius, ans, {"what": "witness outside the ball, "
+                              "its class changed, or its distance below the stated lower bound", "x": x,
+                              "margin": worst, "distance": dd})
+        t0 = time.perf_counter()
+        pts = sample(self.rng, c[None], np.array([radius]), norm, 2000)[0]
+        keep = np.argmax(net.forward(pts), axis=1) == label
+        m = net.margins(pts, label)
+        m[:, label] = np.inf
+        keep &= m.min(1) > 1e-9  # strictly first, as the engine's witness must be
+        best = float(dist(pts[keep], c, norm).max()) if keep.any() else 0.0
+        self.seconds["oracle:invariance"] += time.perf_counter() - t0
+        self.by_oracle["invariance"] += 1
+        if best > cert.upper + slack(cert.upper, 1e-4):
+            far = pts[keep][np.argmax(dist(pts[keep], c, norm))]
+            self.disagree(net, "invariance", norm, c, label, radius, ans, {"what": "a sampled point keeps the class "
+                          "farther from the centre than the upper bound", "point": far, "distance": best})
 
 
 def main(argv=None) -> int:

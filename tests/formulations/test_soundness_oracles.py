@@ -120,3 +120,19 @@ def test_the_campaign_runs_end_to_end_in_a_short_budget(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "DISAGREEMENTS: 0" in out.stdout, out.stdout[-3000:]
     assert "checked queries" in out.stdout
+
+
+def test_decision_invariance_is_checked_against_a_known_farthest_point(tmp_path):
+    """logit0 - logit1 = 1 - 4 (x0 + x1): from (0.1, 0.1) in an L-inf ball of 0.2 clipped to [0, 1]^2 the class
+    holds up to x0 + x1 < 0.25, so the farthest point keeping it is 0.15 away, at (0, 0.25) or (0.25, 0)."""
+    from polycert.formulations import Network
+    from polycert.formulations.invertibility import decision_invariance
+
+    net = S.Net([np.eye(2), np.array([[-2.0, -2.0], [2.0, 2.0]])], [np.zeros(2), np.array([0.5, -0.5])], "relu")
+    engine_net = Network.from_arrays(net.W, net.b, "relu")
+    c = np.array([0.1, 0.1])
+    cert = decision_invariance(engine_net, c, radius=0.2, norm="linf", domain=(0.0, 1.0), time_limit=10.0)
+    assert abs(cert.upper - 0.15) < 1e-3 and abs(cert.lower - 0.15) < 1e-3
+    camp = S.Campaign(0, tmp_path)
+    camp.invariance(net, engine_net, "linf", c, 0.2)
+    assert camp.checked[("relu", "invariance")] == 1 and not camp.disagreements
