@@ -412,13 +412,13 @@ def load_stored(row: NetworkRow) -> Network:
 # -- jobs ---------------------------------------------------------------------------------------------
 def load_slice(ds: DatasetSlice) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
     """(x (n, d), labels (n,), dataset indices) of a dataset slice."""
-    from polycert.datasets import load_preprocessed
+    from polycert.datasets import load_rows
 
-    x, y = load_preprocessed(ds.name, ds.split)
-    if ds.start >= len(x):
-        raise InvalidInputError(f"dataset {ds.name} ({ds.split}) has {len(x)} images; slice starts at {ds.start}")
-    stop = min(ds.stop, len(x))
-    return x[ds.start : stop], y[ds.start : stop], list(range(ds.start, stop))
+    x, y, count = load_rows(ds.name, ds.split, ds.start, ds.stop)  # only the slice's rows become float64
+    if ds.start >= count:
+        raise InvalidInputError(f"dataset {ds.name} ({ds.split}) has {count} images; slice starts at {ds.start}")
+    stop = min(ds.stop, count)
+    return x, y, list(range(ds.start, stop))
 
 
 def batch_inputs(request: "BatchRequest | SignatureRequest") -> tuple[np.ndarray, np.ndarray, list[int | None]]:
