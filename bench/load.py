@@ -23,7 +23,8 @@ Figures:
   p50 / p99 submit latency, p50 / p99 time to done, the total wall time.
 
 Needs PostgreSQL and Redis on 127.0.0.1 (``bash deploy/ensure-services.sh``). ``--keep`` keeps the database
-(and prints its URL) and the logs folder.
+(and prints its URL) and the logs folder. ``--chunk-size N``: fixed chunks (a worker's memory follows its
+largest chunk, which the guided sizes take from the network's history, capped at ``chunking.LARGEST_CHUNK``).
 """
 
 from __future__ import annotations
@@ -210,6 +211,8 @@ def main(argv=None) -> int:
     parser.add_argument("--method", default="lp", choices=["lp", "mip", "both"])
     parser.add_argument("--answer", default="verdict", choices=["verdict", "bounds"])
     parser.add_argument("--poll", type=float, default=0.1, help="seconds between the polling client's rounds")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="fixed queries per chunk (default: the service's guided sizes from the network's history)")
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs folder")
     args = parser.parse_args(argv)
 
@@ -223,6 +226,8 @@ def main(argv=None) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("POLYCERT_")}
         env.update(POLYCERT_DATABASE_URL=url, POLYCERT_BROKER_URL=REDIS, POLYCERT_ENVIRONMENT="test",
                    POLYCERT_QUEUE_NAME=f"polycert-load-{uuid.uuid4().hex[:6]}", PYTHONPATH=str(ROOT))
+        if args.chunk_size:
+            env["POLYCERT_CHUNK_SIZE"] = str(args.chunk_size)
         redis.Redis.from_url(REDIS).flushdb()
         stack.callback(lambda: redis.Redis.from_url(REDIS).flushdb())
         server = stack.enter_context(live_server(logs, **{k: v for k, v in env.items() if k.startswith("POLYCERT_")}))
@@ -242,8 +247,10 @@ def main(argv=None) -> int:
             wait_done(client, submit(client, network_id, 9500, 9500 + 40, args.eps[:1], args), timeout=300)
         runs = [batch_run(server, sampler, network_id, n, f"{n} queries", args)
                 for n in dict.fromkeys([args.small, args.queries]) if n > 0]
-        sampler.phase = f"{args.clients} clients"
-        crowd = clients_run(server, network_id, args) if args.clients > 0 else None
+        crowd = None
+        if args.clients > 0:
+            sampler.phase = f"{args.clients} clients"
+            crowd = clients_run(server, network_id, args)
         time.sleep(0.3)
         print(f"# logs: {logs}" + (f"; database kept: {url}" if args.keep else ""))
 
