@@ -450,13 +450,13 @@ def load_stored(row: NetworkRow) -> Network:
 # -- jobs ---------------------------------------------------------------------------------------------
 def load_slice(ds: DatasetSlice) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
     """(x (n, d), labels (n,), dataset indices) of a dataset slice."""
-    from polycert.datasets import load_preprocessed
+    from polycert.datasets import load_rows
 
-    x, y = load_preprocessed(ds.name, ds.split)
-    if ds.start >= len(x):
-        raise InvalidInputError(f"dataset {ds.name} ({ds.split}) has {len(x)} images; slice starts at {ds.start}")
-    stop = min(ds.stop, len(x))
-    return x[ds.start : stop], y[ds.start : stop], list(range(ds.start, stop))
+    x, y, count = load_rows(ds.name, ds.split, ds.start, ds.stop)  # only the slice's rows become float64
+    if ds.start >= count:
+        raise InvalidInputError(f"dataset {ds.name} ({ds.split}) has {count} images; slice starts at {ds.start}")
+    stop = min(ds.stop, count)
+    return x, y, list(range(ds.start, stop))
 
 
 def batch_inputs(request: "BatchRequest | SignatureRequest") -> tuple[np.ndarray, np.ndarray, list[int | None]]:
@@ -505,13 +505,23 @@ def check_inputs(x: np.ndarray, labels: np.ndarray, network: NetworkRow, *, targ
         raise InvalidInputError(f"{field} {cls} is outside 0..{network.output_size - 1}")
 
 
+def _read_only(x: np.ndarray) -> np.ndarray:
+    x = np.array(x, dtype=np.float64, copy=True)  # not the dataset's cached array: the plan owns its inputs
+    x.setflags(write=False)
+    return x
+
+
 def plan_queries(request: BatchRequest, x: np.ndarray, labels: np.ndarray, sources: Sequence[int | None],
                  network: NetworkRow, *, domain: Domain | None = None) -> list[dict[str, Any]]:
-    """One query per (item, eps, method), in that order. ``domain``: the job's (default :func:`job_domain`)."""
+    """One query per (item, eps, method), in that order. ``domain``: the job's (default :func:`job_domain`).
+
+    ``input`` is a read-only row of ``x`` (a view: a batch's plan holds its inputs once, as one array, and each
+    query's input becomes a list only when its rows are written, :func:`repo.add_queries`)."""
     check_inputs(x, labels, network, target=("target", request.target))
     check_balls(x, request.eps, request.norm, domain if domain is not None else job_domain(request.domain, network))
+    x = _read_only(x)
     return [
-        dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(labels[i]), target=request.target,
+        dict(item=i, source_index=sources[i], input=x[i], label=int(labels[i]), target=request.target,
              eps=float(eps), norm=request.norm, method=method)
         for i in range(len(x))
         for eps in request.eps
@@ -525,8 +535,9 @@ def plan_signature_queries(request: SignatureRequest, x: np.ndarray, labels: np.
     own cost; ``target`` holds ``target_class`` (None: the input's label is maximised)."""
     check_inputs(x, labels, network, target=("target_class", request.target_class))
     check_balls(x, request.eps, "linf", stored_domain(network))  # eps within the domain's extent, balls meet it
+    x = _read_only(x)  # each query's input a view of its row, as in plan_queries
     return [
-        dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(labels[i]), target=request.target_class,
+        dict(item=i, source_index=sources[i], input=x[i], label=int(labels[i]), target=request.target_class,
              eps=float(eps), norm="linf", method=method)
         for method in request.method_list
         for i in range(len(x))
@@ -718,6 +729,21 @@ def derive_network(session: Session, network_id: int, transform: str, **options:
     return register_network(session, derived, transform[:20], domain=domain)
 
 
+INSERT_ROWS = 1000  # queries written per statement after the first chunk (submit_batch)
+
+
+def _insert_groups(sizes: Sequence[int], rows: int | None = None) -> list[slice]:
+    """Consecutive groups of chunks after the first, each of about ``rows`` queries (at least one chunk)."""
+    rows = INSERT_ROWS if rows is None else rows
+    groups, start, count = [], 1, 0
+    for i in range(1, len(sizes)):
+        count += sizes[i]
+        if count >= rows or i == len(sizes) - 1:
+            groups.append(slice(start, i + 1))
+            start, count = i + 1, 0
+    return groups
+
+
 def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_by: str,
                  chunk_size: int | Sequence[int] | None = None, settings: Settings | None = None) -> JobRow:
     """Create the job, commit it, then enqueue its chunks (so a worker never sees an uncommitted chunk).
@@ -726,6 +752,11 @@ def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_b
     chunk enqueued before the other chunks' queries are written, so a worker starts on it while the server
     inserts the rest (on 600 queries the first chunk starts about 15 ms sooner, a percent of the job's
     wall time). A failure after that fails the job (:func:`repo.fail_job`) rather than leaving it waiting.
+
+    The other chunks' queries are written (and their chunks enqueued) in groups of about
+    :data:`INSERT_ROWS` rows, one statement each: the server's memory for a submission is then the plan (one
+    array of inputs and a small dict per query) plus one group's rows and JSON document, not the whole batch's
+    (bench/load.py: the API's peak RSS grew by ~36 MiB from a 1,000- to a 10,000-query batch with one statement).
 
     ``chunk_size`` overrides the settings' (whose default, None, means guided sizes). Each chunk's task
     gets time limits from its own queries' limits (:meth:`Settings.chunk_time_limits`)."""
@@ -737,22 +768,21 @@ def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_b
     limits = [settings.chunk_time_limits(sum(float((q.get("parameters") or {}).get("timeout") or default_limit)
                                              for q in queries)) for queries in planned]
     job_id = job.id
-    for first, part in ((True, slice(None, 1)), (False, slice(1, None))):
-        if not first and not chunks[part]:
-            break
+    for first, part in ((True, slice(0, 1)), *((False, p) for p in _insert_groups([len(q) for q in planned]))):
         try:
             repo.add_queries(session, job_id, chunks[part], planned[part])
             session.commit()  # the first time with the job and its chunks
         except Exception:
             session.rollback()  # the first time nothing is stored
             if not first:  # the first chunk is committed and may be running: the job cannot complete
-                repo.fail_job(session, job_id, "the service could not store the job's queries", chunks[part])
+                repo.fail_job(session, job_id, "the service could not store the job's queries", chunks[part.start:])
                 session.commit()
             raise
         try:
             dispatcher.enqueue(chunks[part], limits[part])
         except Exception as exc:
-            repo.fail_job(session, job_id, f"the job's chunks could not be enqueued: {exc}", chunks[part])
+            # this group's chunks and every later group's (never sent, their queries not yet stored)
+            repo.fail_job(session, job_id, f"the job's chunks could not be enqueued: {exc}", chunks[part.start:])
             session.commit()
             raise QueueUnavailableError(f"job {job_id} was stored but could not be enqueued: {exc}") from None
     return job

@@ -8,15 +8,13 @@ and queue name, so it never touches anything else on the machine.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.live import Workers, postgres_database  # noqa: F401  (the shared launch code)
 
 PG_ADMIN = os.environ.get("POLYCERT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("POLYCERT_TEST_REDIS", "redis://127.0.0.1:6379/11")
@@ -43,21 +41,14 @@ def require_servers() -> None:
 @pytest.fixture(scope="session")
 def postgres_url():
     require_servers()
-    import psycopg
+    with postgres_database(PG_ADMIN, prefix=f"polycert_it_{os.getpid()}") as url:
+        from polycert.db.migrate import upgrade
 
-    name = f"polycert_it_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    from polycert.db.migrate import upgrade
+        upgrade(url)
+        yield url
+        from polycert.db.session import get_engine
 
-    upgrade(url)
-    yield url
-    from polycert.db.session import get_engine
-
-    get_engine.cache_clear()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        get_engine.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -69,39 +60,6 @@ def redis_url():
     client.flushdb()
     yield REDIS
     client.flushdb()
-
-
-class Workers:
-    """Celery worker processes started by a test, each in its own process group (killed as a whole)."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env, self.log_dir, self.procs = env, log_dir, []
-
-    def start(self, concurrency: int = 1) -> subprocess.Popen:
-        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "polycert.workers.app", "worker", "--pool", "prefork",
-             f"--concurrency={concurrency}", "-Q", self.env["POLYCERT_QUEUE_NAME"], "--loglevel", "warning",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"it{len(self.procs)}@%h"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                self.kill(proc, signal.SIGTERM)
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))
 
 
 def service_env(database_url: str, broker_url: str | None, **extra: str) -> dict[str, str]:
