@@ -111,7 +111,6 @@ def per_digit_images(x, y, per_digit: int):
 
 
 def part_b(args) -> None:
-    import redis
     from sqlalchemy import func, select
 
     q = _queue_helpers()
@@ -135,7 +134,7 @@ def part_b(args) -> None:
 
         get_settings.cache_clear()
         upgrade(url)
-        redis.Redis.from_url(q.REDIS).flushdb()
+        # no flushdb: the queue name is this run's own, and the Redis database may be another run's too
         procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "polycert.workers.app", "worker", "--pool", "solo",
                                    "-Q", queue, "-l", "warning", "--without-gossip", "--without-mingle",
                                    "--without-heartbeat", "-n", f"analysis{i}@%h"], cwd=ROOT, env=env,

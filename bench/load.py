@@ -228,8 +228,8 @@ def main(argv=None) -> int:
                    POLYCERT_QUEUE_NAME=f"polycert-load-{uuid.uuid4().hex[:6]}", PYTHONPATH=str(ROOT))
         if args.chunk_size:
             env["POLYCERT_CHUNK_SIZE"] = str(args.chunk_size)
-        redis.Redis.from_url(REDIS).flushdb()
-        stack.callback(lambda: redis.Redis.from_url(REDIS).flushdb())
+        # no flushdb: the queue is this run's own; another run may share the Redis database (a flush lost its tasks)
+        stack.callback(lambda: redis.Redis.from_url(REDIS).delete(env["POLYCERT_QUEUE_NAME"]))
         server = stack.enter_context(live_server(logs, **{k: v for k, v in env.items() if k.startswith("POLYCERT_")}))
         pool = Workers(server.env, logs)
         stack.callback(pool.stop_all)

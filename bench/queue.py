@@ -110,7 +110,6 @@ def through_celery(n_workers: int, args, network_name: str, plan: list[int] | No
                    ) -> tuple[float, int, float, list[tuple]]:
     """Submit the batch (in the chunks of ``plan`` if given, else as the service cuts it), run ``n_workers``
     worker processes, wait: (wall seconds, chunks, summed engine time, the chunks' queries)."""
-    import redis
     from sqlalchemy import func, select
 
     stack = contextlib.ExitStack()
@@ -131,7 +130,7 @@ def through_celery(n_workers: int, args, network_name: str, plan: list[int] | No
 
     get_settings.cache_clear()
     upgrade(url)
-    redis.Redis.from_url(REDIS).flushdb()
+    # no flushdb: the queue name is this run's own, and the Redis database may be another run's too
     log_dir = args.worker_log / f"{n_workers}-workers" if args.worker_log else Path(tempfile.mkdtemp(prefix="polycert-queue-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     pool = Workers(env, log_dir)
