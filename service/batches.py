@@ -6,6 +6,7 @@ A query is one (input, label, eps, method); ``methods="both"`` makes an LP and a
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
 from typing import Annotated, Any, Literal, Protocol, Sequence, Union
@@ -786,6 +787,36 @@ def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_b
             session.commit()
             raise QueueUnavailableError(f"job {job_id} was stored but could not be enqueued: {exc}") from None
     return job
+
+
+def requeue(session: Session, dispatcher: Dispatcher, job_id: int, settings: Settings | None = None) -> int:
+    """Send a job's unfinished chunks to the queue again: every queued one, and every running one started
+    longer ago than its hard time limit (its worker is gone). For a broker that lost its messages (a Redis
+    restarted without its append-only file, a flushed database): the job would otherwise wait for ever.
+    Safe to repeat: a chunk delivered twice stores each answer once (a done chunk's queries are skipped).
+    Returns how many chunks were sent; ConflictError when the job has ended."""
+    settings = settings or get_settings()
+    job = get_job_or_raise(session, job_id)
+    if job.status not in ("queued", "running"):
+        raise ConflictError(f"job {job_id} is {job.status}; only a queued or running job's chunks can be requeued")
+    default_limit = (job.parameters or {}).get("time_limit") or settings.query_time_limit
+    now = dt.datetime.now(dt.timezone.utc)
+    chosen, limits = [], []
+    for chunk_id, state, started, timeouts in repo.unfinished_chunks(session, job_id):
+        soft, hard = settings.chunk_time_limits(sum(float(t or default_limit) for t in timeouts))
+        if state == "running" and started is not None:
+            started = started if started.tzinfo else started.replace(tzinfo=dt.timezone.utc)
+            if (now - started).total_seconds() <= hard:
+                continue  # still within its time: its worker may well be on it
+        chosen.append(chunk_id)
+        limits.append((soft, hard))
+    session.commit()
+    if chosen:
+        try:
+            dispatcher.enqueue(chosen, limits)
+        except Exception as exc:
+            raise QueueUnavailableError(f"job {job_id}'s chunks could not be sent to the queue: {exc}") from None
+    return len(chosen)
 
 
 def get_job_or_raise(session: Session, job_id: int) -> JobRow:

@@ -461,6 +461,13 @@ def cancel(job: int) -> None:
     console.print(_backend().cancel(job), highlight=False)
 
 
+@app.command()
+def requeue(job: int) -> None:
+    """Send a job's unfinished chunks to the queue again, e.g. after the broker lost its messages (a Redis
+    restarted without persistence): the job goes on where it stood; answers already stored are kept once."""
+    console.print(_backend().requeue(job), highlight=False)
+
+
 #: ``polycert results --format csv``: one row per certificate, the columns a reader of a job's answers wants
 #: first (the full certificate, with counterexamples, timings and tight constraints, is --format json)
 RESULT_COLUMNS = (("item", "item"), ("source_index", "source_index"), ("label", "label"), ("target", "target"),

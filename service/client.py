@@ -195,6 +195,11 @@ class Client:
         A job that already ended is an ApiError 409."""
         return self._request("POST", f"/jobs/{job_id}/cancel")["message"]
 
+    def requeue(self, job_id: int) -> str:
+        """Send a job's unfinished chunks to the queue again (after a broker lost its messages); returns the
+        server's message. A job that already ended is an ApiError 409."""
+        return self._request("POST", f"/jobs/{job_id}/requeue")["message"]
+
     def results(self, job_id: int, *, verdict: str | None = None, method: str | None = None, eps: float | None = None,
                 label: int | None = None, signatures: bool = False, boxes: bool = False) -> list[dict]:
         """Every certificate of a job (all pages of ``GET /jobs/{id}/results``), in query order."""

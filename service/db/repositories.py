@@ -233,6 +233,18 @@ class Claim:
     network_digest: str
 
 
+def unfinished_chunks(session: Session, job_id: int) -> list[tuple[int, str, dt.datetime | None, list[float | None]]]:
+    """(chunk id, status, started_at, its queries' own timeouts) of a job's chunks that are queued or running."""
+    stmt = (select(ChunkRow.id, ChunkRow.status, ChunkRow.started_at, QueryRow.parameters)
+            .join(QueryRow, QueryRow.chunk_id == ChunkRow.id)
+            .where(ChunkRow.job_id == job_id, ChunkRow.status.in_(("queued", "running"))).order_by(ChunkRow.id))
+    out: dict[int, tuple[int, str, dt.datetime | None, list[float | None]]] = {}
+    for chunk_id, status, started, parameters in session.execute(stmt):
+        entry = out.setdefault(chunk_id, (chunk_id, status, started, []))
+        entry[3].append((parameters or {}).get("timeout"))
+    return list(out.values())
+
+
 def claim_chunk(session: Session, chunk_id: int, worker: str) -> Claim | None:
     """Record that ``worker`` starts (or restarts) a chunk (attempts + 1; a cancelled chunk stays
     cancelled) and move its job from queued to running; returns the claim, or None for no such chunk.

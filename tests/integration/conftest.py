@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -129,9 +131,10 @@ class RedisServer:
     """A redis-server of the test's own, on a free port, configured as deploy/compose.yaml runs it (append-only
     file on): the test may stop and restart it without touching anyone else's Redis."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = True) -> None:
         self.binary = require_binary("redis-server")
         self.directory, self.port, self.proc = directory, free_port(), None
+        self.persistent = persistent  # False: a restart loses every queued message (Redis's own default)
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -142,7 +145,7 @@ class RedisServer:
         log = open(self.directory / "redis.log", "ab")
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--save", "", "--daemonize", "no"],
+             "--appendonly", "yes" if self.persistent else "no", "--save", "", "--daemonize", "no"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: reachable("127.0.0.1", self.port), 30, f"redis-server on port {self.port}")
 

@@ -184,6 +184,44 @@ def test_a_redis_restart_mid_batch_loses_no_query_and_answers_none_twice(postgre
     assert_answered_once(stack, after, after_job)
 
 
+def test_a_redis_that_lost_its_messages_leaves_the_job_waiting_until_requeue_sends_its_chunks_again(
+        postgres_url, workers, monkeypatch, tmp_path, fault_seed):
+    """A Redis restarted without persistence drops every queued task: the job's chunks stay queued for ever
+    (no worker will hear of them). ``polycert requeue JOB`` sends the unfinished ones again, and the job ends
+    with each query answered once (the chunks that had been answered are not answered twice)."""
+    images = 40
+    k = random.Random(fault_seed).randint(1, images)
+    redis = RedisServer(tmp_path / "redis", persistent=False)
+    redis.start()
+    try:
+        with running_stack(monkeypatch, workers, postgres_url, redis.url, POLYCERT_CHUNK_SIZE="4") as stack:
+            job_id = stack.submit(images, [0.01, 0.02, 0.04])
+            wait_for_stored(stack, job_id, k)
+            redis.stop()
+            redis.start()  # empty: the queued tasks are gone
+            stuck = job_state(stack.database_url, job_id)
+            time.sleep(5)  # give a worker the chance to show it has nothing to do (not an assertion)
+            waiting = job_state(stack.database_url, job_id)
+            assert waiting["status"] in ("queued", "running") and waiting["done"] < waiting["total"], waiting
+            import subprocess
+            import sys
+
+            from tests.integration.conftest import ROOT
+
+            cli = subprocess.run([sys.executable, "-m", "polycert.cli", "requeue", str(job_id)], cwd=ROOT,
+                                 env=stack.env, capture_output=True, text=True, timeout=120)
+            assert cli.returncode == 0, cli.stderr
+            assert "sent to the queue again" in cli.stdout
+            job = wait_for_end(stack, job_id, timeout=150)
+            again = stack.client.post(f"/jobs/{job_id}/requeue")
+            assert again.status_code == 409 and "done" in again.json()["detail"]
+    finally:
+        redis.stop()
+    print("stored before the loss:", stuck["done"])
+    assert_answered_once(stack, job_id, job)
+    assert job["done"] == 3 * images
+
+
 # -- (c) PostgreSQL's connections killed, and PostgreSQL restarted ------------------------------------
 def terminate_backends(database_url: str) -> int:
     """pg_terminate_backend on every other connection to the test's own database; how many it ended."""

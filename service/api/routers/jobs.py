@@ -82,6 +82,14 @@ def cancel(job_id: JobId, session: SessionDep, _user: TokenDep) -> Message:
     return Message(message=f"job {job_id} cancelled; queries already answered are kept")
 
 
+@router.post("/{job_id}/requeue", response_model=Message)
+def requeue(job_id: JobId, session: SessionDep, settings: SettingsDep, dispatcher: DispatcherDep, _user: TokenDep) -> Message:
+    """Send the job's unfinished chunks to the queue again (queued ones, and running ones past their hard
+    time limit): for a broker that lost its messages. Repeating it is harmless; a job that ended is a 409."""
+    sent = batches.requeue(session, dispatcher, job_id, settings)
+    return Message(message=f"job {job_id}: {sent} chunk{'s' if sent != 1 else ''} sent to the queue again")
+
+
 @router.get("/{job_id}/results", response_model=ResultPage)
 def results(
     job_id: JobId,
