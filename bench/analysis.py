@@ -4,14 +4,16 @@ Prints tables; asserts nothing.
     .venv/bin/python bench/analysis.py [--part a|b|both] [--networks polycert-tiny verianet] [--images 600]
                                        [--per-digit 600] [--workers 2]
 
-(a) in process, one worker: the first ``--images`` test images x eps {0.01, 0.02}, methods LP and MIP, through
+(a) in process, one worker: the first ``--images`` test images x eps {0.01, 0.02}, methods LP and MIP (apart, and
+    in one ``both`` call as a worker runs a ``methods="both"`` job's chunk), through
     the very engine call a worker makes for a chunk (``workers.execution.cascade_call``) in chunks of 150,
     once with ``answer="bounds"`` (LP bound of every target, exact brackets to 1e-4, tight sets) and once with
     ``answer="verdict"`` (the sign only): wall time, queries/s, the ratio, and what the bounds hold (brackets
     closed to the tolerance, certificates with a tight set, the relaxation gap's median and maximum).
 (b) through the queue: the study's signature design, ``--per-digit`` test images of each digit at eps 0.05, LP
     and exact MIP (kind ``signature``), on PostgreSQL + Redis with ``--workers`` Celery worker processes:
-    wall time (submission to the last chunk's commit, workers' clocks), queries/s, MIP brackets closed.
+    wall time (submission to the last chunk's commit, workers' clocks), queries/s, MIP brackets closed. With
+    ``--report docs/study`` the study reports' signature sections are re-rendered from the job's certificates.
     Needs PostgreSQL and Redis on 127.0.0.1 (as bench/queue.py).
 """
 
@@ -70,7 +72,7 @@ def part_a(args) -> None:
         totals = {}
         for answer in ("verdict", "bounds"):
             certs_by = {}
-            for method in ("lp", "mip"):
+            for method in ("lp", "mip", "both"):
                 for eps in (0.01, 0.02):
                     start, certs = time.perf_counter(), []
                     for c0 in range(0, len(x), CHUNK):
@@ -78,7 +80,11 @@ def part_a(args) -> None:
                         certs += cascade_call(certify_batch, network, xs, ys, np.full(len(xs), eps), method=method,
                                               norm="linf", parameters={"time_limit": 60.0, "answer": answer})
                     seconds = time.perf_counter() - start
-                    totals[answer] = totals.get(answer, 0.0) + seconds
+                    key = (answer, "both" if method == "both" else "apart")
+                    totals[key] = totals.get(key, 0.0) + seconds
+                    if method == "both":  # one call per chunk answers both methods (as a worker runs a both job)
+                        lp_certs, certs = [p[0] for p in certs], [p[1] for p in certs]
+                        certs_by[("lp", eps)] = lp_certs
                     certs_by[(method, eps)] = certs
                     exact = sum(1 for c in certs if c.upper - c.lower <= TOLERANCE * (1 + 1e-9))
                     tight = sum(1 for c in certs if c.tight)
@@ -89,10 +95,12 @@ def part_a(args) -> None:
                         gap = f"{np.median(gaps):10.4f}  {gaps.max():7.4f}" if gaps.size else ""
                     print(f"{network_name:14s} {answer:8s} {method:6s} {eps:<6g} {len(certs):7d}  {seconds:7.2f}  "
                           f"{len(certs) / seconds:9.1f}  {exact:5d}  {tight:5d}  {gap}", flush=True)
-        n = 4 * len(x)
-        print(f"{network_name:14s} total: bounds {totals['bounds']:.2f} s ({n / totals['bounds']:.1f} q/s), verdict "
-              f"{totals['verdict']:.2f} s ({n / totals['verdict']:.1f} q/s), ratio {totals['bounds'] / totals['verdict']:.2f}",
-              flush=True)
+        n = 4 * len(x)  # LP and MIP answers of len(x) images x 2 radii
+        for how in ("apart", "both"):
+            b, v = totals[("bounds", how)], totals[("verdict", how)]
+            label = "lp and mip runs apart" if how == "apart" else "one 'both' run per chunk"
+            print(f"{network_name:14s} total ({label}): {n} answers of {n // 2} (image, eps) queries: bounds {b:.2f} s "
+                  f"({n / b:.1f} answers/s), verdict {v:.2f} s ({n / v:.1f} answers/s), ratio {b / v:.2f}", flush=True)
 
 
 def per_digit_images(x, y, per_digit: int):
@@ -103,7 +111,6 @@ def per_digit_images(x, y, per_digit: int):
 
 
 def part_b(args) -> None:
-    import redis
     from sqlalchemy import func, select
 
     q = _queue_helpers()
@@ -127,7 +134,7 @@ def part_b(args) -> None:
 
         get_settings.cache_clear()
         upgrade(url)
-        redis.Redis.from_url(q.REDIS).flushdb()
+        # no flushdb: the queue name is this run's own, and the Redis database may be another run's too
         procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "polycert.workers.app", "worker", "--pool", "solo",
                                    "-Q", queue, "-l", "warning", "--without-gossip", "--without-mingle",
                                    "--without-heartbeat", "-n", f"analysis{i}@%h"], cwd=ROOT, env=env,
@@ -161,6 +168,14 @@ def part_b(args) -> None:
             counts = {f"{m} {v}": n for m, v, n in rows}
             print(f"{network_name}: {total} queries ({len(xs)} images x LP, MIP), job {status}, {wall:.1f} s wall, "
                   f"{total / wall:.1f} queries/s, engine {engine_s:.1f} worker-s; {counts}", flush=True)
+            if args.report:  # the study report's signature section, from what the job stored
+                from polycert.study import rerender_signatures
+
+                command = (f"bench/analysis.py --part b --networks {network_name} --per-digit {args.per_digit} "
+                           f"--workers {args.workers} --report {args.report}")
+                with sessions() as session:
+                    readme = rerender_signatures(Path(args.report) / network_name, session, job_id, command=command)
+                print(f"{network_name}: signature section re-rendered in {readme}", flush=True)
         finally:
             for p in procs:
                 p.terminate()
@@ -178,6 +193,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--per-digit", type=int, default=600)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--report", help="(b): re-render the signature section of the study reports in REPORT/<network> "
+                                         "(e.g. docs/study) from the job's stored certificates")
     args = parser.parse_args()
     import numpy, scipy, highspy  # noqa: F401
 

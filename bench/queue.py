@@ -24,11 +24,12 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
+import contextlib
 import datetime
 import gc
 import os
 import platform
-import subprocess
+import tempfile
 import time
 import uuid
 
@@ -36,6 +37,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.live import Workers, postgres_database  # noqa: E402  (the stack's launch code, shared with the tests)
+
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/13"
 
@@ -74,22 +77,6 @@ def job_chunks(session, job_id: int) -> list[tuple]:
     return out
 
 
-def fresh_database() -> tuple[str, str]:
-    import psycopg
-
-    name = f"polycert_bench_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 POLL_SECONDS = 0.25  # how often the client asks whether the measured job is done
 WARM_UP_CHUNK = 40  # queries per worker: one chunk each, large enough to cost per query what a job's chunks do
 
@@ -123,10 +110,10 @@ def through_celery(n_workers: int, args, network_name: str, plan: list[int] | No
                    ) -> tuple[float, int, float, list[tuple]]:
     """Submit the batch (in the chunks of ``plan`` if given, else as the service cuts it), run ``n_workers``
     worker processes, wait: (wall seconds, chunks, summed engine time, the chunks' queries)."""
-    import redis
     from sqlalchemy import func, select
 
-    db_name, url = fresh_database()
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(postgres_database(PG_ADMIN, prefix="polycert_bench"))
     queue = f"bench-{uuid.uuid4().hex[:6]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYCERT_")}
     env.update(POLYCERT_DATABASE_URL=url, POLYCERT_BROKER_URL=REDIS, POLYCERT_QUEUE_NAME=queue,
@@ -143,14 +130,13 @@ def through_celery(n_workers: int, args, network_name: str, plan: list[int] | No
 
     get_settings.cache_clear()
     upgrade(url)
-    redis.Redis.from_url(REDIS).flushdb()
-    logs = [open(args.worker_log / f"worker{n_workers}-{i}.log", "w") if args.worker_log else subprocess.DEVNULL
-            for i in range(n_workers)]
-    procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "polycert.workers.app", "worker", "--pool", args.pool,
-                               "-c", "1", "-Q", queue, "-l", "info" if args.worker_log else "warning",
-                               "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bench{i}@%h"],
-                              cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT)
-             for i in range(n_workers)]
+    # no flushdb: the queue name is this run's own, and the Redis database may be another run's too
+    log_dir = args.worker_log / f"{n_workers}-workers" if args.worker_log else Path(tempfile.mkdtemp(prefix="polycert-queue-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pool = Workers(env, log_dir)
+    stack.callback(pool.stop_all)
+    for _ in range(n_workers):
+        pool.start(pool=args.pool, loglevel="info" if args.worker_log else "warning")
     sessions = session_factory(get_engine(url))
     try:
         # the clock starts on a warm service, as a running one is: the workers have imported the engine and
@@ -195,13 +181,9 @@ def through_celery(n_workers: int, args, network_name: str, plan: list[int] | No
               f" {[len(c[2]) for c in replay]}", flush=True)
         return wall, len(replay), float(solve or 0.0), replay
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=60)
         reset_dispatchers()
         get_engine.cache_clear()
-        drop_database(db_name)
+        stack.close()  # the workers stopped, then the database dropped
 
 
 def main() -> None:

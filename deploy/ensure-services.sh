@@ -18,6 +18,19 @@ if [ ! -x "$CHROMIUM" ]; then
     echo "ensure-services: $CHROMIUM is missing and there is no apt-get to install it; the browser tests skip (fail under CI=true)" >&2
   fi
 fi
+# the fault tests (tests/integration/test_faults.py) start and restart servers of their own: they need the
+# redis-server binary and PostgreSQL's initdb / pg_ctl (Debian's redis-server and postgresql packages)
+apt_install() {  # package...: install with apt-get when missing and root; say so otherwise
+  if command -v apt-get >/dev/null && [ "$(id -u)" = "0" ]; then
+    echo "ensure-services: installing $* (apt-get)" >&2
+    apt-get install -y -qq "$@" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$@" >/dev/null 2>&1; } \
+      || echo "ensure-services: apt-get install $* failed; the tests that need it skip (fail under CI=true)" >&2
+  else
+    echo "ensure-services: $* missing and cannot be installed here (needs root and apt-get)" >&2
+  fi
+}
+command -v redis-server >/dev/null || apt_install redis-server
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || apt_install postgresql
 pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
 

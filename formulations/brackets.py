@@ -51,6 +51,12 @@ class Brackets:
         return cls(labels, lower, np.full((n, n_out), np.inf), np.full((n, n_out), "", dtype=object),
                    np.full((n, n_out), "", dtype=object), np.full((n, n_out, d), np.nan), mask)
 
+    def snapshot(self) -> "Brackets":
+        """An independent copy: the brackets as they stand now (a ``both`` call's LP answer, before the MIP)."""
+        return Brackets(self.labels, self.lower.copy(), self.upper.copy(), self.lower_stage.copy(),
+                        self.upper_stage.copy(), self.points.copy(), self.mask, dict(self.termination),
+                        dict(self.solver))
+
     def raise_lower(self, i: int, k: int, value: float, stage: str) -> None:
         """Offer one lower bound, on target k of input i."""
         values = np.full((1, self.lower.shape[1]), -np.inf)

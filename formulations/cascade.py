@@ -71,6 +71,10 @@ from .smooth_bab import supports as smooth_bab_supports
 
 Array = np.ndarray
 STAGES = ("center", "symbolic", "attack", "bab", "lp", "mip")
+#: ``method="both"``: the LP answer and the exact answer of each input from one run, the LP's read off the
+#: brackets after stage 3 (one symbolic pass, one attack, one LP stage instead of two of each).
+BOTH = "both"
+METHODS = (LP, MIP, BOTH)
 ANSWERS = ("verdict", "bounds")
 JOB_FIELDS = ("answer", "query_time_limit")  # set per job by the service; the other fields are its settings
 _LOWER_STAGES = ("symbolic", "bab", "lp", "mip")  # stages that prove lower bounds, in cascade order
@@ -162,6 +166,7 @@ class CascadeResult:
 
     certificates: list[Certificate]
     stage_times: dict[str, float]
+    lp_certificates: list[Certificate] | None = None  # method "both": the LP answers (certificates: the MIP's)
 
     def decided_by(self) -> dict[str, int]:
         """How many queries each stage decided (unknown ones are not counted)."""
@@ -179,8 +184,8 @@ def _validate(network: Network, xs, labels, eps, method: str, norm: str, domain)
     xs = network.check_input(xs)
     if xs.ndim != 2:
         raise InvalidInputError(f"certify_batch takes inputs of shape (n, {network.input_size}), got {xs.shape}")
-    if method not in (LP, MIP):
-        raise InvalidInputError(f"method must be 'lp' or 'mip', got {method!r}")
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be 'lp', 'mip' or 'both', got {method!r}")
     centers, eps, norm, dlo, dhi = validate_balls(xs, eps, norm, domain)
     labels = check_labels(labels, centers.shape[0], network.output_size)
     return centers, labels, eps, norm, dlo, dhi
@@ -477,11 +482,13 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
     if not isinstance(settings, CascadeSettings):
         raise InvalidInputError(f"settings must be a CascadeSettings, got {type(settings).__name__}")
     centers, labels, eps, norm, dlo, dhi = _validate(network, xs, labels, eps, method, norm, domain)
+    both = method == BOTH
+    method = MIP if both else method  # both: the exact run, with the LP answer read off on the way
     n, d = centers.shape
     br = Brackets.start(labels, network.output_size, d, _target_mask(targets, n, network.output_size, labels))
     times = dict.fromkeys(STAGES, 0.0)
     if n == 0:
-        return CascadeResult([], times)
+        return CascadeResult([], times, [] if both else None)
     lo, hi = ball_boxes(centers, eps, norm, dlo, dhi)
     ball = None if norm == "linf" else (centers, eps, norm)
 
@@ -522,12 +529,18 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
     # what the cheap stages decided is final for a verdict (later stages only look at open inputs): a caller
     # may store it while the LP and MIP stages run. Bounds need every input's LP or exact search.
     early: dict[int, Certificate] = {}
+    early_lp: dict[int, Certificate] = {}
     decided = np.flatnonzero(~br.undecided) if not settings.bounds else np.zeros(0, dtype=np.int64)
     if on_decided is not None and decided.size:
         elapsed = sum(times.values())
         early = {int(i): _certificate(network, br, int(i), centers[i], float(eps[i]), norm, dlo, dhi, method, times,
                                       elapsed, n, (), settings) for i in decided}
-        on_decided(list(early), list(early.values()))
+        if both:
+            early_lp = {int(i): _certificate(network, br, int(i), centers[i], float(eps[i]), norm, dlo, dhi, LP,
+                                             times, elapsed, n, (), settings) for i in decided}
+            on_decided(list(early), list(zip(early_lp.values(), early.values())))
+        else:
+            on_decided(list(early), list(early.values()))
 
     # 3. LP, then 4. exact, input by input
     rows = np.arange(n) if settings.bounds else np.flatnonzero(br.undecided)
@@ -542,33 +555,45 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
         clock.spent[:] = (times["center"] + times["symbolic"] + times["attack"]) / n  # the shared stages' share
         run = _Run(network, br, rows, lo[rows], hi[rows], sets, env, Relaxations(env, bounds), settings, clock, {})
         times["lp"] = time.monotonic() - t0  # the symbolic bounds and the LP model: the LP stage's set-up
+        smooth = method == MIP and settings.smooth_bab and not settings.bounds and smooth_bab_supports(network)
         t0 = time.monotonic()
-        if method == MIP and settings.smooth_bab and not settings.bounds and smooth_bab_supports(network):
+        if smooth and not both:
             _smooth_stage(run)
         times["bab"] = time.monotonic() - t0
         t0 = time.monotonic()
         if settings.lp:
             _lp_stage(run)
     times["lp"] += time.monotonic() - t0
+    lp_br, lp_times = (br.snapshot(), dict(times)) if both else (None, None)
+    if both and run is not None and smooth:
+        # both: the branch and bound after the LP's answer is read off (the LP certificate is the LP's own)
+        t0 = time.monotonic()
+        _smooth_stage(run)
+        times["bab"] += time.monotonic() - t0
 
     t0 = time.monotonic()
     if method == MIP and run is not None:
         _mip_stage(run)
     times["mip"] = time.monotonic() - t0
 
-    total = sum(times.values())
     position = {int(i): r for r, i in enumerate(rows)}
-    certificates = []
-    for i in range(n):
-        if i in early:
-            certificates.append(early[i])
-            continue
-        r = position.get(i)
-        tags = () if run is None or r is None else _tight(run, i, r, method, float(eps[i]))
-        own = None if run is None or r is None else {f"{s}_own": float(run.clock.own[s][r]) for s in _OWN_STAGES}
-        certificates.append(_certificate(network, br, i, centers[i], float(eps[i]), norm, dlo, dhi, method, times,
-                                         total, n, tags, settings, own))
-    return CascadeResult(certificates, times)
+
+    def answers(brackets: Brackets, answer_method: str, stage_times: dict, done: dict) -> list[Certificate]:
+        total = sum(stage_times.values())
+        out = []
+        for i in range(n):
+            if i in done:
+                out.append(done[i])
+                continue
+            r = position.get(i)
+            tags = () if run is None or r is None else _tight(run, brackets, i, r, answer_method, float(eps[i]))
+            own = None if run is None or r is None else {f"{s}_own": float(run.clock.own[s][r]) for s in _OWN_STAGES}
+            out.append(_certificate(network, brackets, i, centers[i], float(eps[i]), norm, dlo, dhi, answer_method,
+                                    stage_times, total, n, tags, settings, own))
+        return out
+
+    lp_certificates = answers(lp_br, LP, lp_times, early_lp) if both else None
+    return CascadeResult(answers(br, method, times, early), times, lp_certificates)
 
 
 def _target_mask(targets, n: int, n_out: int, labels: Array) -> Array | None:
@@ -591,10 +616,10 @@ def _target_mask(targets, n: int, n_out: int, labels: Array) -> Array | None:
     return mask
 
 
-def _tight(run: _Run, i: int, r: int, method: str, eps: float) -> tuple[ConstraintTag, ...]:
-    """The constraints tight at the optimum the certificate reports: for LP, the LP optimum of the target
-    with the lowest bound; for MIP, the input attaining the smallest margin, read off the real network."""
-    br = run.br
+def _tight(run: _Run, br: Brackets, i: int, r: int, method: str, eps: float) -> tuple[ConstraintTag, ...]:
+    """The constraints tight at the optimum the certificate reports (``br``: the brackets it reports): for
+    LP, the LP optimum of the target with the lowest bound; for MIP, the input attaining the smallest margin,
+    read off the real network."""
     if method == LP:
         ks = br.targets_of(i)
         for k in sorted(ks, key=lambda k: br.lower[i, k]):
@@ -617,17 +642,19 @@ def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP
 
     Args:
         xs: (n, d) inputs; labels: (n,) true classes (or one int); eps: a radius or one per input.
-        method: ``"mip"`` (exact: every query verified or falsified unless a limit is hit) or ``"lp"``
-            (stages 0-3 only; what they leave is *unknown (relaxation inconclusive)*).
+        method: ``"mip"`` (exact: every query verified or falsified unless a limit is hit), ``"lp"``
+            (stages 0-3 only; what they leave is *unknown (relaxation inconclusive)*), or ``"both"``: the two
+            answers of each input from one run (the LP's as the brackets stood after stage 3).
         settings: :class:`CascadeSettings` (thresholds, limits, and ``answer``: verdict or bounds).
         norm, domain: the input sets, as in :class:`formulations.input_sets.InputSet`.
         on_decided: called once, after the attack stage, with the indices and certificates of the inputs
             the cheap stages (centre, symbolic, attack) decided; they are final (the same objects are in
-            the returned list), so a caller can store them while the LP and MIP stages run.
+            the returned list), so a caller can store them while the LP and MIP stages run. For ``"both"``
+            each certificate is an (LP, MIP) pair, as in the returned list.
         targets: the classes to compare against (a list for every input, or an (n, n_out) mask; default all).
 
     Returns:
-        One robustness :class:`Certificate` per input, in order; ``stage`` is the stage that decided it
+        One robustness :class:`Certificate` per input, in order (``"both"``: one (LP, MIP) pair per input); ``stage`` is the stage that decided it
         (``center``, ``symbolic``, ``attack``, ``lp``, ``mip``; for unknown ones the last stage tried);
         ``tight`` the constraints tight at the reported optimum (bounds answers).
 
@@ -636,8 +663,11 @@ def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP
         SolverNotAvailableError: ``method="mip"`` and the MIP solver cannot run here.
         UnsoundAnswerError: a bound contradicted a margin the real network attains.
     """
-    return run_cascade(network, xs, labels, eps, method=method, settings=settings, norm=norm,
-                       domain=domain, on_decided=on_decided, targets=targets).certificates
+    result = run_cascade(network, xs, labels, eps, method=method, settings=settings, norm=norm,
+                         domain=domain, on_decided=on_decided, targets=targets)
+    if method == BOTH:
+        return list(zip(result.lp_certificates, result.certificates))
+    return result.certificates
 
 
 # -- certificates ------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class UnknownReason(str, enum.Enum):
     RELAXATION = "relaxation inconclusive"  # an LP bound that neither proves nor refutes
     REFINEMENT_LIMIT = "refinement limit"
     UNCONFIRMED = "unconfirmed"  # only a back-end that needs a second opinion answered (backends.second_opinion)
+    UNSUPPORTED_FORM = "unsupported property form"  # a VNN-LIB property bounds do not decide: only a point can
 
 
 _REASONS = {

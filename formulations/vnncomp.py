@@ -42,6 +42,8 @@ import numpy as np
 
 from .attack import pgd_attack
 from .bounds import LayerBounds, margin_bounds, symbolic_bounds, unstable
+from .brackets import Brackets, margins
+from .certificate import TargetBound, UnknownReason, Verdict
 from .encoding import MIP, encode_network, margin_objective
 from .errors import InvalidInputError, SolverError, SolverNotAvailableError
 from .input_sets import InputSet
@@ -70,13 +72,16 @@ BAB_FIRST_SHARE = 0.1
 REFINE_SHARE = 0.5
 #: Seconds per refinement MIP (one side of one neuron); a stopped solve still gives its dual bound.
 REFINE_PER_SOLVE = 0.5
+#: Points of the box tried against a property of no robustness form (which only a point can decide).
+GENERAL_SAMPLES = 2000
 
 
 @dataclass(frozen=True)
 class VnncompAnswer:
     """``word`` in holds / violated / unknown; ``x``, ``y`` the re-checked counterexample of a violation;
     ``stage`` the stage that decided; ``times`` seconds per stage; ``lower`` the proven bound on the
-    smallest margin (``-inf`` where none), ``undecided`` the targets left open."""
+    smallest margin (``-inf`` where none), ``upper`` the smallest margin a point of the box attains,
+    ``undecided`` the targets left open, ``reason`` why (the certificates' :class:`UnknownReason`)."""
 
     word: str
     x: Array | None = None
@@ -85,6 +90,9 @@ class VnncompAnswer:
     times: dict = field(default_factory=dict)
     lower: float = -np.inf
     undecided: tuple[int, ...] = ()
+    upper: float = np.inf  # the smallest margin attained inside the box (a confirmed point's)
+    targets: tuple[TargetBound, ...] = ()  # per target: its bracket, verdict and the stage of its bound
+    reason: UnknownReason | None = None  # why an unknown is one
 
 
 def property_input_set(prop: VnnlibProperty) -> InputSet:
@@ -94,33 +102,49 @@ def property_input_set(prop: VnnlibProperty) -> InputSet:
 
 
 class _Run:
-    """The running state of one answer: open targets, their proven lower bounds, the clock."""
+    """The running state of one answer: the targets' brackets (:class:`formulations.brackets.Brackets`, one
+    input: proven lower bounds, margins attained inside the box), the counterexample, the clock."""
 
-    def __init__(self, network: Network, prop: VnnlibProperty, label: int, targets: tuple[int, ...], timeout: float):
-        self.network, self.prop, self.label = network, prop, label
-        self.lower = {k: -np.inf for k in targets}
+    def __init__(self, network: Network, prop: VnnlibProperty, label: int, targets: tuple[int, ...], timeout: float,
+                 *, decidable: bool = True):
+        self.network, self.prop, self.label, self.targets = network, prop, label, tuple(targets)
+        # only a robustness view's targets can be proven here: any other form can be refuted, never held
+        self.decidable = decidable and bool(targets)
+        mask = np.zeros((1, network.output_size), dtype=bool)
+        mask[0, list(self.targets)] = True
+        self.br = Brackets.start(np.array([max(label, 0)]), network.output_size, network.input_size, mask)
         self.started = time.monotonic()
         self.deadline = self.started + timeout
         self.times: dict[str, float] = {}
         self.counterexample: Array | None = None
         self.stage = ""
+        self.exhausted = False  # a search ended undecided before the time was up (its domain limit)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
     @property
+    def lower(self) -> dict[int, float]:
+        return {k: float(self.br.lower[0, k]) for k in self.targets}
+
+    @property
     def open(self) -> list[int]:
-        return [k for k, v in self.lower.items() if not v > 0.0]
+        return [k for k in self.targets if not self.br.lower[0, k] > 0.0]
 
     def offer_lower(self, k: int, value: float, stage: str) -> None:
-        if value > self.lower[k]:
-            self.lower[k] = float(value)
-            if not self.open:
-                self.stage = stage
+        """A proven lower bound on target k's margin (checked against the margins attained: a contradiction
+        is an :class:`UnsoundAnswerError`)."""
+        was_open = bool(self.open)
+        self.br.raise_lower(0, int(k), float(value), stage)
+        if was_open and not self.open:
+            self.stage = stage
 
     def offer_point(self, x: Array, stage: str) -> bool:
-        """Accept ``x`` as the counterexample only if the real network confirms it."""
+        """A point: an upper bound on the margins if it lies in the box; the counterexample only if the real
+        network confirms it."""
         x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if self.targets and self.prop.contains_input(x):
+            self.br.offer_points(np.array([0]), x[None, :], margins(self.network, x[None, :], self.br.labels), stage)
         if self.counterexample is None and check_counterexample(self.prop, self.network.forward, x):
             self.counterexample, self.stage = x, stage
             return True
@@ -129,15 +153,34 @@ class _Run:
     def timed(self, name: str, t0: float) -> None:
         self.times[name] = self.times.get(name, 0.0) + time.monotonic() - t0
 
+    def reason(self) -> UnknownReason:
+        """Why the answer is unknown, in the certificates' words (:class:`UnknownReason`)."""
+        if not self.decidable:
+            return UnknownReason.UNSUPPORTED_FORM
+        if self.remaining() <= 1.0:
+            return UnknownReason.TIME_LIMIT
+        return UnknownReason.NODE_LIMIT if self.exhausted else UnknownReason.RELAXATION
+
+    def target_bounds(self) -> tuple[TargetBound, ...]:
+        out = []
+        for k in self.targets:
+            lo, up = float(self.br.lower[0, k]), float(self.br.upper[0, k])
+            verdict = Verdict.VERIFIED if lo > 0 else Verdict.FALSIFIED if up <= 0 else Verdict.UNKNOWN
+            out.append(TargetBound(int(k), lo, up, verdict, None if verdict != Verdict.UNKNOWN else self.reason(),
+                                   stage=str(self.br.lower_stage[0, k])))
+        return tuple(out)
+
     def answer(self) -> VnncompAnswer:
         self.times["total"] = time.monotonic() - self.started
-        lower = min(self.lower.values()) if self.lower else np.inf
+        lower = float(self.br.lower[0, list(self.targets)].min()) if self.targets else -np.inf
+        upper = float(self.br.upper[0, list(self.targets)].min()) if self.targets else np.inf
+        common = dict(times=dict(self.times), lower=lower, upper=upper, targets=self.target_bounds())
         if self.counterexample is not None:
             x = self.counterexample
-            return VnncompAnswer(VIOLATED, x, self.network.forward(x), self.stage, dict(self.times), lower)
-        if not self.open:
-            return VnncompAnswer(HOLDS, stage=self.stage, times=dict(self.times), lower=lower)
-        return VnncompAnswer(UNKNOWN, stage="", times=dict(self.times), lower=lower, undecided=tuple(self.open))
+            return VnncompAnswer(VIOLATED, x, self.network.forward(x), self.stage, **common)
+        if not self.open and self.decidable:
+            return VnncompAnswer(HOLDS, stage=self.stage, **common)
+        return VnncompAnswer(UNKNOWN, stage="", undecided=tuple(self.open), reason=self.reason(), **common)
 
 
 def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: float, *, search=None) -> bool:
@@ -171,6 +214,7 @@ def _bab(run: _Run, input_set: InputSet, bounds: list[LayerBounds], budget: floa
                 return False
             run.offer_lower(k, res.lower, "bab")  # a proven bound whatever the status
             if searches[k].finished and res.status != VERIFIED:
+                run.exhausted = True
                 return True  # this target stays open whatever the others do: the MIPs get the rest of the time
         pending = sorted((k for k in pending if searches[k].result.status != VERIFIED),
                          key=lambda k: -searches[k].result.stats.get("open_bound", -np.inf))
@@ -275,7 +319,8 @@ def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, so
     Args:
         network: a feed-forward network whose hidden layers are ReLU (the LP/MIP stages need it).
         prop: the property; only the robustness form (:func:`formulations.vnnlib.robustness_view`) is
-            decided by bounds; other forms get the centre check only.
+            decided by bounds; other forms can only be refuted (the centre and sampled points of the box) and
+            are otherwise *unknown*, never *holds*.
         timeout: the wall-clock budget in seconds for this call.
         solver: the MIP back-end (SCIP by default; HiGHS MIP answers need a second opinion). The refinement's
             many small MIPs go to Gurobi when its licence runs here (it keeps the model between solves),
@@ -295,12 +340,23 @@ def vnncomp_answer(network: Network, prop: VnnlibProperty, *, timeout: float, so
                                 f"the network {network.name!r} has {network.input_size} and {network.output_size}")
     view = robustness_view(prop)
     label, targets = view if view is not None else (-1, ())
-    run = _Run(network, prop, label, targets, float(timeout))
+    run = _Run(network, prop, label, targets, float(timeout), decidable=view is not None)
 
     t0 = time.monotonic()
     run.offer_point(prop.center, "centre")
     run.timed("centre", t0)
-    if view is None or run.counterexample is not None:
+    if run.counterexample is not None:
+        return run.answer()
+    if view is None:
+        # a form the bounds do not decide: it can only be refuted, by points of the box (unknown otherwise)
+        t0 = time.monotonic()
+        rng = np.random.default_rng(seed)
+        xs = prop.lower + rng.uniform(size=(GENERAL_SAMPLES, prop.n_inputs)) * (prop.upper - prop.lower)
+        ys = network.forward(np.clip(xs, prop.lower, prop.upper))
+        for x in xs[[bool(prop.output_violates(y)) for y in ys]]:  # candidates, each confirmed on its own
+            if run.offer_point(x, "sampling"):
+                break
+        run.timed("sampling", t0)
         return run.answer()
     relu = all(layer.activation.name in ("relu", "identity") for layer in network.hidden_layers)
     input_set = property_input_set(prop)

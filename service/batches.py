@@ -6,6 +6,7 @@ A query is one (input, label, eps, method); ``methods="both"`` makes an LP and a
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
 from typing import Annotated, Any, Literal, Protocol, Sequence, Union
@@ -27,6 +28,20 @@ from .errors import ConflictError, NotFoundError, QueueUnavailableError
 from .settings import Settings, get_settings
 
 Method = Literal["lp", "mip", "both"]
+#: Robustness jobs may also ask for the k-neuron LP (``klp``, issue 20), alone or beside the others; ``all`` is
+#: lp + klp + mip. The canonical order (lp, klp, mip) is the order of a job's queries per (item, eps).
+RobustnessMethod = Literal["lp", "klp", "mip", "both", "all"]
+METHOD_ORDER = ("lp", "klp", "mip")
+METHOD_WORDS = {"both": ("lp", "mip"), "all": METHOD_ORDER}
+
+
+def method_list(methods: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The methods a job's ``methods`` names, in canonical order: "both" is (lp, mip), "all" (lp, klp, mip)."""
+    if methods is None:
+        return METHOD_WORDS["both"]
+    words = [methods] if isinstance(methods, str) else list(methods)
+    chosen = {m for w in words for m in METHOD_WORDS.get(w, (w,))}
+    return tuple(m for m in METHOD_ORDER if m in chosen)
 #: One side of an input domain in a request: a number (the same for every coordinate), one number per
 #: coordinate, or null for an open side (JSON has no infinity; -Infinity / 1e999 also read as infinite).
 DomainBound = float | list[float | None] | None
@@ -54,6 +69,22 @@ def check_solver(name: str | None, role: Literal["mip", "lp"] = "mip") -> str | 
 
 MipSolver = Annotated[str | None, AfterValidator(lambda v: check_solver(v, "mip"))]
 LpSolver = Annotated[str | None, AfterValidator(lambda v: check_solver(v, "lp"))]
+#: The LP back-ends a robustness job can run on: the cascade re-solves one warm-started HiGHS model per chunk
+#: (``formulations.envelope_lp``; its certificates name it highs-persistent).
+ROBUSTNESS_LP_SOLVERS = ("highs",)
+
+
+def check_robustness_lp_solver(name: str | None) -> str | None:
+    """A robustness job's ``lp_solver``: one the cascade really uses, so that no certificate names a solver
+    the job did not run on (other LP back-ends serve signature jobs)."""
+    name = check_solver(name, "lp")
+    if name is not None and name not in ROBUSTNESS_LP_SOLVERS:
+        raise ValueError(f"robustness jobs solve their LPs with the persistent HiGHS model; lp_solver {name!r} "
+                         f"serves signature jobs only (valid here: {', '.join(ROBUSTNESS_LP_SOLVERS)})")
+    return name
+
+
+RobustnessLpSolver = Annotated[str | None, AfterValidator(check_robustness_lp_solver)]
 
 
 class DatasetSlice(BaseModel):
@@ -80,16 +111,24 @@ RowId = Annotated[int, Field(ge=1, le=MAX_ROW)]
 
 
 def _one_word(value: Any) -> Any:
-    """A list of methods read as the one word it means: ["lp", "mip"] is "both", ["mip"] is "mip"."""
+    """A list of methods read as the one word it means: ["lp", "mip"] is "both", ["mip"] is "mip",
+    ["lp", "klp", "mip"] is "all"; other combinations with klp stay a list (canonical order)."""
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-        chosen = set(value)
-        if chosen <= {"lp", "mip", "both"}:
-            return "both" if "both" in chosen or chosen == {"lp", "mip"} else value[0]
+        known = set(METHOD_ORDER) | set(METHOD_WORDS)
+        if set(value) <= known:
+            chosen = method_list(value)
+            for word, methods in METHOD_WORDS.items():
+                if chosen == methods:
+                    return word
+            return chosen[0] if len(chosen) == 1 else list(chosen)
     return value
 
 
 # "lp", "mip" or "both", or a list of them
 Methods = Annotated[Method | Annotated[list[Method], Field(min_length=1, max_length=3)], BeforeValidator(_one_word)]
+# robustness jobs: also "klp" and "all", or a list of lp / klp / mip
+RobustnessMethods = Annotated[RobustnessMethod | Annotated[list[Literal["lp", "klp", "mip"]], Field(min_length=2, max_length=3)],
+                              BeforeValidator(_one_word)]
 
 
 class BatchRequest(BaseModel):
@@ -103,7 +142,7 @@ class BatchRequest(BaseModel):
     inputs: list[list[float]] | None = None
     labels: list[int] | None = None
     eps: list[float] = Field(..., min_length=1, max_length=50)
-    methods: Methods = "both"
+    methods: RobustnessMethods = "both"
     # bounds: every query gets the bound and optimum of its method (LP bound of every target, exact bracket,
     # tight constraints) so that signatures and the LP-versus-MIP comparison have data; verdict: the sign only
     answer: Literal["bounds", "verdict"] = "bounds"
@@ -111,7 +150,7 @@ class BatchRequest(BaseModel):
     norm: Literal["linf", "l1", "l2"] = "linf"
     target: int | None = Field(None, ge=0)
     solver: MipSolver = None  # MIP back-end (engine default: SCIP)
-    lp_solver: LpSolver = None
+    lp_solver: RobustnessLpSolver = None
     time_limit: float | None = Field(None, gt=0, le=3600)
     # the box [lower, upper] the balls are clipped to; it must lie inside the network's input domain (None:
     # the network's). Checked, with eps, against the network when the job is planned (plan_queries).
@@ -136,7 +175,7 @@ class BatchRequest(BaseModel):
 
     @property
     def method_list(self) -> tuple[str, ...]:
-        return ("lp", "mip") if self.methods == "both" else (self.methods,)
+        return method_list(self.methods)
 
 
 InvertibilityKind = Literal["injectivity", "preimage", "dependence", "invariance", "radius"]
@@ -260,7 +299,7 @@ class SignatureRequest(BaseModel):
 
     @property
     def method_list(self) -> tuple[str, ...]:
-        return ("lp", "mip") if self.methods == "both" else (self.methods,)
+        return method_list(self.methods)
 
 
 def _job_kind(value: Any) -> str:
@@ -412,13 +451,13 @@ def load_stored(row: NetworkRow) -> Network:
 # -- jobs ---------------------------------------------------------------------------------------------
 def load_slice(ds: DatasetSlice) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
     """(x (n, d), labels (n,), dataset indices) of a dataset slice."""
-    from polycert.datasets import load_preprocessed
+    from polycert.datasets import load_rows
 
-    x, y = load_preprocessed(ds.name, ds.split)
-    if ds.start >= len(x):
-        raise InvalidInputError(f"dataset {ds.name} ({ds.split}) has {len(x)} images; slice starts at {ds.start}")
-    stop = min(ds.stop, len(x))
-    return x[ds.start : stop], y[ds.start : stop], list(range(ds.start, stop))
+    x, y, count = load_rows(ds.name, ds.split, ds.start, ds.stop)  # only the slice's rows become float64
+    if ds.start >= count:
+        raise InvalidInputError(f"dataset {ds.name} ({ds.split}) has {count} images; slice starts at {ds.start}")
+    stop = min(ds.stop, count)
+    return x, y, list(range(ds.start, stop))
 
 
 def batch_inputs(request: "BatchRequest | SignatureRequest") -> tuple[np.ndarray, np.ndarray, list[int | None]]:
@@ -467,13 +506,23 @@ def check_inputs(x: np.ndarray, labels: np.ndarray, network: NetworkRow, *, targ
         raise InvalidInputError(f"{field} {cls} is outside 0..{network.output_size - 1}")
 
 
+def _read_only(x: np.ndarray) -> np.ndarray:
+    x = np.array(x, dtype=np.float64, copy=True)  # not the dataset's cached array: the plan owns its inputs
+    x.setflags(write=False)
+    return x
+
+
 def plan_queries(request: BatchRequest, x: np.ndarray, labels: np.ndarray, sources: Sequence[int | None],
                  network: NetworkRow, *, domain: Domain | None = None) -> list[dict[str, Any]]:
-    """One query per (item, eps, method), in that order. ``domain``: the job's (default :func:`job_domain`)."""
+    """One query per (item, eps, method), in that order. ``domain``: the job's (default :func:`job_domain`).
+
+    ``input`` is a read-only row of ``x`` (a view: a batch's plan holds its inputs once, as one array, and each
+    query's input becomes a list only when its rows are written, :func:`repo.add_queries`)."""
     check_inputs(x, labels, network, target=("target", request.target))
     check_balls(x, request.eps, request.norm, domain if domain is not None else job_domain(request.domain, network))
+    x = _read_only(x)
     return [
-        dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(labels[i]), target=request.target,
+        dict(item=i, source_index=sources[i], input=x[i], label=int(labels[i]), target=request.target,
              eps=float(eps), norm=request.norm, method=method)
         for i in range(len(x))
         for eps in request.eps
@@ -487,8 +536,9 @@ def plan_signature_queries(request: SignatureRequest, x: np.ndarray, labels: np.
     own cost; ``target`` holds ``target_class`` (None: the input's label is maximised)."""
     check_inputs(x, labels, network, target=("target_class", request.target_class))
     check_balls(x, request.eps, "linf", stored_domain(network))  # eps within the domain's extent, balls meet it
+    x = _read_only(x)  # each query's input a view of its row, as in plan_queries
     return [
-        dict(item=i, source_index=sources[i], input=x[i].tolist(), label=int(labels[i]), target=request.target_class,
+        dict(item=i, source_index=sources[i], input=x[i], label=int(labels[i]), target=request.target_class,
              eps=float(eps), norm="linf", method=method)
         for method in request.method_list
         for i in range(len(x))
@@ -680,6 +730,21 @@ def derive_network(session: Session, network_id: int, transform: str, **options:
     return register_network(session, derived, transform[:20], domain=domain)
 
 
+INSERT_ROWS = 1000  # queries written per statement after the first chunk (submit_batch)
+
+
+def _insert_groups(sizes: Sequence[int], rows: int | None = None) -> list[slice]:
+    """Consecutive groups of chunks after the first, each of about ``rows`` queries (at least one chunk)."""
+    rows = INSERT_ROWS if rows is None else rows
+    groups, start, count = [], 1, 0
+    for i in range(1, len(sizes)):
+        count += sizes[i]
+        if count >= rows or i == len(sizes) - 1:
+            groups.append(slice(start, i + 1))
+            start, count = i + 1, 0
+    return groups
+
+
 def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_by: str,
                  chunk_size: int | Sequence[int] | None = None, settings: Settings | None = None) -> JobRow:
     """Create the job, commit it, then enqueue its chunks (so a worker never sees an uncommitted chunk).
@@ -688,6 +753,11 @@ def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_b
     chunk enqueued before the other chunks' queries are written, so a worker starts on it while the server
     inserts the rest (on 600 queries the first chunk starts about 15 ms sooner, a percent of the job's
     wall time). A failure after that fails the job (:func:`repo.fail_job`) rather than leaving it waiting.
+
+    The other chunks' queries are written (and their chunks enqueued) in groups of about
+    :data:`INSERT_ROWS` rows, one statement each: the server's memory for a submission is then the plan (one
+    array of inputs and a small dict per query) plus one group's rows and JSON document, not the whole batch's
+    (bench/load.py: the API's peak RSS grew by ~36 MiB from a 1,000- to a 10,000-query batch with one statement).
 
     ``chunk_size`` overrides the settings' (whose default, None, means guided sizes). Each chunk's task
     gets time limits from its own queries' limits (:meth:`Settings.chunk_time_limits`)."""
@@ -699,25 +769,54 @@ def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_b
     limits = [settings.chunk_time_limits(sum(float((q.get("parameters") or {}).get("timeout") or default_limit)
                                              for q in queries)) for queries in planned]
     job_id = job.id
-    for first, part in ((True, slice(None, 1)), (False, slice(1, None))):
-        if not first and not chunks[part]:
-            break
+    for first, part in ((True, slice(0, 1)), *((False, p) for p in _insert_groups([len(q) for q in planned]))):
         try:
             repo.add_queries(session, job_id, chunks[part], planned[part])
             session.commit()  # the first time with the job and its chunks
         except Exception:
             session.rollback()  # the first time nothing is stored
             if not first:  # the first chunk is committed and may be running: the job cannot complete
-                repo.fail_job(session, job_id, "the service could not store the job's queries", chunks[part])
+                repo.fail_job(session, job_id, "the service could not store the job's queries", chunks[part.start:])
                 session.commit()
             raise
         try:
             dispatcher.enqueue(chunks[part], limits[part])
         except Exception as exc:
-            repo.fail_job(session, job_id, f"the job's chunks could not be enqueued: {exc}", chunks[part])
+            # this group's chunks and every later group's (never sent, their queries not yet stored)
+            repo.fail_job(session, job_id, f"the job's chunks could not be enqueued: {exc}", chunks[part.start:])
             session.commit()
             raise QueueUnavailableError(f"job {job_id} was stored but could not be enqueued: {exc}") from None
     return job
+
+
+def requeue(session: Session, dispatcher: Dispatcher, job_id: int, settings: Settings | None = None) -> int:
+    """Send a job's unfinished chunks to the queue again: every queued one, and every running one started
+    longer ago than its hard time limit (its worker is gone). For a broker that lost its messages (a Redis
+    restarted without its append-only file, a flushed database): the job would otherwise wait for ever.
+    Safe to repeat: a chunk delivered twice stores each answer once (a done chunk's queries are skipped).
+    Returns how many chunks were sent; ConflictError when the job has ended."""
+    settings = settings or get_settings()
+    job = get_job_or_raise(session, job_id)
+    if job.status not in ("queued", "running"):
+        raise ConflictError(f"job {job_id} is {job.status}; only a queued or running job's chunks can be requeued")
+    default_limit = (job.parameters or {}).get("time_limit") or settings.query_time_limit
+    now = dt.datetime.now(dt.timezone.utc)
+    chosen, limits = [], []
+    for chunk_id, state, started, timeouts in repo.unfinished_chunks(session, job_id):
+        soft, hard = settings.chunk_time_limits(sum(float(t or default_limit) for t in timeouts))
+        if state == "running" and started is not None:
+            started = started if started.tzinfo else started.replace(tzinfo=dt.timezone.utc)
+            if (now - started).total_seconds() <= hard:
+                continue  # still within its time: its worker may well be on it
+        chosen.append(chunk_id)
+        limits.append((soft, hard))
+    session.commit()
+    if chosen:
+        try:
+            dispatcher.enqueue(chosen, limits)
+        except Exception as exc:
+            raise QueueUnavailableError(f"job {job_id}'s chunks could not be sent to the queue: {exc}") from None
+    return len(chosen)
 
 
 def get_job_or_raise(session: Session, job_id: int) -> JobRow:

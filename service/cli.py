@@ -408,15 +408,17 @@ def submit(
     start: int = 0,
     stop: int = 100,
     eps: Annotated[list[float], typer.Option(help="radius; repeat for several")] = [0.01],
-    methods: Annotated[str, typer.Option(help="lp, mip or both")] = "both",
+    methods: Annotated[str, typer.Option(help="lp, klp, mip, both (lp + mip) or all (lp + klp + mip); "
+                                                "or a comma-separated list")] = "both",
     solver: Optional[str] = None,
     time_limit: Optional[float] = None,
     domain: Annotated[Optional[str], typer.Option(help="narrow the network's input domain to LO,HI (e.g. 0,0.5)")] = None,
     wait: Annotated[bool, typer.Option(help="follow the job with a progress bar (always, when embedded)")] = True,
 ) -> None:
     """Submit a batch of robustness queries over a dataset slice."""
+    chosen = [m.strip() for m in methods.split(",")] if "," in methods else methods  # "lp,klp": a list
     request = _request(network=network, dataset=dict(name=dataset, start=start, stop=stop), eps=eps,
-                       methods=methods, solver=solver, time_limit=time_limit, domain=_domain_pair(domain))
+                       methods=chosen, solver=solver, time_limit=time_limit, domain=_domain_pair(domain))
     job_id = _run(_backend(), request, wait)
     console.print(f"job id: {job_id}")
 
@@ -457,6 +459,13 @@ def jobs(last: Annotated[int, typer.Option("--last", min=1, help="show the newes
 def cancel(job: int) -> None:
     """Cancel a queued or running job (answers already stored are kept)."""
     console.print(_backend().cancel(job), highlight=False)
+
+
+@app.command()
+def requeue(job: int) -> None:
+    """Send a job's unfinished chunks to the queue again, e.g. after the broker lost its messages (a Redis
+    restarted without persistence): the job goes on where it stood; answers already stored are kept once."""
+    console.print(_backend().requeue(job), highlight=False)
 
 
 #: ``polycert results --format csv``: one row per certificate, the columns a reader of a job's answers wants
@@ -522,6 +531,9 @@ COMPARISON_LEGEND = (
     "MIP only = exact MIP proves what the LP cannot; falsified = a counterexample exists; unknown = neither decided; "
     "conflicts = LP and MIP contradict each other; gap = exact lower bound minus LP bound (median / 90% / max); "
     "neg. gaps = exact lower bound below the LP bound beyond the tolerance")
+KLP_LEGEND = ("k-LP ver. = the k-neuron LP relaxation proves robustness; k-LP > LP = it proves what the "
+              "single-neuron LP cannot; MIP > k-LP = the exact MIP proves what the k-LP cannot; k-LP gap = exact lower "
+              "bound minus k-LP bound (median / 90% / max)")
 ROWS_LEGEND = (
     "LP bound = the LP relaxation's lower bound on the minimum margin (robust where it is > 0); "
     "MIP bracket = the exact minimum margin lies in [lower, upper]; gap = MIP lower minus LP bound; "
@@ -545,6 +557,17 @@ def print_comparison(summary: dict, by: str = "eps") -> None:
     console.print(table)
     console.print(COMPARISON_LEGEND, soft_wrap=True, highlight=False, markup=False)
     total = summary["total"]
+    if total.get("klp_pairs"):  # the job asked for the k-neuron LP too: LP / k-LP / MIP
+        klp = Table(title="k-neuron LP between them", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for col in (label, "pairs", "LP ver.", "k-LP ver.", "MIP ver.", "k-LP > LP", "MIP > k-LP"):
+            klp.add_column(col, justify="right")
+        klp.add_column("k-LP gap med / 90% / max", justify="right", no_wrap=True)
+        for r in [*summary[key], {label: "all", **total}]:
+            gap = " / ".join(compact(r[k]) for k in ("klp_gap_median", "klp_gap_p90", "klp_gap_max"))
+            klp.add_row(str(r[label]), *(str(r[k]) for k in ("klp_pairs", "lp_verified", "klp_verified", "mip_verified",
+                                                              "klp_over_lp", "mip_over_klp")), gap)
+        console.print(klp)
+        console.print(KLP_LEGEND, soft_wrap=True, highlight=False, markup=False)
     if total["pending"]:
         console.print(f"{total['pending']} of {total['pairs']} pairs are still waiting for an answer", highlight=False)
     if total["conflicts"]:
@@ -557,12 +580,15 @@ def print_comparison(summary: dict, by: str = "eps") -> None:
 def print_comparison_rows(rows: list[dict]) -> None:
     """The per-query rows of a comparison (``ComparisonRowPublic``), with their legend."""
     table = Table(title="LP versus MIP per query", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("item", "source", "digit", "eps", "LP bound", "LP", "MIP bracket", "MIP", "gap", "agreement", "note"):
+    with_klp = any(r.get("klp_verdict") for r in rows)
+    klp_cols = ("k-LP bound", "k-LP") if with_klp else ()
+    for col in ("item", "source", "digit", "eps", "LP bound", "LP", *klp_cols, "MIP bracket", "MIP", "gap", "agreement", "note"):
         table.add_column(col, justify="right", no_wrap=col == "MIP bracket")
     for r in rows:
         note = " ".join(word for word, on in (("miscl.", r["misclassified"]), ("NEG. GAP", r["negative_gap"])) if on)
+        klp = (compact(r.get("klp_lower")), r.get("klp_verdict") or "-") if with_klp else ()
         table.add_row(str(r["item"]), "-" if r["source_index"] is None else str(r["source_index"]), str(r["label"]),
-                      compact(r["eps"]), compact(r["lp_lower"]), r["lp_verdict"] or "-",
+                      compact(r["eps"]), compact(r["lp_lower"]), r["lp_verdict"] or "-", *klp,
                       escape(f"[{compact(r['mip_lower'])}, {compact(r['mip_upper'])}]"), r["mip_verdict"] or "-",
                       compact(r["relaxation_gap"]), r["agreement"], note)
     console.print(table)
@@ -1103,9 +1129,15 @@ def study(
     solver: Optional[str] = None,
     lp_solver: Optional[str] = None,
     progress: bool = True,
+    from_job: Annotated[Optional[int], typer.Option(
+        help="re-render the signature section of the report in --out from this signature job's stored certificates "
+             "(the configured database); the other sections stay")] = None,
 ) -> None:
     """Reproduce the original study (signatures, robustness rates, LP classifier, system level, neuron
-    patterns) with sound certificates, and write a Markdown report with figures."""
+    patterns) with sound certificates, and write a Markdown report with figures.
+
+    With --from-job J: the signature section (tables and figures) of an existing report is rebuilt from the
+    certificates signature job J stored, e.g. the study's 600 images per digit run through the queue."""
     import shlex
 
     from polycert.formulations.errors import SolverNotAvailableError
@@ -1121,6 +1153,21 @@ def study(
                            flawed_per_digit=flawed_per_digit, mip_time_limit=mip_time_limit, solver=solver,
                            lp_solver=lp_solver, progress=progress)
     command = "polycert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if from_job is not None:
+        from polycert.db.session import session_factory
+        from polycert.errors import NotFoundError
+        from polycert.study import rerender_signatures
+
+        _local_only("study --from-job")
+        try:
+            with session_factory(_engine())() as session:
+                readme = rerender_signatures(out, session, from_job, command=command)
+        except NotFoundError as exc:
+            raise fail(str(exc), EXIT_NOT_FOUND) from None
+        except PolyCertError as exc:
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
+        console.print(f"signature section re-rendered: {readme}")
+        return
     try:
         readme = run_study(network, out, options, command=command)
     except SolverNotAvailableError as exc:

@@ -30,6 +30,7 @@ import httpx
 __all__ = ["ApiError", "Client", "error_message", "find_network"]
 
 FINISHED = ("done", "failed", "cancelled")
+AWAY = (0, 502, 503, 504)  # a server that is not there for now: no connection, or a proxy's "not there"
 
 
 class ApiError(Exception):
@@ -194,6 +195,11 @@ class Client:
         A job that already ended is an ApiError 409."""
         return self._request("POST", f"/jobs/{job_id}/cancel")["message"]
 
+    def requeue(self, job_id: int) -> str:
+        """Send a job's unfinished chunks to the queue again (after a broker lost its messages); returns the
+        server's message. A job that already ended is an ApiError 409."""
+        return self._request("POST", f"/jobs/{job_id}/requeue")["message"]
+
     def results(self, job_id: int, *, verdict: str | None = None, method: str | None = None, eps: float | None = None,
                 label: int | None = None, signatures: bool = False, boxes: bool = False) -> list[dict]:
         """Every certificate of a job (all pages of ``GET /jobs/{id}/results``), in query order."""
@@ -220,12 +226,29 @@ class Client:
         return {**first, "offset": 0, "limit": len(kept), "rows": kept}
 
     def wait(self, job_id: int, timeout: float = 600.0, poll: float = 0.5,
-             on_progress: Callable[[dict], None] | None = None) -> dict:
+             on_progress: Callable[[dict], None] | None = None, away: float = 60.0) -> dict:
         """Poll the job until it is done, failed or cancelled and return it; ``on_progress`` gets each
-        poll's job. TimeoutError after ``timeout`` seconds (the job keeps running)."""
+        poll's job. TimeoutError after ``timeout`` seconds (the job keeps running).
+
+        A server that is away (restarting: no connection, or 502 / 503 / 504 from a proxy in front of it) is
+        polled again until it is back: the job runs on in the workers meanwhile. ApiError when it has been
+        away ``away`` seconds in a row (or at ``timeout``), saying so."""
         deadline = time.monotonic() + timeout
+        away_since: float | None = None
         while True:
-            job = self.job(job_id)
+            try:
+                job = self.job(job_id)
+            except ApiError as exc:
+                if exc.status_code not in AWAY:
+                    raise
+                now = time.monotonic()
+                away_since = now if away_since is None else away_since
+                if now - away_since >= away or now > deadline:
+                    raise ApiError(exc.status_code, f"{exc.message}, for {now - away_since:.0f} s while waiting for "
+                                                    f"job {job_id} (it may still be running)") from None
+                time.sleep(poll)
+                continue
+            away_since = None
             if on_progress is not None:
                 on_progress(job)
             if job["status"] in FINISHED:

@@ -149,6 +149,13 @@ class Local:
         with self._session() as session:
             return jobs.cancel(job_id, session, self.user).message
 
+    def requeue(self, job_id: int) -> str:
+        from polycert.api.routers import jobs
+        from polycert.dispatch import get_dispatcher
+
+        with self._session() as session:
+            return jobs.requeue(job_id, session, self.settings, get_dispatcher(self.settings), self.user).message
+
     def results(self, job_id: int, *, verdict: str | None = None, method: str | None = None, eps: float | None = None,
                 label: int | None = None, signatures: bool = False, boxes: bool = False) -> list[dict]:
         from polycert.api.routers import jobs

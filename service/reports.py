@@ -8,6 +8,10 @@ Bounds: the LP certificate's ``lower`` is the relaxation's lower bound on the mi
 ``[lower, upper]`` brackets the exact minimum to a tolerance, so ``mip.lower - lp.lower`` (the *relaxation gap*)
 is what the relaxation loses; a gap below ``-GAP_TOLERANCE`` (relative + absolute) is flagged like a conflict.
 An input that the network misclassifies (its centre falsifies the query) is counted apart from falsified ones.
+
+A job that also asked for the k-neuron LP (``klp``, issue 20) gets its column beside them: its bound lies between
+the LP's and the exact one (``klp_gain`` = klp - lp, ``klp_gap`` = mip - klp), and a k-LP *verified* next to a
+MIP *falsified* is a conflict too.
 """
 
 from __future__ import annotations
@@ -71,6 +75,10 @@ class ComparisonRow:
     differ: bool = False  # both answered, with different verdicts
     misclassified: bool = False  # the input itself is misclassified: its centre falsifies the query
     negative_gap: bool = False  # the MIP lower bound lies below the LP bound beyond GAP_TOLERANCE
+    klp_verdict: str | None = None  # the k-neuron LP's, when the job asked for it
+    klp_lower: float | None = None
+    klp_gain: float | None = None  # klp_lower - lp_lower: what the k-neuron constraints add to the LP
+    klp_gap: float | None = None  # mip_lower - klp_lower: what the k-neuron relaxation still loses
 
 
 @dataclass
@@ -100,10 +108,14 @@ def is_negative_gap(lp_lower: float | None, mip_lower: float | None, tolerance: 
     return lp_lower is not None and mip_lower is not None and mip_lower < lp_lower - tolerance * (1.0 + abs(lp_lower))
 
 
-def comparison_row(query: QueryRow, lp: CertificateRow | None, mip: CertificateRow | None) -> ComparisonRow:
+def comparison_row(query: QueryRow, lp: CertificateRow | None, mip: CertificateRow | None,
+                   klp: CertificateRow | None = None) -> ComparisonRow:
     lp_lower = finite(lp.lower) if lp else None
     mip_lower = finite(mip.lower) if mip else None
+    klp_lower = finite(klp.lower) if klp else None
     state = agreement(lp, mip)
+    if klp is not None and mip is not None and {klp.verdict, mip.verdict} == {"verified", "falsified"}:
+        state = "conflict"  # the k-neuron LP is as sound as the others
     return ComparisonRow(
         item=query.item, source_index=query.source_index, label=query.label, eps=query.eps,
         lp_verdict=lp.verdict if lp else None, lp_lower=lp_lower,
@@ -111,12 +123,14 @@ def comparison_row(query: QueryRow, lp: CertificateRow | None, mip: CertificateR
         mip_upper=finite(mip.upper) if mip else None, mip_gap=finite(mip.gap) if mip else None,
         relaxation_gap=relaxation_gap(lp_lower, mip_lower), agreement=state,
         differ=state not in ("agree", "pending"), misclassified=is_misclassified(lp) or is_misclassified(mip),
-        negative_gap=is_negative_gap(lp_lower, mip_lower),
+        negative_gap=is_negative_gap(lp_lower, mip_lower) or is_negative_gap(klp_lower, mip_lower),
+        klp_verdict=klp.verdict if klp else None, klp_lower=klp_lower,
+        klp_gain=relaxation_gap(lp_lower, klp_lower), klp_gap=relaxation_gap(klp_lower, mip_lower),
     )
 
 
 def compare(session: Session, job_id: int) -> Comparison:
-    rows = [comparison_row(query, lp, mip) for query, lp, mip in repo.comparison_pairs(session, job_id)]
+    rows = [comparison_row(query, lp, mip, klp) for query, lp, mip, klp in repo.comparison_pairs(session, job_id)]
     return Comparison(job_id, rows, summarise(rows))
 
 
@@ -159,7 +173,8 @@ def outcome(r: ComparisonRow) -> str:
 
 TALLY_KEYS = ("pairs", "answered", "pending", "misclassified", "verified", "falsified", "unknown", "conflicts",
               "lp_verified", "mip_verified", "both_verified", "mip_only_verified", "lp_only_verified",
-              "mip_falsified", "mip_unknown", "negative_gaps")
+              "mip_falsified", "mip_unknown", "negative_gaps", "klp_pairs", "klp_verified", "klp_over_lp",
+              "mip_over_klp")
 
 
 def tally(rows: list[ComparisonRow]) -> dict[str, Any]:
@@ -180,10 +195,17 @@ def tally(rows: list[ComparisonRow]) -> dict[str, Any]:
         c["mip_falsified"] += r.mip_verdict == "falsified"
         c["mip_unknown"] += r.mip_verdict == "unknown"
         c["negative_gaps"] += r.negative_gap
+        if r.klp_verdict is not None:
+            c["klp_pairs"] += 1
+            c["klp_verified"] += r.klp_verdict == "verified"
+            c["klp_over_lp"] += r.klp_verdict == "verified" and r.lp_verdict != "verified"
+            c["mip_over_klp"] += r.mip_verdict == "verified" and r.klp_verdict != "verified"
     gaps = [r.relaxation_gap for r in rows if r.relaxation_gap is not None]
+    klp_gaps = [r.klp_gap for r in rows if r.klp_gap is not None]
     out: dict[str, Any] = {k: int(c[k]) for k in TALLY_KEYS}
     out.update(gaps=len(gaps), gap_median=percentile(gaps, 50), gap_p90=percentile(gaps, 90),
-               gap_max=max(gaps, default=None))
+               gap_max=max(gaps, default=None), klp_gap_median=percentile(klp_gaps, 50),
+               klp_gap_p90=percentile(klp_gaps, 90), klp_gap_max=max(klp_gaps, default=None))
     return out
 
 
@@ -389,6 +411,7 @@ def _curve_points(eps_values: list[float], by_eps: dict[float, dict[int, dict[st
         n = len(pairs)
         lp = sum(p.get("lp", ("", ""))[0] == "verified" for p in pairs.values())
         mip = sum(p.get("mip", ("", ""))[0] == "verified" for p in pairs.values())
+        klp = sum(p.get("klp", ("", ""))[0] == "verified" for p in pairs.values())
         attacked_before |= {item for item, p in pairs.items() if _attacked(p)}
         attacked = sum(item in attacked_before for item in pairs)
 
@@ -396,7 +419,8 @@ def _curve_points(eps_values: list[float], by_eps: dict[float, dict[int, dict[st
             return None if (method is not None and method not in methods) or not n else count / n
 
         points.append(dict(eps=eps, n=n, lp_verified=lp, mip_verified=mip, attack_falsified=attacked,
-                           lp=share(lp, "lp"), mip=share(mip, "mip"), attack=share(n - attacked, None)))
+                           lp=share(lp, "lp"), mip=share(mip, "mip"), attack=share(n - attacked, None),
+                           klp_verified=klp, klp=share(klp, "klp")))
     return points
 
 
@@ -406,8 +430,9 @@ def robustness_curves(session: Session, job: JobRow) -> dict[str, Any]:
     centre itself) does not falsify at this eps or a smaller one (``attack``: an upper bound on the robust
     share, as the study's attack curve; a pair falsified only by a solver's counterexample stays under it).
     Misclassified inputs count as not verified. A method the job did not run has share None."""
-    asked = job.parameters.get("methods") or "both"
-    methods = ("lp", "mip") if asked == "both" else (asked,)
+    from polycert.batches import method_list
+
+    methods = method_list(job.parameters.get("methods"))
     by_digit: dict[int, dict[float, dict[int, dict[str, tuple[str, str]]]]] = defaultdict(lambda: defaultdict(dict))
     total: dict[float, dict[int, dict[str, tuple[str, str]]]] = defaultdict(dict)
     rows = repo.outcomes(session, job.id)

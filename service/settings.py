@@ -93,10 +93,16 @@ class Settings(BaseSettings):
     query_time_limit: float = Field(default=60.0, gt=0)  # seconds per query, handed to the engine
     task_time_slack: float = Field(default=30.0, ge=0)  # extra seconds per chunk before Celery's limits
     visibility_timeout: int = Field(default=3600, ge=1)  # Redis redelivery of unacknowledged tasks
+    # a chunk whose database went away retries with exponential back-off task_max_retries times, then every
+    # task_retry_backoff_max seconds until the database answers (workers/tasks.py: it never gives up on it)
     task_max_retries: int = Field(default=5, ge=0)
-    chunk_max_attempts: int = Field(default=3, ge=1)  # a chunk that loses its worker this often is given up
+    task_retry_backoff_max: float = Field(default=60.0, gt=0)
+    chunk_max_attempts: int = Field(default=3, ge=1)  # lost deliveries before a chunk's suspect query is given up
     embedded_workers: int = Field(default=1, ge=1, le=64)
     queue_name: str = "polycert"
+    # test only (tests/integration/test_faults.py): a fault the worker injects into the engine call of the
+    # queries it names, "ACTION:ITEMS" (workers/faults.py); refused outside POLYCERT_ENVIRONMENT=test
+    fault_inject: str | None = None
     cascade: CascadeOptions = Field(default_factory=CascadeOptions)  # POLYCERT_CASCADE (JSON) or POLYCERT_CASCADE__<FIELD>
     # uploads (POST /networks/upload), checked from the file's headers before any array is built
     # (service/uploads.py): the file, what its zip decompresses into, and the network it declares. A 784-1024x4
@@ -114,6 +120,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> "Settings":
+        if self.fault_inject and self.environment != "test":
+            raise ValueError("POLYCERT_FAULT_INJECT is a test hook: it is refused unless POLYCERT_ENVIRONMENT=test")
         if self.environment == "production":
             if self.api_token == DEVELOPMENT_TOKEN or len(self.api_token) < 16:
                 raise ValueError(

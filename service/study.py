@@ -33,8 +33,8 @@ from polycert.formulations.certificate import Verdict
 from polycert.formulations.errors import InvalidInputError, PolyCertError, UnsoundAnswerError
 from polycert.formulations.network import Network
 from polycert.formulations.robustness import certify
-from polycert.formulations.signatures import (SIDE_NAMES, Signature, activation_regions, aggregate, maximize_logit,
-                                     significant)
+from polycert.formulations.signatures import (SIDE_NAMES, Signature, SignatureSummary, activation_regions, aggregate,
+                                              maximize_logit, significant)
 from polycert.formulations.study import (flawed_verify, ideal_indices, logit_maxima, lp_prediction, neuron_patterns,
                                 system_level)
 
@@ -232,7 +232,62 @@ def signature_study(network: Network, x: Array, y: Array, opts: StudyOptions, ba
     n_hidden = [layer.n_out for layer in network.hidden_layers]
     _, region_names = activation_regions(network.layers[0].activation)
     summaries = {m: {c: aggregate(v, n_hidden, len(region_names)) for c, v in by.items()} for m, by in sigs.items()}
-    return dict(signatures=sigs, summaries=summaries, failures=failures, region_names=region_names, n_hidden=n_hidden)
+    bounds = {m: {c: [sg.bound for sg in v] for c, v in by.items()} for m, by in sigs.items()}
+    return dict(summaries=summaries, bounds=bounds, failures=failures, region_names=region_names, n_hidden=n_hidden)
+
+
+def stored_signature_study(session, job_id: int, network: Network) -> dict:
+    """:func:`signature_study`'s result from a signature job's stored certificates (issue 16: the study's
+    signature design through the queue, at any size): the same counts, read off the tight constraints each
+    certificate stored (pixels at a bound, LP line sides, the MIP optimum's regions)."""
+    from polycert.db import repositories as repo
+
+    n_hidden = [layer.n_out for layer in network.hidden_layers]
+    offsets = np.concatenate([[0], np.cumsum(n_hidden)]).astype(int)
+    _, region_names = activation_regions(network.layers[0].activation)
+    units, d = int(offsets[-1]), network.input_size
+    counts: dict[tuple[str, int], dict[str, Array | int]] = {}
+
+    def blank() -> dict:
+        return dict(n=0, pixel_lower=np.zeros(d, np.int64), pixel_upper=np.zeros(d, np.int64),
+                    sides=np.zeros((units, len(SIDE_NAMES)), np.int64), regions=np.zeros((units, len(region_names)), np.int64))
+
+    def close(key, sides: Array, regions: dict) -> None:
+        acc = counts.setdefault(key, blank())
+        acc["n"] += 1
+        acc["sides"][np.arange(units), sides] += 1
+        for unit, r in regions.items():
+            acc["regions"][unit, r] += 1
+
+    current, key, sides, regions = None, None, np.zeros(units, np.int64), {}
+    for cert_id, label, method, kind, layer, neuron, index, pixel in repo.job_signature_tags(session, job_id):
+        if cert_id != current:
+            if current is not None:
+                close(key, sides, regions)
+            current, key, sides, regions = cert_id, (method, int(label)), np.zeros(units, np.int64), {}
+            counts.setdefault(key, blank())
+        acc = counts[key]
+        if kind in ("input_lower", "input_upper") and pixel is not None and 0 <= pixel < d:
+            acc["pixel_" + kind.split("_")[1]][pixel] += 1
+        elif kind in ("envelope_lower", "envelope_upper") and layer is not None:
+            sides[offsets[layer] + neuron] |= 1 if kind == "envelope_lower" else 2
+        elif kind == "region" and layer is not None:
+            regions[int(offsets[layer] + neuron)] = int(index)
+    if current is not None:
+        close(key, sides, regions)
+    summaries: dict[str, dict] = {"lp": {}, "mip": {}}
+    for (method, c), acc in counts.items():
+        if acc["n"]:
+            summaries.setdefault(method, {})[c] = SignatureSummary(acc["n"], acc["pixel_lower"], acc["pixel_upper"],
+                                                                   acc["sides"], acc["regions"])
+    bounds: dict[str, dict] = {"lp": {}, "mip": {}}
+    failures = {"lp": 0, "mip": 0}
+    for label, method, _verdict, upper, failed in repo.job_certificate_bounds(session, job_id):
+        if failed or upper is None or not np.isfinite(upper):
+            failures[method] = failures.get(method, 0) + 1
+        else:
+            bounds.setdefault(method, {}).setdefault(int(label), []).append(float(upper))
+    return dict(summaries=summaries, bounds=bounds, failures=failures, region_names=region_names, n_hidden=n_hidden)
 
 
 def pooled_significance(summaries: dict, c: int, field_name: str, *, alpha: float = 0.05) -> tuple[Array, Array, Array]:
@@ -465,6 +520,62 @@ def _f(v, digits: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and v != v) else f"{v:.{digits}f}"
 
 
+def signature_section(opts: StudyOptions, sig: dict, names: Sequence[str], source: str = "") -> list[str]:
+    """The report's signature section (item 3) as Markdown lines; ``source``: where the signatures came from
+    when not from this run (a stored signature job)."""
+    md = ["## Signatures (item 3)", "",
+           f"For each digit d, the first {opts.signature_per_digit} test images of class d (correctly classified or "
+           f"not); maximise logit d over the eps = {opts.signature_eps} ball with the LP envelope relaxation and with "
+           f"the exact MIP (refined until bound and achieved value are within {opts.signature_tolerance:g}, or no segment "
+           "at the optimum is left to split). Heatmaps: share of optima with "
+           "each pixel at its lower / upper bound. Significance: per pixel (and per neuron feature), an exact "
+           "two-sided binomial test of digit d's count against the **baseline rate of the same feature pooled over "
+           "the other nine digits**, Benjamini–Hochberg at false discovery rate 5 % within each map "
+           "(dots on the heatmaps).", "",
+           f"Failures (no optimum within the limit): LP {sig['failures']['lp']}, MIP {sig['failures']['mip']}.", ""]
+    rows_sig = []
+    for c in range(10):
+        row = [c]
+        for m in ("lp", "mip"):
+            s = sig["summaries"][m].get(c)
+            if s is None:
+                row += ["–"] * 4
+                continue
+            _, ml, _ = pooled_significance(sig["summaries"][m], c, "pixel_lower")
+            _, mu, _ = pooled_significance(sig["summaries"][m], c, "pixel_upper")
+            row += [s.n, f"{s.pixel_lower.sum() / s.n:.1f} / {s.pixel_upper.sum() / s.n:.1f}", f"{ml.sum()} / {mu.sum()}"]
+            if m == "lp":
+                bounds = sig["bounds"]
+                row.append(_f(float(np.mean(bounds["lp"][c]) - np.mean(bounds["mip"].get(c, bounds["lp"][c]))), 3))
+        rows_sig.append(row)
+    md += [_table(["digit", "n (LP)", "LP pixels at lower / upper (mean)", "LP significant lower / upper",
+                   "mean LP bound − MIP max", "n (MIP)", "MIP pixels at lower / upper", "MIP significant lower / upper"], rows_sig), "",
+           "![signatures](signatures.png)", ""]
+    region_names = sig["region_names"]
+    act_rows = []
+    for c in range(10):
+        line = [c]
+        for m, fld, labels in (("lp", "sides", SIDE_NAMES), ("mip", "regions", region_names)):
+            s = sig["summaries"][m].get(c)
+            if s is None:
+                line.append("–")
+                continue
+            freq = s.frequency(getattr(s, fld))
+            _, mask, _ = pooled_significance(sig["summaries"][m], c, fld)
+            line.append(" ".join(f"{names[j]}:{labels[int(np.argmax(freq[j]))]}{'*' if mask[j].any() else ''}"
+                                 for j in range(freq.shape[0])))
+        act_rows.append(line)
+    md += ["Envelope activity: for each hidden neuron, the most frequent tight LP line side "
+           "(none / lower / upper / both) and the most frequent GELU region of the MIP optimum "
+           f"({', '.join(region_names)}: split at -√2, the minimum -0.7518 and √2); `*` marks a neuron with a "
+           "feature that differs significantly from the other digits (BH 5 %).", "",
+           _table(["digit", "LP tight side", "MIP region"], act_rows), "", "![activity](activity.png)", ""]
+    if source:
+        md.insert(2, source)
+        md.insert(3, "")
+    return md
+
+
 def write_report(out: Path, network: Network, command: str, opts: StudyOptions, data: dict) -> Path:
     names = data["neuron_names"]
     rates, sig, cls_rows, sys_rows = data["rates"], data["signatures"], data["classifier"], data["system"]
@@ -522,54 +633,7 @@ def write_report(out: Path, network: Network, command: str, opts: StudyOptions, 
                     r["flawed_unconfirmed"], r["flawed_infeasible"]] for r in rows]), ""]
     if data.get("flawed_note"):
         md += [data["flawed_note"], ""]
-    # signatures
-    md += ["## Signatures (item 3)", "",
-           f"For each digit d, the first {opts.signature_per_digit} test images of class d (correctly classified or "
-           f"not); maximise logit d over the eps = {opts.signature_eps} ball with the LP envelope relaxation and with "
-           f"the exact MIP (refined until bound and achieved value are within {opts.signature_tolerance:g}, or no segment "
-           "at the optimum is left to split). Heatmaps: share of optima with "
-           "each pixel at its lower / upper bound. Significance: per pixel (and per neuron feature), an exact "
-           "two-sided binomial test of digit d's count against the **baseline rate of the same feature pooled over "
-           "the other nine digits**, Benjamini–Hochberg at false discovery rate 5 % within each map "
-           "(dots on the heatmaps).", "",
-           f"Failures (no optimum within the limit): LP {sig['failures']['lp']}, MIP {sig['failures']['mip']}.", ""]
-    rows_sig = []
-    for c in range(10):
-        row = [c]
-        for m in ("lp", "mip"):
-            s = sig["summaries"][m].get(c)
-            if s is None:
-                row += ["–"] * 4
-                continue
-            _, ml, _ = pooled_significance(sig["summaries"][m], c, "pixel_lower")
-            _, mu, _ = pooled_significance(sig["summaries"][m], c, "pixel_upper")
-            row += [s.n, f"{s.pixel_lower.sum() / s.n:.1f} / {s.pixel_upper.sum() / s.n:.1f}", f"{ml.sum()} / {mu.sum()}"]
-            if m == "lp":
-                row.append(_f(float(np.mean([sg.bound for sg in sig["signatures"]["lp"][c]]) -
-                                    np.mean([sg.bound for sg in sig["signatures"]["mip"].get(c, sig["signatures"]["lp"][c])])), 3))
-        rows_sig.append(row)
-    md += [_table(["digit", "n (LP)", "LP pixels at lower / upper (mean)", "LP significant lower / upper",
-                   "mean LP bound − MIP max", "n (MIP)", "MIP pixels at lower / upper", "MIP significant lower / upper"], rows_sig), "",
-           "![signatures](signatures.png)", ""]
-    region_names = sig["region_names"]
-    act_rows = []
-    for c in range(10):
-        line = [c]
-        for m, fld, labels in (("lp", "sides", SIDE_NAMES), ("mip", "regions", region_names)):
-            s = sig["summaries"][m].get(c)
-            if s is None:
-                line.append("–")
-                continue
-            freq = s.frequency(getattr(s, fld))
-            _, mask, _ = pooled_significance(sig["summaries"][m], c, fld)
-            line.append(" ".join(f"{names[j]}:{labels[int(np.argmax(freq[j]))]}{'*' if mask[j].any() else ''}"
-                                 for j in range(freq.shape[0])))
-        act_rows.append(line)
-    md += ["Envelope activity: for each hidden neuron, the most frequent tight LP line side "
-           "(none / lower / upper / both) and the most frequent GELU region of the MIP optimum "
-           f"({', '.join(region_names)}: split at -√2, the minimum -0.7518 and √2); `*` marks a neuron with a "
-           "feature that differs significantly from the other digits (BH 5 %).", "",
-           _table(["digit", "LP tight side", "MIP region"], act_rows), "", "![activity](activity.png)", ""]
+    md += signature_section(opts, sig, names)
     # classifier
     md += ["## The LP as a classifier (item 5)", "",
            f"First {opts.classifier_per_digit} test images of each digit; for each class c the sound maximum of "
@@ -670,11 +734,71 @@ def run_study(network_name: str, out: Path | str, options: StudyOptions | None =
     readme = write_report(out, network, command or f"polycert study --network {network_name} --out {out}", opts, data)
     results = dict(network=network.name, digest=network.digest(), options={k: v for k, v in asdict(opts).items()},
                    seconds=seconds, rates=rates, classifier=cls_rows, system=sys_rows,
-                   signatures={m: {str(c): dict(n=s.n, pixel_lower=s.pixel_lower.tolist(), pixel_upper=s.pixel_upper.tolist(),
-                                                sides=s.sides.tolist(), regions=s.regions.tolist())
-                                   for c, s in by.items()} for m, by in sig["summaries"].items()},
+                   signatures=_summaries_json(sig),
                    region_names=list(sig["region_names"]), neuron_names=names,
                    patterns=dict(mean_post=[m.tolist() for m in pat.mean_post], combination=pat.combination.tolist()))
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
     scratch.unlink()
     return readme
+
+
+def rerender_signatures(out: Path | str, session, job_id: int, *, command: str = "") -> Path:
+    """Re-render an existing report's signature section (tables, ``signatures.png``, ``activity.png`` and the
+    ``signatures`` of ``results.json``) from signature job ``job_id``'s stored certificates; the other
+    sections stay as they were. The job must be of the report's network (same digest) and of one eps.
+
+    Raises:
+        InvalidInputError: no report in ``out``, a job that is not a signature job, of another network or of
+            several radii. NotFoundError: no such job.
+    """
+    from polycert.db import repositories as repo
+    from polycert.errors import NotFoundError
+    from polycert.workers.networks import stored_network
+    from polycert.workers.signatures import DEFAULT_TOLERANCE
+
+    out = Path(out)
+    readme, results_path = out / "README.md", out / "results.json"
+    if not readme.is_file() or not results_path.is_file():
+        raise InvalidInputError(f"no study report in {out} (README.md and results.json): run polycert study first")
+    job = repo.get_job(session, job_id)
+    if job is None:
+        raise NotFoundError(f"no job with id {job_id}")
+    if job.kind != "signature":
+        raise InvalidInputError(f"job {job_id} is a {job.kind} job; signatures come from a signature job")
+    results = json.loads(results_path.read_text())
+    network = stored_network(job.network)
+    if results.get("digest") != network.digest():
+        raise InvalidInputError(f"job {job_id} is about network {job.network.name!r} (digest {network.digest()[:16]}), "
+                                f"the report in {out} about {results.get('network')!r} "
+                                f"(digest {str(results.get('digest'))[:16]})")
+    radii = sorted({float(e) for _, _, e, _, _, _ in repo.outcomes(session, job_id)})
+    if len(radii) != 1:
+        raise InvalidInputError(f"job {job_id} has {len(radii) or 'no'} radii {radii}; the report shows one")
+    sig = stored_signature_study(session, job_id, network)
+    per_digit = max((s.n for by in sig["summaries"].values() for s in by.values()), default=0)
+    tolerance = float((job.parameters or {}).get("tolerance") or DEFAULT_TOLERANCE)
+    opts = StudyOptions(signature_per_digit=per_digit, signature_eps=radii[0], signature_tolerance=tolerance)
+    names = results.get("neuron_names") or [f"h{j}" for j in range(sum(sig["n_hidden"]))]
+    side = int(round(np.sqrt(network.input_size)))
+    figure_signatures(sig, side, out / "signatures.png", StudyOptions().dpi)
+    figure_activity(sig, names, out / "activity.png", StudyOptions().dpi)
+    n = sum(s.n for by in sig["summaries"].values() for s in by.values())
+    source = (f"From the {n} certificates of signature job {job_id} (LP and exact MIP through the queue, up to "
+              f"{per_digit} per digit), re-rendered by `{command or f'polycert study --from-job {job_id}'}`; the "
+              "other sections are from the run named at the top.")
+    text = readme.read_text()
+    begin, end = text.find("## Signatures (item 3)"), text.find("## The LP as a classifier (item 5)")
+    if begin < 0 or end < begin:
+        raise InvalidInputError(f"{readme} has no signature section to replace")
+    readme.write_text(text[:begin] + "\n".join(signature_section(opts, sig, names, source)) + "\n" + text[end:])
+    results["signatures"] = _summaries_json(sig)
+    results["signatures_source"] = dict(job=job_id, certificates=n, per_digit=per_digit, eps=radii[0],
+                                        tolerance=tolerance)
+    results_path.write_text(json.dumps(results, indent=1, default=float))
+    return readme
+
+
+def _summaries_json(sig: dict) -> dict:
+    return {m: {str(c): dict(n=s.n, pixel_lower=s.pixel_lower.tolist(), pixel_upper=s.pixel_upper.tolist(),
+                             sides=s.sides.tolist(), regions=s.regions.tolist())
+                for c, s in by.items()} for m, by in sig["summaries"].items()}

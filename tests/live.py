@@ -1,5 +1,9 @@
 """A real ``polycert serve`` process for tests that use the product through its own doors.
 
+Also the rest of a real stack, shared by the integration tests and the benchmarks (``bench/load.py``,
+``bench/queue.py``): :func:`postgres_database` (a fresh PostgreSQL database, dropped afterwards) and
+:class:`Workers` (Celery worker processes, each in its own process group).
+
 ``live_server(tmp_path)`` starts the API as a user would (``polycert db upgrade`` then ``polycert serve``) in
 its own process, on a free port of 127.0.0.1, with a fresh data directory: the embedded default (SQLite and
 the in-process worker) unless ``env`` names a database and a broker. It waits for ``/health`` and gives a
@@ -15,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -73,6 +78,56 @@ def one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("polycert: error: ")
     return lines[0].removeprefix("polycert: error: ")
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str, *, prefix: str = "polycert", keep: bool = False) -> Iterator[str]:
+    """A fresh PostgreSQL database on the server of ``admin_url`` (``postgresql://user@host:port/db``), dropped
+    (connections forced out) on exit unless ``keep``; yields its SQLAlchemy URL (psycopg driver), not migrated."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    finally:
+        if not keep:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Workers:
+    """Celery worker processes started by a test, each in its own process group (killed as a whole)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir, self.procs = env, log_dir, []
+
+    def start(self, concurrency: int = 1, *, pool: str = "prefork", loglevel: str = "warning") -> subprocess.Popen:
+        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "polycert.workers.app", "worker", "--pool", pool,
+             f"--concurrency={concurrency}", "-Q", self.env["POLYCERT_QUEUE_NAME"], "--loglevel", loglevel,
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"it{len(self.procs)}@%h"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                self.kill(proc, signal.SIGTERM)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))
 
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:

@@ -6,6 +6,12 @@ Redis' ``visibility_timeout`` decides how soon an unacknowledged task is redeliv
 time limits per chunk from the per-query limit. Results are not kept in the broker: progress and
 answers live in the database.
 
+What each fault ends as (tests/integration/test_faults.py): a chunk killed at its hard time limit is
+answered ``unknown (time limit)`` by the worker's main process (``workers.tasks.ChunkTask``); a query that
+takes its pool process down on every delivery is answered ``unknown (solver error)`` after
+``chunk_max_attempts`` lost deliveries, the rest of its chunk answered (``workers.execution.run_chunk``);
+a chunk whose database went away waits for it (``workers.tasks.retry_countdown``).
+
 Start a worker with ``polycert worker`` or ``celery -A workers.app worker``.
 """
 

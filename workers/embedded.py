@@ -40,7 +40,8 @@ class EmbeddedPool:
             try:
                 with session_factory(engine)() as session:
                     try:
-                        return run_chunk(session, chunk_id, certify=self.certify, certify_batch=self.certify_batch, worker="embedded")
+                        return run_chunk(session, chunk_id, certify=self.certify, certify_batch=self.certify_batch,
+                                         worker="embedded", retries=attempt)
                     except OperationalError:
                         raise
                     except Exception as exc:

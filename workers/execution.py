@@ -10,7 +10,7 @@ the group down; a failure alone is that query's answer (unknown, with the messag
 
 Exactly-once: every query is committed on its own, and the store is an idempotent upsert keyed on
 ``(query_id, method)``; a redelivered chunk (worker killed, ``acks_late``) resumes with the queries that
-have no certificate yet.
+have no certificate yet, one query at a time (a query that kills its process is found and given up alone).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -32,6 +32,7 @@ from polycert.settings import get_settings
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from . import faults
 from .kinds import jsonable
 from .networks import cached_network, stored_network
 
@@ -108,6 +109,7 @@ def input_set_record(query: QueryRow, parameters: dict[str, Any]) -> dict[str, A
 
 def certify_query(certify: Certify, network, query: QueryRow, parameters: dict[str, Any]) -> Certificate:
     """One engine call for one stored query."""
+    faults.strike([query.item])  # tests only: nothing unless Settings.fault_inject names this query
     kwargs: dict[str, Any] = dict(method=query.method, norm=query.norm, time_limit=parameters.get("time_limit"),
                                   domain=input_domain(network, parameters))
     for option in ("solver", "lp_solver"):  # only what the job chose; the engine has its defaults
@@ -132,15 +134,18 @@ def _enum_value(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
+def target_records(targets) -> list[dict[str, Any]]:
+    """Per-target bounds (:class:`TargetBound`) as the JSON of the ``targets`` column."""
+    return [dict(target=int(t.target), lower=_number(t.lower), upper=_number(t.upper), verdict=_enum_value(t.verdict),
+                 reason=_enum_value(t.reason), solver=t.solver, solve_time=_number(t.solve_time), stage=t.stage)
+            for t in targets]
+
+
 def certificate_record(cert: Certificate, wall_time: float) -> dict[str, Any]:
     """A certificate as column values of ``certificates``. Built field by field, not via ``to_dict()``:
     that deep-copies every target's tight constraints, which cost as much as an LP solve here."""
     counterexample = None if cert.counterexample is None else np.asarray(cert.counterexample, dtype=np.float64).tolist()
-    targets = [
-        dict(target=int(t.target), lower=_number(t.lower), upper=_number(t.upper), verdict=_enum_value(t.verdict),
-             reason=_enum_value(t.reason), solver=t.solver, solve_time=_number(t.solve_time), stage=t.stage)
-        for t in cert.targets
-    ]
+    targets = target_records(cert.targets)
     return dict(
         verdict=_enum_value(cert.verdict), reason=_enum_value(cert.reason), stage=cert.stage or "",
         lower=float(cert.lower), upper=float(cert.upper), gap=float(cert.gap),
@@ -239,21 +244,45 @@ class _Buffer:
 
 def batch_groups(queries: Sequence[QueryRow]) -> list[tuple[tuple[str, str, int | None], list[QueryRow]]]:
     """The chunk's queries as cascade calls: one group per (method, norm, target) in order of first appearance
-    (``target`` None: every other class)."""
+    (``target`` None: every other class). An LP and a MIP query of the same (item, eps, norm, target) — what a
+    ``methods="both"`` job makes — go to one ``"both"`` group as the pair [lp, mip], so that the cascade runs
+    their shared stages once."""
+    lp_of = {(q.item, q.eps, q.norm, q.target): q for q in queries if q.method == "lp"}
+    partner = {}
+    for q in queries:
+        key = (q.item, q.eps, q.norm, q.target)
+        if q.method == "mip" and key in lp_of and lp_of[key].id not in partner:
+            partner[lp_of[key].id], partner[q.id] = q, lp_of[key]
     groups: dict[tuple[str, str, int | None], list[QueryRow]] = {}
     for query in queries:
+        if query.id in partner:
+            if query.method == "lp":
+                groups.setdefault(("both", query.norm, query.target), []).extend([query, partner[query.id]])
+            continue
         groups.setdefault((query.method, query.norm, query.target), []).append(query)
     return list(groups.items())
 
 
 def certify_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
-                  on_decided: OnDecided | None = None) -> list[Certificate]:
-    """One cascade call for a group of queries sharing (method, norm, target); one certificate per query, in order."""
-    certs = cascade_call(certify_batch, network, np.asarray([q.input for q in group], dtype=np.float64),
-                         np.asarray([q.label for q in group], dtype=np.int64),
-                         np.asarray([q.eps for q in group], dtype=np.float64),
-                         method=group[0].method, norm=group[0].norm, parameters=parameters, on_decided=on_decided,
+                  on_decided: OnDecided | None = None, method: str | None = None) -> list[Certificate]:
+    """One cascade call for a group of queries sharing (method, norm, target); one certificate per query, in order.
+
+    ``method="both"``: the group is [lp, mip] pairs of one input each (:func:`batch_groups`); one call answers
+    both, and its pairs are laid out as the group is (an early report's indices too)."""
+    method = method or group[0].method
+    faults.strike([q.item for q in group])  # tests only: nothing unless Settings.fault_inject names one of them
+    inputs = group[::2] if method == "both" else group
+    report = on_decided
+    if method == "both" and on_decided is not None:
+        def report(indices: list[int], pairs: list) -> None:
+            on_decided([j for i in indices for j in (2 * i, 2 * i + 1)], [c for pair in pairs for c in pair])
+    certs = cascade_call(certify_batch, network, np.asarray([q.input for q in inputs], dtype=np.float64),
+                         np.asarray([q.label for q in inputs], dtype=np.int64),
+                         np.asarray([q.eps for q in inputs], dtype=np.float64),
+                         method=method, norm=group[0].norm, parameters=parameters, on_decided=report,
                          target=group[0].target)
+    if method == "both":
+        certs = [c for pair in certs for c in pair]
     if len(certs) != len(group):
         raise RuntimeError(f"the cascade answered {len(certs)} of {len(group)} queries")
     return list(certs)
@@ -300,8 +329,15 @@ def _one_by_one(engine: Certify | None, certify_batch: CertifyBatch | None, netw
 
 
 def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None,
-              certify_batch: CertifyBatch | None = None, worker: str | None = None) -> ChunkOutcome:
+              certify_batch: CertifyBatch | None = None, worker: str | None = None, retries: int = 0) -> ChunkOutcome:
     """Answer every unanswered query of a chunk; answers are committed in small batches (``_Buffer``).
+
+    A chunk delivered again after its process died (``acks_late``: a worker killed, or a solver that took its
+    pool process down) is a suspect: its queries are answered one at a time, each committed before the next
+    is started, so that a query that kills its process (a poison pill) is the first unanswered one at the next
+    delivery. Past ``Settings.chunk_max_attempts`` lost deliveries that query is answered ``unknown (solver
+    error)`` and the others are answered on. ``retries``: the deliveries that were retries of a transient
+    error (Celery's ``request.retries``), not lost processes.
 
     ``certify_batch`` (default: the cascade) answers groups of queries; ``certify`` (default:
     ``formulations.robustness.certify``) answers single-target queries and the queries of a group whose
@@ -326,22 +362,47 @@ def run_chunk(session: Session, chunk_id: int, *, certify: Certify | None = None
     queries = repo.pending_queries(session, chunk_id)
     session.commit()  # the claim is durable (attempts count) and no transaction stays open during the engine
     buffer = _Buffer(session)
-    if claim.attempts > get_settings().chunk_max_attempts:  # its worker died every time: stop retrying
-        _give_up(buffer, queries, f"the chunk lost its worker {claim.attempts - 1} times")
-        return _finish(buffer, chunk_id, "done", len(queries))
+    lost = claim.attempts - 1 - retries  # earlier deliveries whose process died before the chunk finished
+    isolate = lost > 0
+    if lost >= get_settings().chunk_max_attempts and queries:  # the same query took its process down each time
+        suspect, queries = queries[0], queries[1:]
+        record = unknown_record(UnknownReason.SOLVER_ERROR, f"its worker process died {lost} times while answering"
+                                " it (the chunk's first unanswered query; later ones are answered one at a time)", 0.0)
+        if claim.job_kind != "robustness":
+            record["answer"] = "unknown"
+        given_up = _Buffer(session)
+        given_up.answers.append(repo.Answer(suspect, record))
+        given_up.flush(finish=None if queries else (chunk_id, "done"))
+        if not queries:
+            return ChunkOutcome(chunk_id, given_up.stored, 1 - given_up.stored, "done")
+        outcome = _run_kind(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch, isolate)
+        return replace(outcome, stored=outcome.stored + given_up.stored)
+    return _run_kind(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch, isolate)
+
+
+def _run_kind(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network, parameters: dict[str, Any],
+              queries: Sequence[QueryRow], engine: Certify | None, certify_batch: CertifyBatch | None,
+              isolate: bool) -> ChunkOutcome:
     if claim.job_kind == "signature":  # logit maximisations, a maximize_logit_batch call per method
         return _run_signatures(session, buffer, chunk_id, claim, network, parameters, queries)
     if claim.job_kind != "robustness":  # invertibility and VNN-COMP: one expensive engine call per query
         return _run_other_kind(session, buffer, chunk_id, claim, network, parameters, queries)
     parameters["domain"] = job_domain(network, parameters).to_json()  # every certificate states the set it is about
-    return _run_robustness(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch)
+    return _run_robustness(session, buffer, chunk_id, claim, network, parameters, queries, engine, certify_batch,
+                           isolate=isolate)
 
 
 def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: repo.Claim, network,
                     parameters: dict[str, Any], queries: Sequence[QueryRow], engine: Certify,
-                    certify_batch: CertifyBatch | None) -> ChunkOutcome:
-    """Robustness queries: a cascade call per (method, norm, target) group."""
-    groups = batch_groups(queries) if certify_batch is not None else [(None, [q]) for q in queries]
+                    certify_batch: CertifyBatch | None, *, isolate: bool = False) -> ChunkOutcome:
+    """Robustness queries: a cascade call per (method, norm, target) group; with ``isolate``, a call per query,
+    each answer committed before the next call (a suspect chunk, :func:`run_chunk`)."""
+    if certify_batch is None:
+        groups = [(None, [q]) for q in queries]
+    elif isolate:
+        groups = [group for q in queries for group in batch_groups([q])]
+    else:
+        groups = batch_groups(queries)
     checked, cancelled, answered = time.monotonic(), claim.job_status == "cancelled", set()
 
     def add(answer: repo.Answer) -> None:
@@ -349,7 +410,7 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
         answered.add(answer.query.id)
 
     for key, group in groups:
-        if buffer.answers and time.monotonic() - buffer.last >= FLUSH_SECONDS:  # progress stays visible
+        if buffer.answers and (isolate or time.monotonic() - buffer.last >= FLUSH_SECONDS):  # progress stays visible
             buffer.flush()
         if time.monotonic() - checked > CANCEL_CHECK_SECONDS:  # a round trip per query would cost ~10 %
             checked = time.monotonic()
@@ -362,7 +423,7 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
                 _one_by_one(engine, None, network, group, parameters, add)
                 continue
             try:
-                _cascade_group(certify_batch, network, group, parameters, buffer, answered)
+                _cascade_group(certify_batch, network, group, parameters, buffer, answered, method=key[0])
             except (_SoftTimeLimit, SQLAlchemyError):
                 raise  # the clock, or the database: not the cascade's failure
             except Exception as exc:  # the cascade failed on this group: answer its queries one by one
@@ -376,7 +437,7 @@ def _run_robustness(session: Session, buffer: _Buffer, chunk_id: int, claim: rep
 
 
 def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRow], parameters: dict[str, Any],
-                   buffer: _Buffer, answered: set[int]) -> None:
+                   buffer: _Buffer, answered: set[int], method: str | None = None) -> None:
     """One cascade call for a group. The answers its cheap stages decide are sent to the database as soon
     as the cascade reports them (unless they are the whole group: nothing left to overlap with), the rest
     buffered when it returns.
@@ -402,7 +463,7 @@ def _cascade_group(certify_batch: CertifyBatch, network, group: Sequence[QueryRo
         handing_over += time.perf_counter() - now
 
     try:
-        certs = certify_group(certify_batch, network, group, parameters, on_decided=decided)
+        certs = certify_group(certify_batch, network, group, parameters, on_decided=decided, method=method)
     finally:
         buffer.settle()  # the server wrote the early answers while the LP and MIP stages ran
     total = time.perf_counter() - start - handing_over
@@ -490,6 +551,21 @@ def record_failure(session: Session, chunk_id: int, exc: BaseException) -> None:
     session.rollback()
     repo.fail_chunk(session, chunk_id, f"{type(exc).__name__}: {exc}")
     session.commit()
+
+
+def give_up_chunk(engine, chunk_id: int, message: str) -> int:
+    """Answer every unanswered query of a chunk ``unknown (time limit)`` with ``message`` and finish the chunk
+    (its process was killed at the hard time limit: nothing will answer them); returns how many it stored."""
+    from polycert.db.session import session_factory
+
+    with session_factory(engine)() as session:
+        queries = repo.pending_queries(session, chunk_id)
+        kind = repo.chunk_job_kind(session, chunk_id)
+        if kind is None:
+            return 0
+        buffer = _Buffer(session)
+        _give_up(buffer, queries, message, answer=None if kind == "robustness" else "unknown")
+        return _finish(buffer, chunk_id, "done", len(queries)).stored
 
 
 def _give_up(buffer: _Buffer, queries: Sequence[QueryRow], message: str, answer: str | None = None) -> None:

@@ -104,6 +104,7 @@ def vnncomp_record(network, vnnlib_text: str, timeout: float, solver: str | None
     """Decide one VNN-COMP instance (``formulations.vnncomp.vnncomp_answer``); certificate columns."""
     from polycert.formulations.vnncomp import vnncomp_answer
     from polycert.formulations.vnnlib import read_vnnlib
+    from polycert.workers.execution import target_records
 
     started = time.perf_counter()
     prop = read_vnnlib(vnnlib_text, n_inputs=network.input_size, n_outputs=network.output_size)
@@ -112,10 +113,12 @@ def vnncomp_record(network, vnnlib_text: str, timeout: float, solver: str | None
     lower = float(answer.lower)
     x = None if answer.x is None else jsonable(np.asarray(answer.x, dtype=np.float64))
     y = None if answer.y is None else jsonable(np.asarray(answer.y, dtype=np.float64))
+    upper = float(answer.upper)
     return dict(
-        verdict=VNNCOMP_VERDICTS.get(answer.word, Verdict.UNKNOWN.value), reason=None if answer.word != "unknown" else "time limit",
-        stage=answer.stage or "", lower=lower, upper=math.inf, gap=math.inf, counterexample=x, counterexample_value=None,
-        targets=[], solver=solver or "scip", times=jsonable(dict(answer.times)), size={}, error=None,
+        verdict=VNNCOMP_VERDICTS.get(answer.word, Verdict.UNKNOWN.value),
+        reason=None if answer.reason is None else answer.reason.value,  # the engine's, not a guess
+        stage=answer.stage or "", lower=lower, upper=upper, gap=upper - lower, counterexample=x, counterexample_value=None,
+        targets=target_records(answer.targets), solver=solver or "scip", times=jsonable(dict(answer.times)), size={}, error=None,
         wall_time=time.perf_counter() - started, answer=answer.word,
         extra={"y": y, "undecided": [int(k) for k in answer.undecided], "timeout": timeout},
     )

@@ -58,6 +58,7 @@ class PersistentLP:
         t0 = time.monotonic()
         self.n_cols, self.n_rows = model.num_variables, model.num_constraints
         self._matrix = model.matrix().tocsc().astype(np.float64)  # CSC: what the dual bound works on
+        self._keys: Array | None = None  # sorted entry keys of the CSC structure (see _positions)
         self._lb, self._ub = model.lb.copy(), model.ub.copy()
         self._row_lower, self._row_upper = model.row_lower.copy(), model.row_upper.copy()
         self._cost = np.zeros(self.n_cols)
@@ -87,12 +88,17 @@ class PersistentLP:
 
     # -- changes ------------------------------------------------------------------------------
     def _finite(self, v: Array) -> Array:
-        return np.clip(v, -self._inf, self._inf)
+        return np.minimum(np.maximum(v, -self._inf), self._inf)  # np.clip's dispatch costs more than this
+
+    @staticmethod
+    def _values(v, shape: tuple[int, ...]) -> Array:
+        """``v`` (a scalar or one value per index) as a fresh float64 array of ``shape``."""
+        v = np.asarray(v, dtype=np.float64)
+        return v.reshape(shape).copy() if v.size == int(np.prod(shape)) else np.full(shape, v)
 
     def set_variable_bounds(self, idx: Array, lb: Array, ub: Array) -> None:
         idx = np.asarray(idx, dtype=np.int32).reshape(-1)
-        lb = np.broadcast_to(np.asarray(lb, dtype=np.float64), idx.shape).copy()
-        ub = np.broadcast_to(np.asarray(ub, dtype=np.float64), idx.shape).copy()
+        lb, ub = self._values(lb, idx.shape), self._values(ub, idx.shape)
         if np.isnan(lb).any() or np.isnan(ub).any() or (lb > ub).any():
             raise SolverError(f"{NAME}: variable bounds hold NaN or lb > ub")
         self._lb[idx], self._ub[idx] = lb, ub
@@ -100,8 +106,7 @@ class PersistentLP:
 
     def set_row_bounds(self, rows: Array, lo: Array, hi: Array) -> None:
         rows = np.asarray(rows, dtype=np.int32).reshape(-1)
-        lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), rows.shape).copy()
-        hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), rows.shape).copy()
+        lo, hi = self._values(lo, rows.shape), self._values(hi, rows.shape)
         if np.isnan(lo).any() or np.isnan(hi).any():
             raise SolverError(f"{NAME}: row bounds hold NaN")
         self._row_lower[rows], self._row_upper[rows] = lo, hi
@@ -114,11 +119,29 @@ class PersistentLP:
         values = np.broadcast_to(np.asarray(values, dtype=np.float64), rows.shape)
         if not np.isfinite(values).all():
             raise SolverError(f"{NAME}: coefficients must be finite")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", sp.SparseEfficiencyWarning)
-            self._matrix[rows, cols] = values
+        positions = self._positions(rows, cols)
+        if positions is not None:  # entries of the structure: written in place (the cascade's every change)
+            self._matrix.data[positions] = values
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", sp.SparseEfficiencyWarning)
+                self._matrix[rows, cols] = values
+            self._keys = None  # the structure may have changed
         for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()):
             self._h.changeCoeff(r, c, v)
+
+    def _positions(self, rows: Array, cols: Array) -> Array | None:
+        """Where entries (rows[k], cols[k]) sit in the CSC data array, or None if one is not stored."""
+        m = self._matrix
+        if getattr(self, "_keys", None) is None:
+            m.sum_duplicates()  # canonical CSC (sorted, no duplicates): the keys col * n_rows + row increase
+            column = np.repeat(np.arange(self.n_cols, dtype=np.int64), np.diff(m.indptr))
+            self._keys = column * self.n_rows + m.indices.astype(np.int64)
+        wanted = cols * self.n_rows + rows
+        at = np.searchsorted(self._keys, wanted)
+        if (at >= self._keys.size).any() or (self._keys[np.minimum(at, self._keys.size - 1)] != wanted).any():
+            return None
+        return at
 
     def set_objective(self, c: Array, *, sense: Sense = Sense.MINIMIZE, constant: float = 0.0) -> None:
         c = np.asarray(c, dtype=np.float64)

@@ -44,15 +44,23 @@ def lower_bound_from_duals(c: Array, matrix: sp.spmatrix, row_lower: Array, row_
 
     Returns ``-inf`` when no finite bound follows from ``y`` (an unbounded variable with a residual).
     """
-    csc = sp.csc_matrix(matrix, dtype=np.float64)
+    csc = matrix if sp.issparse(matrix) and matrix.format == "csc" and matrix.dtype == np.float64 \
+        else sp.csc_matrix(matrix, dtype=np.float64)
+    n_cols = csc.shape[1]
     y = np.where(np.isfinite(y), np.asarray(y, dtype=np.float64), 0.0)
     # y_i > 0 prices the row's lower side, y_i < 0 its upper side; a multiplier on an infinite side is void
     y = np.where(((y > 0) & ~np.isfinite(row_lower)) | ((y < 0) & ~np.isfinite(row_upper)), 0.0, y)
-    r_hat = c - csc.T @ y
+    # A^T y and |A|^T |y| column by column straight from the CSC arrays (the bound holds for any summation
+    # order; scipy's sparse products cost 3x the LP solve itself in the cascade's many small LPs)
+    counts = np.diff(csc.indptr)
+    column = np.repeat(np.arange(n_cols), counts)
+    products = csc.data * y[csc.indices]
+    r_hat = c - np.bincount(column, weights=products, minlength=n_cols)
     # enclosure of the true residual: r in [r_hat - e, r_hat + e]
-    k = np.diff(csc.indptr) + 2
-    magnitude = np.abs(c) + abs(csc).T @ np.abs(y)
-    touched = (abs(csc).T @ np.abs(y)) > 0  # otherwise r_j = c_j exactly
+    k = counts + 2
+    spread = np.bincount(column, weights=np.abs(products), minlength=n_cols)  # |A|^T |y|, as |a y| = |a| |y|
+    magnitude = np.abs(c) + spread
+    touched = spread > 0  # otherwise r_j = c_j exactly
     e = np.where(touched, _gamma(k) * magnitude + k * _TINY, 0.0)
 
     row_side = np.where(y > 0, row_lower, np.where(y < 0, row_upper, 0.0))

@@ -198,7 +198,11 @@ class ComparisonRowPublic(BaseModel):
     agreement: str = Field(description="agree / lp_inconclusive / mip_inconclusive / conflict / pending")
     differ: bool = Field(description="both answered, with different verdicts")
     misclassified: bool = Field(description="the input itself is misclassified (its centre falsifies the query)")
-    negative_gap: bool = Field(description="mip_lower below lp_lower by more than the tolerance: a soundness problem")
+    negative_gap: bool = Field(description="mip_lower below lp_lower (or klp_lower) by more than the tolerance: a soundness problem")
+    klp_verdict: str | None = Field(None, description="the k-neuron LP's verdict, when the job asked for klp")
+    klp_lower: float | None = Field(None, description="the k-neuron LP's lower bound on the minimum margin")
+    klp_gain: float | None = Field(None, description="klp_lower - lp_lower: what the k-neuron constraints add")
+    klp_gap: float | None = Field(None, description="mip_lower - klp_lower: what the k-neuron relaxation still loses")
 
 
 class ComparisonTally(BaseModel):
@@ -225,6 +229,13 @@ class ComparisonTally(BaseModel):
     gap_median: float | None
     gap_p90: float | None
     gap_max: float | None
+    klp_pairs: int = Field(0, description="pairs with a k-neuron LP answer (jobs that asked for klp)")
+    klp_verified: int = 0
+    klp_over_lp: int = Field(0, description="the k-neuron LP proves what the single-neuron LP cannot")
+    mip_over_klp: int = Field(0, description="the exact MIP proves what the k-neuron LP cannot")
+    klp_gap_median: float | None = None
+    klp_gap_p90: float | None = None
+    klp_gap_max: float | None = None
 
 
 class ComparisonEpsTally(ComparisonTally):
@@ -443,6 +454,8 @@ class CurvePoint(BaseModel):
     lp: float | None
     mip: float | None
     attack: float | None
+    klp_verified: int = 0
+    klp: float | None = Field(None, description="share verified by the k-neuron LP (null: the job did not ask for it)")
 
 
 class DigitCurve(BaseModel):

@@ -3,7 +3,7 @@
 
 const $app = document.getElementById("app");
 const SVGNS = "http://www.w3.org/2000/svg";
-const COLOURS = { lp: "#d9822b", mip: "#1f6fb2", attack: "#6b7b8c", lower: [200, 50, 43], upper: [34, 88, 184] };
+const COLOURS = { lp: "#d9822b", klp: "#8e44ad", mip: "#1f6fb2", attack: "#6b7b8c", lower: [200, 50, 43], upper: [34, 88, 184] };
 let timers = [];       // intervals of the current page, cleared on navigation
 let generation = 0;    // increments on navigation: late answers of a left page are dropped
 
@@ -554,10 +554,11 @@ async function pageJob({ args, live }) {
 // robustness: curves per digit, the LP-versus-MIP table, counterexamples
 async function robustnessDetail(job, net, box, live) {
   const curves = await api(`/jobs/${job.id}/curves`);
-  const both = job.parameters.methods === "both";
+  const methods = [].concat(job.parameters.methods || []).flatMap((m) => (m === "both" ? ["lp", "mip"] : m === "all" ? ["lp", "klp", "mip"] : [m]));
+  const both = methods.includes("lp") && methods.includes("mip");
   const comparison = both ? await api(`/jobs/${job.id}/comparison?limit=1000`) : null;
   if (!live()) return;
-  const series = curves.methods.map((m) => ({ key: m, label: m === "lp" ? "verified by LP relaxation" : "verified exactly (MIP)", colour: COLOURS[m] }))
+  const series = curves.methods.map((m) => ({ key: m, label: { lp: "verified by LP relaxation", klp: "verified by k-neuron LP", mip: "verified exactly (MIP)" }[m] || m, colour: COLOURS[m] || COLOURS.lp }))
     .concat([{ key: "attack", label: "not falsified by the attack at this eps or below (upper bound)", colour: COLOURS.attack, dash: true }]);
   const legend = el("div", { class: "legend" }, series.map((s) => el("span", {}, el("i", { class: s.dash ? "dash" : null, style: `background:${s.colour};color:${s.colour}` }), s.label)));
   const charts = el("div", { class: "grid digits", id: "digit-curves" }, curves.digits.map((d) => el("div", { class: "card" },
@@ -618,7 +619,9 @@ function comparisonSection(job, comparison) {
     el("div", { class: "stats", id: "comparison-summary" },
       stat(t.pairs, "pairs"), stat(t.lp_verified, "LP verified"), stat(t.mip_verified, "MIP verified"),
       stat(t.mip_only_verified, "only MIP verifies"), stat(t.mip_falsified, "MIP falsified"), stat(t.misclassified, "misclassified"),
-      stat(t.conflicts, "conflicts"), stat(fmt(t.gap_median, 3), "median gap"), stat(fmt(t.gap_p90, 3), "90th pct gap"), stat(fmt(t.gap_max, 3), "max gap")));
+      stat(t.conflicts, "conflicts"), stat(fmt(t.gap_median, 3), "median gap"), stat(fmt(t.gap_p90, 3), "90th pct gap"), stat(fmt(t.gap_max, 3), "max gap"),
+      ...(t.klp_pairs ? [stat(t.klp_verified, "k-LP verified"), stat(t.klp_over_lp, "k-LP beyond LP"), stat(t.mip_over_klp, "only MIP beyond k-LP"), stat(fmt(t.klp_gap_median, 3), "median k-LP gap")] : [])));
+  const klp = t.klp_pairs > 0;
   const epsValues = [...new Set(comparison.rows.map((r) => r.eps))].sort((a, b) => a - b);
   const state = { differ: false, eps: "" };
   const count = el("span", { class: "muted small", id: "comparison-count" });
@@ -627,10 +630,11 @@ function comparisonSection(job, comparison) {
     const rows = comparison.rows.filter((r) => (!state.differ || r.differ) && (state.eps === "" || String(r.eps) === state.eps));
     count.textContent = `${rows.length} of ${comparison.count} rows`;
     tableBox.replaceChildren(el("div", { class: "scroll comparison-scroll" }, el("table", { id: "comparison-table" },
-      el("thead", {}, el("tr", {}, ["input", "label", "eps", "LP verdict", "LP lower", "MIP verdict", "MIP lower", "MIP upper", "relaxation gap", "agreement"].map((h, i) => el("th", { class: [4, 6, 7, 8].includes(i) ? "num" : null, text: h })))),
+      el("thead", {}, el("tr", {}, ["input", "label", "eps", "LP verdict", "LP lower", ...(klp ? ["k-LP verdict", "k-LP lower"] : []), "MIP verdict", "MIP lower", "MIP upper", "relaxation gap", "agreement"].map((h) => el("th", { class: /lower|upper|gap/.test(h) ? "num" : null, text: h })))),
       el("tbody", {}, rows.map((r) => el("tr", { class: r.differ ? "differ" : null, "data-item": r.item, "data-eps": r.eps, "data-differ": String(r.differ) },
         el("td", { class: "num", text: r.source_index ?? r.item }), el("td", { class: "num", text: r.label }), el("td", { text: r.eps }),
         el("td", {}, badge(r.lp_verdict)), el("td", { class: "num", text: fmt(r.lp_lower) }),
+        ...(klp ? [el("td", {}, badge(r.klp_verdict)), el("td", { class: "num", text: fmt(r.klp_lower) })] : []),
         el("td", {}, badge(r.mip_verdict)), el("td", { class: "num", text: fmt(r.mip_lower) }), el("td", { class: "num", text: fmt(r.mip_upper) }),
         el("td", { class: "num", text: fmt(r.relaxation_gap) }), el("td", { text: r.agreement + (r.misclassified ? " (misclassified)" : "") })))))));
   };

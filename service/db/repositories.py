@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import orjson
 from sqlalchemy import Table, and_, case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -155,9 +156,13 @@ def create_job(
 
 def add_queries(session: Session, job_id: int, chunk_ids: Sequence[int],
                 queries: Sequence[Sequence[dict[str, Any]]]) -> None:
-    """Store each chunk's queries (``queries[i]`` belong to ``chunk_ids[i]``) in one statement."""
+    """Store each chunk's queries (``queries[i]`` belong to ``chunk_ids[i]``) in one statement. An ``input``
+    may be a NumPy row (the plan's view, :func:`service.batches.plan_queries`): it is stored as a list."""
     rows = [dict(dict.fromkeys(_QUERY_FIELDS), **q, job_id=job_id, chunk_id=chunk_id)
             for chunk_id, mine in zip(chunk_ids, queries) for q in mine]
+    for row in rows:
+        if isinstance(row["input"], np.ndarray):
+            row["input"] = row["input"].tolist()
     _bulk_insert(session, QueryRow.__table__, rows)
 
 
@@ -228,6 +233,18 @@ class Claim:
     network_digest: str
 
 
+def unfinished_chunks(session: Session, job_id: int) -> list[tuple[int, str, dt.datetime | None, list[float | None]]]:
+    """(chunk id, status, started_at, its queries' own timeouts) of a job's chunks that are queued or running."""
+    stmt = (select(ChunkRow.id, ChunkRow.status, ChunkRow.started_at, QueryRow.parameters)
+            .join(QueryRow, QueryRow.chunk_id == ChunkRow.id)
+            .where(ChunkRow.job_id == job_id, ChunkRow.status.in_(("queued", "running"))).order_by(ChunkRow.id))
+    out: dict[int, tuple[int, str, dt.datetime | None, list[float | None]]] = {}
+    for chunk_id, status, started, parameters in session.execute(stmt):
+        entry = out.setdefault(chunk_id, (chunk_id, status, started, []))
+        entry[3].append((parameters or {}).get("timeout"))
+    return list(out.values())
+
+
 def claim_chunk(session: Session, chunk_id: int, worker: str) -> Claim | None:
     """Record that ``worker`` starts (or restarts) a chunk (attempts + 1; a cancelled chunk stays
     cancelled) and move its job from queued to running; returns the claim, or None for no such chunk.
@@ -278,6 +295,11 @@ def fail_chunk(session: Session, chunk_id: int, message: str) -> None:
     session.execute(update(ChunkRow).where(ChunkRow.id == chunk_id).values(status="failed", error=message[:4000], finished_at=_now()))
     session.execute(update(JobRow).where(JobRow.id == chunk.job_id, JobRow.status.in_(ACTIVE))
                     .values(status="failed", error=f"chunk {chunk.position}: {message}"[:4000], finished_at=_now()))
+
+
+def chunk_job_kind(session: Session, chunk_id: int) -> str | None:
+    """The kind of the job a chunk belongs to (None: no such chunk)."""
+    return session.scalar(select(JobRow.kind).join(ChunkRow, ChunkRow.job_id == JobRow.id).where(ChunkRow.id == chunk_id))
 
 
 def pending_queries(session: Session, chunk_id: int) -> Sequence[QueryRow]:
@@ -523,8 +545,13 @@ class ResultFilter:
 def list_results(
     session: Session, job_id: int, filters: ResultFilter = ResultFilter(), *, offset: int = 0, limit: int = 100
 ) -> tuple[int, list[tuple[QueryRow, CertificateRow]]]:
-    """Answered queries of a job with their certificates, in query order, filtered and paged."""
-    conditions = [QueryRow.job_id == job_id]
+    """Answered queries of a job with their certificates, in query order, filtered and paged.
+
+    The page is chosen on the two ids alone, then only its rows are read whole: sorting the job's full rows
+    (certificates carry JSON) to skip ``offset`` of them cost ~0.1 s a page on a 10,000-query job, spilling
+    the sort to disk (bench/load.py). ``CertificateRow.job_id`` (a certificate's job is its query's) lets the
+    database read the job's certificates by index instead of scanning every job's."""
+    conditions = [QueryRow.job_id == job_id, CertificateRow.job_id == job_id]
     if filters.verdict is not None:
         conditions.append(CertificateRow.verdict == filters.verdict)
     if filters.method is not None:
@@ -533,9 +560,12 @@ def list_results(
         conditions.append(func.abs(QueryRow.eps - filters.eps) <= 1e-9 * max(1.0, abs(filters.eps)))
     if filters.label is not None:
         conditions.append(QueryRow.label == filters.label)
-    base = select(QueryRow, CertificateRow).join(CertificateRow, CertificateRow.query_id == QueryRow.id).where(*conditions)
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = session.execute(base.order_by(QueryRow.id).offset(offset).limit(limit)).all()
+    ids = (select(QueryRow.id.label("qid"), CertificateRow.id.label("cid"))
+           .join(CertificateRow, CertificateRow.query_id == QueryRow.id).where(*conditions))
+    total = session.scalar(select(func.count()).select_from(ids.subquery())) or 0
+    page = ids.order_by(QueryRow.id, CertificateRow.id).offset(offset).limit(limit).subquery()
+    rows = session.execute(select(QueryRow, CertificateRow).join(page, page.c.cid == CertificateRow.id)
+                           .join(QueryRow, QueryRow.id == page.c.qid).order_by(page.c.qid, page.c.cid)).all()
     return total, [(q, c) for q, c in rows]
 
 
@@ -564,20 +594,28 @@ def attacks_of(session: Session, certificate_ids: Sequence[int]) -> dict[int, At
     return {r.certificate_id: r for r in rows}
 
 
-def comparison_pairs(session: Session, job_id: int) -> list[tuple[QueryRow, CertificateRow | None, CertificateRow | None]]:
-    """Per (item, eps) of a job: the LP query and the LP and MIP certificates (None while unanswered)."""
-    lp_q, mip_q = aliased(QueryRow), aliased(QueryRow)
-    lp_c, mip_c = aliased(CertificateRow), aliased(CertificateRow)
+def comparison_pairs(session: Session, job_id: int) -> list[tuple[QueryRow, CertificateRow | None, CertificateRow | None,
+                                                                   CertificateRow | None]]:
+    """Per (item, eps) of a job: the LP query and the LP, MIP and k-neuron LP certificates (None while
+    unanswered, or, for the k-LP, when the job did not ask for it)."""
+    lp_q, mip_q, klp_q = aliased(QueryRow), aliased(QueryRow), aliased(QueryRow)
+    lp_c, mip_c, klp_c = aliased(CertificateRow), aliased(CertificateRow), aliased(CertificateRow)
+
+    def same_query(other, method: str):
+        return and_(other.job_id == lp_q.job_id, other.item == lp_q.item, other.eps == lp_q.eps, other.method == method,
+                    func.coalesce(other.target, -1) == func.coalesce(lp_q.target, -1))
+
     rows = session.execute(
-        select(lp_q, lp_c, mip_c)
-        .join(mip_q, and_(mip_q.job_id == lp_q.job_id, mip_q.item == lp_q.item, mip_q.eps == lp_q.eps,
-                          mip_q.method == "mip", func.coalesce(mip_q.target, -1) == func.coalesce(lp_q.target, -1)))
+        select(lp_q, lp_c, mip_c, klp_c)
+        .join(mip_q, same_query(mip_q, "mip"))
+        .outerjoin(klp_q, same_query(klp_q, "klp"))
         .outerjoin(lp_c, lp_c.query_id == lp_q.id)
         .outerjoin(mip_c, mip_c.query_id == mip_q.id)
+        .outerjoin(klp_c, klp_c.query_id == klp_q.id)
         .where(lp_q.job_id == job_id, lp_q.method == "lp")
         .order_by(lp_q.item, lp_q.eps)
     ).all()
-    return [(q, a, b) for q, a, b in rows]
+    return [(q, a, b, c) for q, a, b, c in rows]
 
 
 def networks_with_certificates(session: Session, kinds: Sequence[str]) -> list[NetworkRow]:
@@ -643,6 +681,31 @@ def envelope_activity(session: Session, digit: int, *, job_id=None, method=None,
         .group_by(SignatureRow.kind, SignatureRow.layer, SignatureRow.neuron, SignatureRow.index)
         .order_by(SignatureRow.layer, SignatureRow.neuron, SignatureRow.kind, SignatureRow.index)
     )
+    return [tuple(r) for r in session.execute(stmt)]
+
+
+def job_signature_tags(session: Session, job_id: int) -> Iterable[tuple[int, int, str, str | None, int | None,
+                                                                       int | None, int | None, int | None]]:
+    """(certificate id, label, method, kind, layer, neuron, index, pixel) of every tight constraint of a job's
+    certificates, certificate by certificate (kind None: a certificate without any); streamed in batches."""
+    stmt = (
+        select(CertificateRow.id, QueryRow.label, QueryRow.method, SignatureRow.kind, SignatureRow.layer,
+               SignatureRow.neuron, SignatureRow.index, SignatureRow.pixel)
+        .join(QueryRow, QueryRow.id == CertificateRow.query_id)
+        .outerjoin(SignatureRow, SignatureRow.certificate_id == CertificateRow.id)
+        .where(CertificateRow.job_id == job_id, CertificateRow.error.is_(None))
+        .order_by(CertificateRow.id)
+        .execution_options(yield_per=20_000)
+    )
+    return (tuple(row) for row in session.execute(stmt))
+
+
+def job_certificate_bounds(session: Session, job_id: int) -> list[tuple[int, str, str, float, bool]]:
+    """(label, method, verdict, upper, failed) of every answered query of a job: a signature's ``upper`` is
+    its sound bound on the maximum; ``failed`` when the engine raised (no optimum)."""
+    stmt = (select(QueryRow.label, QueryRow.method, CertificateRow.verdict, CertificateRow.upper,
+                   CertificateRow.error.is_not(None))
+            .join(CertificateRow, CertificateRow.query_id == QueryRow.id).where(QueryRow.job_id == job_id))
     return [tuple(r) for r in session.execute(stmt)]
 
 

@@ -223,3 +223,24 @@ def test_a_query_deadline_stops_the_exact_search_with_time_limit_and_the_bounds_
     assert timed_out, "a millisecond cannot close an exact bracket at eps 0.3"
     for c in timed_out:
         assert c.lower <= c.upper and (c.verdict != Verdict.UNKNOWN or c.reason.value == "time limit")
+
+
+@pytest.mark.parametrize("answer", ["bounds", "verdict"])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), eps=st.sampled_from([0.03, 0.08, 0.15]), activation=st.sampled_from(["gelu", "relu"]))
+def test_both_in_one_run_answers_as_the_two_runs_do(answer, seed, eps, activation):
+    """method "both" shares stages 0-3: its LP answer is the LP run's, its MIP answer the MIP run's."""
+    _, net, xs, labels = batch(seed, activation)
+    config = CascadeSettings(answer=answer)
+    seen = []
+    pairs = certify_batch(net, xs, labels, eps, method="both", settings=config,
+                          on_decided=lambda idx, certs: seen.extend(zip(idx, certs)))
+    alone = {m: certify_batch(net, xs, labels, eps, method=m, settings=config) for m in ("lp", "mip")}
+    assert len(pairs) == len(xs)
+    for i, (lp, mip) in enumerate(pairs):
+        for got, want in ((lp, alone["lp"][i]), (mip, alone["mip"][i])):
+            assert (got.method, got.verdict, got.stage, got.tight) == (want.method, want.verdict, want.stage, want.tight)
+            assert got.lower == pytest.approx(want.lower, abs=1e-7) and got.upper == pytest.approx(want.upper, abs=1e-7)
+        assert mip.lower >= lp.lower - 1e-7
+    for i, (lp, mip) in seen:  # the early report hands over pairs too, the same objects as returned
+        assert pairs[i][0] is lp and pairs[i][1] is mip

@@ -155,3 +155,48 @@ def test_smooth_networks_are_answered_by_the_smooth_branch_and_bound_and_agree_w
     if ans.word == HOLDS:
         assert no_counterexample_found(net, prop, seed)
         assert ans.lower > 0
+
+
+GENERAL_FORM = """
+(declare-const X_0 Real)
+(declare-const X_1 Real)
+(declare-const Y_0 Real)
+(declare-const Y_1 Real)
+(assert (>= X_0 0.0))
+(assert (<= X_0 1.0))
+(assert (>= X_1 0.0))
+(assert (<= X_1 1.0))
+(assert (>= Y_0 {threshold}))
+"""
+
+
+@pytest.mark.parametrize("threshold, expected", [(0.9, VIOLATED), (5.0, UNKNOWN)])
+def test_a_property_of_no_robustness_form_is_refuted_by_a_point_or_unknown_never_holds(threshold, expected):
+    """Regression: such a property answered *holds* once its centre was no counterexample (Y_0 = X_0 reaches
+    1 >= 0.9 at X_0 = 1, while the centre gives 0.5)."""
+    net = Network.from_arrays([np.eye(2)], [np.zeros(2)], "relu", name="identity")
+    prop = read_vnnlib(GENERAL_FORM.format(threshold=threshold), n_inputs=2, n_outputs=2)
+    answer = vnncomp_answer(net, prop, timeout=5)
+    assert answer.word == expected
+    if expected == VIOLATED:
+        assert check_counterexample(prop, net.forward, answer.x)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), radius=st.sampled_from([0.01, 0.05, 0.2, 0.6]))
+def test_the_answer_carries_each_targets_bracket_and_the_reason_of_an_unknown(seed, radius):
+    net = small_net(seed)
+    centre = np.random.default_rng(seed + 1).uniform(0.2, 0.8, size=5)
+    label = int(net.predict(centre))
+    prop = read_vnnlib(robustness_text(centre - radius, centre + radius, label, 3), n_inputs=5, n_outputs=3)
+    answer = vnncomp_answer(net, prop, timeout=10)
+    assert [t.target for t in answer.targets] == [k for k in range(3) if k != label]
+    for t in answer.targets:  # a sound bracket: no proven bound above a margin a point of the box attains
+        assert t.lower <= t.upper + 1e-9
+    assert answer.lower == min(t.lower for t in answer.targets) and answer.upper == min(t.upper for t in answer.targets)
+    if answer.word == HOLDS:
+        assert answer.lower > 0 and answer.reason is None
+    elif answer.word == VIOLATED:
+        assert answer.upper <= 0 and check_counterexample(prop, net.forward, answer.x)
+    else:
+        assert answer.reason is not None and answer.undecided

@@ -1,6 +1,6 @@
 """A batch submitted over HTTP is answered by the real engine in a real worker and comes back over HTTP:
 on PostgreSQL + Redis + a Celery worker process, and on SQLite + the embedded worker (same suite).
-Plus the fault test: a worker SIGKILLed mid-batch; a new worker completes it, every query answered once."""
+The fault tests (a worker SIGKILLed mid-batch, and the others) are in test_faults.py."""
 
 from __future__ import annotations
 
@@ -127,41 +127,6 @@ def test_a_batch_over_http_comes_back_with_certificates_signatures_and_compariso
     aggregated = sum(signatures["pixels"]["counts"]["input_lower"]) + sum(signatures["pixels"]["counts"]["input_upper"]) \
         + sum(a["count"] for a in signatures["envelope"]["activity"])
     assert aggregated <= stored_tight  # GROUP BY counts certificates, at most one per tag kind/position
-
-
-def test_a_worker_killed_mid_batch_is_replaced_and_every_query_is_answered_once(postgres_url, redis_url, workers, monkeypatch):
-    from tests.integration.conftest import service_env
-    import signal
-
-    IMAGES = 60  # 30 chunks of 6: warm workers answer a dozen LP chunks a second, the kill must land mid-batch
-
-    env = service_env(postgres_url, redis_url, POLYCERT_VISIBILITY_TIMEOUT="3", POLYCERT_CHUNK_SIZE="6")
-    for key, value in env.items():
-        if key.startswith("POLYCERT_"):
-            monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    settings = get_settings()
-    pool = workers(env)
-    first = pool.start()
-    with TestClient(create_app(settings)) as client:
-        client.headers["Authorization"] = f"Bearer {settings.api_token}"
-        network_id = client.post("/networks", json={"builtin": NETWORK}).json()["id"]
-        body = {"network_id": network_id, "dataset": {"name": "mnist7-bilinear", "start": 0, "stop": IMAGES},
-                "eps": [0.01, 0.02, 0.04], "methods": "lp", "time_limit": 30}
-        job_id = client.post("/jobs", json=body).json()["id"]
-        deadline = time.monotonic() + 60
-        while client.get(f"/jobs/{job_id}").json()["progress"]["done"] < 3:
-            assert time.monotonic() < deadline, pool.logs()
-            time.sleep(0.02)
-        pool.kill(first, signal.SIGKILL)
-        killed_at = client.get(f"/jobs/{job_id}").json()["progress"]["done"]
-        assert killed_at < 3 * IMAGES, "the batch finished before the kill: make it longer"
-        pool.start()
-        job = wait_for(client, job_id, timeout=90, pool=pool)
-    reset_dispatchers()
-    get_settings.cache_clear()
-    assert job["status"] == "done" and job["progress"]["done"] == 3 * IMAGES
-    assert certificate_counts(postgres_url, job_id) == (3 * IMAGES, 3 * IMAGES)
 
 
 def test_a_worker_refuses_to_start_on_an_unmigrated_database(tmp_path, redis_url, workers):

@@ -44,7 +44,8 @@ def test_a_chunk_run_twice_on_postgres_stores_each_certificate_once(pg_session):
     got = {p: n for _, p, n in repo.pixel_frequencies(pg_session, digit, job_id=job.id, method="lp")}
     assert got == dict(expected)
     comparison = repo.comparison_pairs(pg_session, job.id)
-    assert len(comparison) == 5 and all(lp is not None and mip is not None for _, lp, mip in comparison)
+    assert len(comparison) == 5 and all(lp is not None and mip is not None for _, lp, mip, _ in comparison)
+    assert all(klp is None for *_, klp in comparison)  # the job did not ask for the k-neuron LP
 
 
 

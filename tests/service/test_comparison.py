@@ -128,3 +128,16 @@ def test_rows_are_selected_by_difference_eps_and_digit():
     assert reports.select_rows(rows, eps=0.03 + 1e-12) == rows[1:]  # eps read back from a URL's text
     assert reports.select_rows(rows, digit=1, eps=0.03) == [rows[1]]
     assert reports.select_rows(rows) == rows
+
+
+def test_methods_words_and_lists_name_the_methods_in_canonical_order():
+    from polycert.batches import BatchRequest, method_list
+
+    assert method_list("both") == ("lp", "mip") and method_list("all") == ("lp", "klp", "mip")
+    assert method_list(["mip", "klp"]) == ("klp", "mip") and method_list("klp") == ("klp",)
+    base = dict(network="polycert-tiny", dataset={"stop": 2}, eps=[0.01])
+    assert BatchRequest(**base, methods=["mip", "lp", "klp"]).methods == "all"
+    assert BatchRequest(**base, methods=["lp", "mip"]).methods == "both"
+    assert BatchRequest(**base, methods=["mip", "klp"]).method_list == ("klp", "mip")
+    with pytest.raises(ValueError):
+        BatchRequest(**base, methods="kpoly")

@@ -246,3 +246,16 @@ def test_a_signature_job_with_an_eps_past_the_domain_is_refused_before_anything_
         assert response.status_code == 422, response.text
         assert "eps" in detail(response) and "1.5" in detail(response)
         assert c.get("/jobs").json()["count"] == before
+
+
+def test_a_robustness_job_naming_an_lp_solver_the_cascade_does_not_run_is_refused(server):
+    with server.client() as c:
+        refused = c.post("/jobs", json=robustness(lp_solver="ortools-glop"))
+        accepted = c.post("/jobs", json=robustness(lp_solver="highs", methods="lp"))
+    assert refused.status_code == 422 and "'ortools-glop' serves signature jobs only" in detail(refused)
+    assert accepted.status_code == 202, accepted.text
+    done = server.wait_job(accepted.json()["id"])
+    with server.client() as c:
+        certs = c.get(f"/jobs/{done['id']}/results").json()["data"]
+    # (this server's cascade skips its LP stage: the certificates name no LP solver, and certainly no other)
+    assert done["status"] == "done" and len(certs) == 2 and all(r["solver"] in ("", "highs-persistent") for r in certs)

@@ -54,3 +54,23 @@ def test_cascade_options_mirror_the_engine_settings_and_cap_the_time_per_query(m
     monkeypatch.setenv("POLYCERT_CASCADE", '{"attack_stepz": 5}')
     with pytest.raises(ValidationError, match="attack_stepz"):
         Settings()
+
+
+def test_the_fault_injection_hook_is_refused_outside_the_test_environment(monkeypatch):
+    monkeypatch.setenv("POLYCERT_FAULT_INJECT", "exit:3")
+    for environment in ("development", "production"):
+        monkeypatch.setenv("POLYCERT_ENVIRONMENT", environment)
+        monkeypatch.setenv("POLYCERT_API_TOKEN", "a-real-secret-of-some-length")
+        monkeypatch.setenv("POLYCERT_DATABASE_URL", "postgresql+psycopg://db/polycert")
+        with pytest.raises(ValidationError, match="POLYCERT_FAULT_INJECT is a test hook"):
+            Settings()
+    monkeypatch.setenv("POLYCERT_ENVIRONMENT", "test")
+    assert Settings().fault_inject == "exit:3"
+
+
+def test_a_fault_injection_spec_names_an_action_and_items():
+    from polycert.workers.faults import parse
+
+    assert parse("hang:3,7") == ("hang", frozenset({3, 7}))
+    with pytest.raises(ValueError, match="ACTION:ITEMS"):
+        parse("explode:3")

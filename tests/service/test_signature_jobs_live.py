@@ -120,3 +120,42 @@ def test_a_signature_job_can_be_submitted_from_the_command_line(server, certs):
     assert cert["source_index"] == 3 and cert["verdict"] == "verified"
     bound = re.escape(f"{cert['upper']:.7g}")
     assert re.search(rf"lp .* verified .* bound .* {bound} ", out.stdout)
+
+
+def test_a_study_report_re_renders_its_signature_section_from_a_stored_signature_job(server, job, certs, tmp_path):
+    import json
+    import shutil
+
+    from tests.live import ROOT, one_line_error
+
+    report = tmp_path / "report"
+    shutil.copytree(ROOT / "docs" / "study" / "polycert-tiny", report)
+    before = (report / "README.md").read_text()
+    out = server.cli("study", "--out", str(report), "--from-job", str(job["id"]))
+    assert out.returncode == 0, out.stderr
+    text = (report / "README.md").read_text()
+    section = text[text.index("## Signatures (item 3)"):text.index("## The LP as a classifier (item 5)")]
+    assert f"certificates of signature job {job['id']}" in section
+    # the other sections are kept as they were
+    assert text[:text.index("## Signatures (item 3)")] == before[:before.index("## Signatures (item 3)")]
+    assert text[text.index("## The LP as a classifier"):] == before[before.index("## The LP as a classifier"):]
+    results = json.loads((report / "results.json").read_text())
+    assert results["signatures_source"]["job"] == job["id"]
+    with server.client() as client:
+        for digit in sorted({c["label"] for c in certs}):
+            for method in ("lp", "mip"):
+                body = client.get("/signatures", params={"network": checks.NETWORK, "digit": digit, "job": job["id"],
+                                                         "method": method}).json()
+                stored = results["signatures"][method][str(digit)]
+                assert stored["n"] == body["n"] == sum(c["label"] == digit and c["method"] == method for c in certs)
+                # the report counts the same tight pixels the API serves
+                assert [round(v / stored["n"], 9) for v in stored["pixel_lower"]] == [round(v, 9) for v in body["pixel_lower"]]
+                assert [round(v / stored["n"], 9) for v in stored["pixel_upper"]] == [round(v, 9) for v in body["pixel_upper"]]
+                row = re.search(rf"^\| {digit} \| (\d+) \|", section, flags=re.M)
+                assert row and int(row.group(1)) == sum(c["label"] == digit and c["method"] == "lp" for c in certs)
+    assert "no job with id 9999" in one_line_error(server.cli("study", "--out", str(report), "--from-job", "9999"), 3)
+    assert "run polycert study first" in one_line_error(
+        server.cli("study", "--out", str(tmp_path / "empty"), "--from-job", str(job["id"])), 4)
+    other = tmp_path / "verianet"
+    shutil.copytree(ROOT / "docs" / "study" / "verianet", other)
+    assert "digest" in one_line_error(server.cli("study", "--out", str(other), "--from-job", str(job["id"])), 4)

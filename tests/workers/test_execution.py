@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 from polycert.formulations.errors import SolverNotAvailableError
 from polycert import batches
 from polycert.db import repositories as repo
-from polycert.db.models import CertificateRow, SignatureRow
+from polycert.db.models import CertificateRow, QueryRow, SignatureRow
 from tests.service.factories import interval_certify, small_network
+from polycert.db.session import session_factory
 from polycert.workers.execution import run_chunk
 
 
@@ -24,6 +25,13 @@ def make_job(session, n_inputs=3, eps=(0.01, 0.5), methods="both", chunk_size=4)
     job, chunks = batches.create_batch(session, request, created_by="test", chunk_size=chunk_size)
     session.commit()
     return job, chunks, network, x
+
+
+def unpair(session, job) -> None:
+    """Give the job's MIP queries items of their own, so that a chunk holds an LP group and a MIP group."""
+    for q in session.scalars(select(QueryRow).where(QueryRow.job_id == job.id, QueryRow.method == "mip")):
+        q.item += 1000
+    session.commit()
 
 
 def count(session, model, **where):
@@ -165,20 +173,48 @@ def test_every_query_reaches_the_engine_with_a_time_limit(session, settings):
     assert "solver" not in seen[0]
 
 
-def test_a_chunk_that_keeps_losing_its_worker_is_answered_unknown_time_limit(session, settings):
+def test_a_query_that_keeps_killing_its_process_is_answered_unknown_solver_error_and_the_rest_are_answered(session, settings):
     job, chunks, _, _ = make_job(session, n_inputs=1, eps=(0.1, 0.2), methods="lp")
-    for _ in range(settings.chunk_max_attempts):  # each delivery claimed the chunk, then the worker died
+    for _ in range(settings.chunk_max_attempts):  # each delivery claimed the chunk, then its process died
         repo.claim_chunk(session, chunks[0], "lost")
     session.commit()
+    seen = []
 
-    def never_called(*_a, **_k):
-        raise AssertionError("a poisoned chunk must not reach the engine again")
+    def recording(network, x, label, eps, **kw):
+        seen.append(eps)
+        return interval_certify(network, x, label, eps, **kw)
 
-    outcome = run_chunk(session, chunks[0], certify=never_called)
-    assert outcome.stored == 2
-    certs = session.scalars(select(CertificateRow)).all()
-    assert {(c.verdict, c.reason) for c in certs} == {("unknown", "time limit")}
-    assert "lost its worker 3 times" in certs[0].error
+    outcome = run_chunk(session, chunks[0], certify=recording)
+    assert outcome.stored == 2 and seen == [0.2]  # the suspect (the first unanswered) never reaches the engine again
+    certs = {c.query_id: c for c in session.scalars(select(CertificateRow))}
+    suspect, other = sorted(certs)
+    assert (certs[suspect].verdict, certs[suspect].reason) == ("unknown", "solver error")
+    assert "process died 3 times" in certs[suspect].error and certs[other].error is None
+
+
+def test_retries_of_a_transient_error_are_not_counted_as_lost_processes(session, settings):
+    job, chunks, _, _ = make_job(session, n_inputs=1, eps=(0.1,), methods="lp")
+    for _ in range(settings.chunk_max_attempts):  # deliveries that were retries (the database went away)
+        repo.claim_chunk(session, chunks[0], "retried")
+    session.commit()
+    outcome = run_chunk(session, chunks[0], certify=interval_certify, retries=settings.chunk_max_attempts)
+    assert outcome.stored == 1
+    assert session.scalars(select(CertificateRow)).one().error is None
+
+
+def test_a_chunk_delivered_again_commits_each_answer_before_the_next_engine_call(session, settings):
+    job, chunks, _, _ = make_job(session, n_inputs=2, eps=(0.1, 0.2), methods="lp")
+    repo.claim_chunk(session, chunks[0], "lost")  # the first delivery's process died
+    session.commit()
+    committed = []
+
+    def counting(network, x, label, eps, **kw):
+        with session_factory(session.get_bind())() as other:  # what another connection sees: committed rows
+            committed.append(other.scalar(select(func.count()).select_from(CertificateRow)))
+        return interval_certify(network, x, label, eps, **kw)
+
+    run_chunk(session, chunks[0], certify=counting)
+    assert committed == [0, 1, 2, 3]
 
 
 # -- the batched cascade (issue 7): one engine call per (method, norm) group of a chunk ----------------
@@ -196,16 +232,38 @@ def recording_cascade(calls):
     return engine
 
 
-def test_the_cascade_answers_each_method_of_a_chunk_in_one_call_and_records_stages(session):
+def test_the_cascade_answers_both_methods_of_a_chunk_in_one_call_and_records_stages(session):
     job, chunks, network, x = make_job(session, n_inputs=3, eps=(0.01, 0.5), methods="both", chunk_size=12)
     calls = []
     run_chunk(session, chunks[0], certify_batch=recording_cascade(calls))
-    assert [(c["method"], c["n"]) for c in calls] == [("lp", 6), ("mip", 6)]
+    assert [(c["method"], c["n"]) for c in calls] == [("both", 6)]  # each (input, eps) once, for both answers
     assert calls[0]["eps"] == [0.01, 0.5] * 3  # each input keeps its own radius
     certs = session.scalars(select(CertificateRow).where(CertificateRow.job_id == job.id)).all()
     assert len(certs) == 12 and {c.stage for c in certs} <= set(STAGES)
+    assert sorted(c.method for c in certs) == ["lp"] * 6 + ["mip"] * 6
+    by_query = {c.query_id: c for c in certs}
+    queries = session.scalars(select(QueryRow).where(QueryRow.job_id == job.id)).all()
+    for q in queries:  # each stored answer is its own query's: method, and the bound of that method's pair
+        assert by_query[q.id].method == q.method
+    pairs = {}
+    for q in queries:
+        pairs.setdefault((q.item, q.eps), {})[q.method] = by_query[q.id]
+    assert all(p["mip"].lower >= p["lp"].lower - 1e-7 for p in pairs.values())
     assert all(c.stage for c in certs if c.verdict != "unknown")
     assert all(c.verdict != "unknown" for c in certs if c.method == "mip")  # exact on a 4-3-2 ReLU net
+
+
+def test_a_lone_lp_or_mip_query_keeps_its_own_group():
+    from types import SimpleNamespace as Q
+
+    from polycert.workers.execution import batch_groups
+
+    qs = [Q(id=1, item=0, eps=0.1, norm="linf", target=None, method="lp"),
+          Q(id=2, item=0, eps=0.1, norm="linf", target=None, method="mip"),
+          Q(id=3, item=1, eps=0.1, norm="linf", target=None, method="mip"),  # its LP query is elsewhere
+          Q(id=4, item=2, eps=0.2, norm="linf", target=None, method="lp")]
+    groups = [(key, [q.id for q in group]) for key, group in batch_groups(qs)]
+    assert groups == [(("both", "linf", None), [1, 2]), (("mip", "linf", None), [3]), (("lp", "linf", None), [4])]
 
 
 def test_cascade_verdicts_agree_with_the_exact_per_query_mip(session):
@@ -271,6 +329,7 @@ def test_a_failing_cascade_falls_back_to_the_per_query_engine(session):
 
 def test_a_chunk_out_of_time_in_the_cascade_answers_the_rest_unknown_time_limit(session):
     job, chunks, _, _ = make_job(session, n_inputs=2, eps=(0.1,), methods="both", chunk_size=4)
+    unpair(session, job)
     calls = []
 
     def second_group_times_out(network, xs, labels, eps, **kw):
@@ -294,6 +353,7 @@ def test_a_job_cancelled_during_a_group_stops_before_the_next_group(session, mon
 
     monkeypatch.setattr(execution, "CANCEL_CHECK_SECONDS", 0.0)
     job, chunks, _, _ = make_job(session, n_inputs=2, eps=(0.1,), methods="both", chunk_size=4)
+    unpair(session, job)
     calls = []
 
     def cancels(network, xs, labels, eps, **kw):

@@ -82,12 +82,20 @@ def cancel(job_id: JobId, session: SessionDep, _user: TokenDep) -> Message:
     return Message(message=f"job {job_id} cancelled; queries already answered are kept")
 
 
+@router.post("/{job_id}/requeue", response_model=Message)
+def requeue(job_id: JobId, session: SessionDep, settings: SettingsDep, dispatcher: DispatcherDep, _user: TokenDep) -> Message:
+    """Send the job's unfinished chunks to the queue again (queued ones, and running ones past their hard
+    time limit): for a broker that lost its messages. Repeating it is harmless; a job that ended is a 409."""
+    sent = batches.requeue(session, dispatcher, job_id, settings)
+    return Message(message=f"job {job_id}: {sent} chunk{'s' if sent != 1 else ''} sent to the queue again")
+
+
 @router.get("/{job_id}/results", response_model=ResultPage)
 def results(
     job_id: JobId,
     session: SessionDep,
     verdict: Literal["verified", "falsified", "unknown"] | None = None,
-    method: Literal["lp", "mip", "vnncomp"] | None = None,
+    method: Literal["lp", "klp", "mip", "vnncomp"] | None = None,
     eps: Annotated[float | None, Query(ge=0)] = None,
     label: Annotated[int | None, Query(ge=0, le=MAX_ROW)] = None,
     signatures: bool = False,
@@ -118,7 +126,7 @@ def comparison(
     pairs whose verdicts differ, or with false only those that agree; ``eps``; ``digit``: the true label) and
     paged. The summary (overall, per eps, per digit) always covers the whole job."""
     job = batches.get_job_or_raise(session, job_id)
-    if job.parameters.get("methods") != "both":
+    if not {"lp", "mip"} <= set(batches.method_list(job.parameters.get("methods") or ())):
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} did not run both LP and MIP (methods={job.parameters.get('methods')!r})")
     result = reports.compare(session, job_id)
     kept = reports.select_rows(result.rows, differ=differ, eps=eps, digit=digit)
