@@ -14,6 +14,10 @@ carries a bracket ``lower <= m_ik <= upper`` (:class:`formulations.brackets.Brac
 3. **lp** — the envelope LP relaxation (design.md §3) in *one* persistent model per call, re-targeted per
    input (:class:`formulations.envelope_lp.EnvelopeLP`); the bound used is the safe bound from the LP's duals.
    Optionally the hidden layers' bounds are first tightened by LP (min/max of each neuron).
+3b. **klp** — the k-neuron LP (:mod:`formulations.klp`; Singh et al., "Beyond the Single Neuron Convex
+   Barrier", NeurIPS 2019): octagonal input polyhedra over groups of k neurons, the certified facets of their
+   joint hull (:mod:`formulations.multi_neuron`), each layer re-tightened over the k-neuron rows below it.
+   Method ``klp`` ends here; method ``mip`` runs it (``CascadeSettings.klp``) on what the LP left open.
 4. **mip** — exact: branch and bound over the smooth neurons' segments with LP nodes
    (:func:`formulations.segment_bab.minimize_bab`), then the piecewise MIP with refinement
    (:func:`formulations.refinement.minimize_with_refinement`, design.md §4) for what it leaves open.
@@ -53,20 +57,21 @@ from .backends.base import Termination
 from .bounds import LayerBounds, check_labels, margin_bounds_batch, symbolic_bounds_batch
 from .brackets import Brackets, margins
 from .certificate import Certificate, TargetBound, UnknownReason, Verdict, reason_for
-from .encoding import LP, MIP, margin_objective
+from .encoding import KLP, LP, MIP, ROBUSTNESS_METHODS, margin_objective
 from .envelope_lp import EnvelopeLP, Relaxations, point_tags
 from .errors import InvalidInputError, UnsoundAnswerError
 from .input_sets import InputSet, ball_boxes, contains_points, validate_balls
+from .klp import KLPSettings, build_klp
 from .model import ConstraintTag
 from .network import Network
 from .refinement import minimize_with_refinement, sound_lower
 from .segment_bab import minimize_bab, root_node
 
 Array = np.ndarray
-STAGES = ("center", "symbolic", "attack", "lp", "mip")
+STAGES = ("center", "symbolic", "attack", "lp", "klp", "mip")
 ANSWERS = ("verdict", "bounds")
 JOB_FIELDS = ("answer", "query_time_limit")  # set per job by the service; the other fields are its settings
-_LOWER_STAGES = ("symbolic", "lp", "mip")  # stages that prove lower bounds, in cascade order
+_LOWER_STAGES = ("symbolic", "lp", "klp", "mip")  # stages that prove lower bounds, in cascade order
 # the attacks' share of a query's time limit (the LP and exact stages have what is left): an attack gives
 # upper bounds only, and on a large network its 250 strong trajectories per target can take seconds
 ATTACK_SHARE = 0.25
@@ -87,6 +92,9 @@ class CascadeSettings:
         lp: run stage 3. ``lp_lines``: certified envelope lines per side and neuron (plus the symbolic bound's
             own line). ``lp_tighten``: tighten hidden layers' bounds by LP (2 LPs per neuron) when a margin LP
             fails. ``lp_time_limit``: seconds per LP.
+        klp: run stage 3b, the k-neuron LP (:mod:`formulations.klp`), for what the LP left open before the
+            MIP (method ``"mip"``; method ``"klp"`` always runs it). ``klp_k``: neurons per group (2 or 3);
+            ``klp_cluster``: kPoly's set size n_s; ``klp_max_groups``: groups per layer at most.
         branching: decide stage 4 first by branch and bound over segments with LP nodes;
             ``branch_node_limit`` LPs per target before the MIP solver takes over.
         mip_solver: the MIP back-end (None: :func:`formulations.backends.default_mip_solver`).
@@ -105,6 +113,10 @@ class CascadeSettings:
     lp_lines: int = 3
     lp_tighten: bool = True
     lp_time_limit: float | None = 10.0
+    klp: bool = True
+    klp_k: int = 2
+    klp_cluster: int = 4
+    klp_max_groups: int = 30
     branching: bool = True
     branch_node_limit: int = 400
     mip_solver: str | None = None
@@ -118,10 +130,11 @@ class CascadeSettings:
         if self.answer not in ANSWERS:
             raise InvalidInputError(f"CascadeSettings.answer must be one of {ANSWERS}, got {self.answer!r}")
         for name in ("attack_steps", "attack_restarts", "strong_attack_steps", "strong_attack_restarts",
-                     "lp_lines", "branch_node_limit", "mip_max_rounds"):
+                     "lp_lines", "branch_node_limit", "mip_max_rounds", "klp_k", "klp_cluster", "klp_max_groups"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise InvalidInputError(f"CascadeSettings.{name} must be an integer >= 0, got {value!r}")
+        self.klp_settings()  # k in (2, 3), cluster >= k, max_groups >= 1
         if self.lp_lines < 1:
             raise InvalidInputError(f"CascadeSettings.lp_lines must be >= 1, got {self.lp_lines}")
         for name in ("lp_time_limit", "mip_time_limit", "query_time_limit"):
@@ -134,6 +147,11 @@ class CascadeSettings:
     @property
     def bounds(self) -> bool:
         return self.answer == "bounds"
+
+    def klp_settings(self) -> KLPSettings:
+        """The k-neuron LP's settings (:class:`formulations.klp.KLPSettings`) derived from these."""
+        return KLPSettings(k=self.klp_k, cluster=self.klp_cluster, max_groups=self.klp_max_groups,
+                           n_lines=self.lp_lines, lp_time_limit=self.lp_time_limit)
 
 
 OnDecided = Callable[[list[int], list[Certificate]], None]  # (indices, their certificates)
@@ -162,8 +180,8 @@ def _validate(network: Network, xs, labels, eps, method: str, norm: str, domain)
     xs = network.check_input(xs)
     if xs.ndim != 2:
         raise InvalidInputError(f"certify_batch takes inputs of shape (n, {network.input_size}), got {xs.shape}")
-    if method not in (LP, MIP):
-        raise InvalidInputError(f"method must be 'lp' or 'mip', got {method!r}")
+    if method not in ROBUSTNESS_METHODS:
+        raise InvalidInputError(f"method must be one of {ROBUSTNESS_METHODS}, got {method!r}")
     centers, eps, norm, dlo, dhi = validate_balls(xs, eps, norm, domain)
     labels = check_labels(labels, centers.shape[0], network.output_size)
     return centers, labels, eps, norm, dlo, dhi
@@ -203,6 +221,7 @@ class _Run:
     settings: CascadeSettings
     clock: _Clock
     lp_tags: dict  # (i, k) -> tight constraints at the LP optimum of target k of input i
+    klp_info: dict = None  # i -> the k-neuron relaxation's summary (k, groups, facets per layer)
 
     def offer(self, i: int, r: int, x: Array, stage: str) -> None:
         """A solver's input: projected into the set and evaluated on the real network (upper bounds)."""
@@ -294,6 +313,42 @@ def _lp_stage(run: _Run) -> None:
         run.rel.recompute(layer, still)
     for r in still:
         _margin_lps(run, int(r), stop_at_failure=False)
+
+
+# -- stage 3b: the k-neuron LP ---------------------------------------------------------------------------
+
+
+def _klp_stage(run: _Run) -> None:
+    """Stage 3b: the k-neuron LP (:func:`formulations.klp.build_klp`, kPoly) for the inputs still open (every
+    input for bounds), built on the LP stage's bounds and re-tightened layer by layer with the k-neuron rows;
+    the margins of the targets stage 3 would solve. Its bound is the safe dual bound less the slack."""
+    settings, br = run.settings, run.br
+    ks = settings.klp_settings()
+    run.klp_info = {} if run.klp_info is None else run.klp_info
+    for r, i in enumerate(run.rows):
+        i = int(i)
+        targets = run.lp_targets(i)
+        if targets.size == 0 or (not settings.bounds and br.upper[i].min() <= 0.0):
+            continue
+        if run.clock.expired(r):
+            for k in targets:
+                br.termination[(i, int(k))] = Termination.TIME_LIMIT
+            continue
+        started = time.monotonic()
+        rel = build_klp(run.network, run.sets[r], run.rel.bounds_of(r), ks, deadline=run.clock.deadline(r))
+        for k in targets:
+            if not settings.bounds and br.upper[i].min() <= 0.0:
+                break
+            c = np.zeros(run.network.output_size)
+            c[br.labels[i]], c[k] = 1.0, -1.0
+            res = rel.minimize_outputs(c)
+            br.termination[(i, int(k))], br.solver[(i, int(k))] = res.termination, "klp/" + res.solver
+            if res.dual_bound is not None and np.isfinite(res.dual_bound):
+                br.raise_lower(i, int(k), sound_lower(res.dual_bound), "klp")
+            if res.primal is not None:
+                run.offer(i, r, res.primal[rel.inputs], "klp")
+        run.klp_info[i] = rel.summary()
+        run.clock.charge(r, started)
 
 
 # -- stage 4: exact ---------------------------------------------------------------------------------------
@@ -460,7 +515,7 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
     rows = np.arange(n) if settings.bounds else np.flatnonzero(br.undecided)
     t0 = time.monotonic()
     run = None
-    if rows.size and (settings.lp or method == MIP):
+    if rows.size and (settings.lp or method in (KLP, MIP)):
         ball_r = None if ball is None else (centers[rows], eps[rows], norm)
         bounds = symbolic_bounds_batch(network, lo[rows], hi[rows], ball=ball_r)
         env = EnvelopeLP(network, settings.lp_lines, settings.lp_time_limit)  # one LP model for the chunk
@@ -471,6 +526,11 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
         if settings.lp:
             _lp_stage(run)
     times["lp"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    if run is not None and (method == KLP or (method == MIP and settings.klp)):
+        _klp_stage(run)
+    times["klp"] = time.monotonic() - t0
 
     t0 = time.monotonic()
     if method == MIP and run is not None:
@@ -486,8 +546,9 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
             continue
         r = position.get(i)
         tags = () if run is None or r is None else _tight(run, i, r, method, float(eps[i]))
+        relaxation = None if run is None or not run.klp_info else run.klp_info.get(i)
         certificates.append(_certificate(network, br, i, centers[i], float(eps[i]), norm, dlo, dhi, method, times,
-                                         total, n, tags, settings))
+                                         total, n, tags, settings, relaxation))
     return CascadeResult(certificates, times)
 
 
@@ -515,6 +576,8 @@ def _tight(run: _Run, i: int, r: int, method: str, eps: float) -> tuple[Constrai
     """The constraints tight at the optimum the certificate reports: for LP, the LP optimum of the target
     with the lowest bound; for MIP, the input attaining the smallest margin, read off the real network."""
     br = run.br
+    if method == KLP:
+        return ()  # the k-neuron LP's rows are not tagged per envelope line: no signature (yet)
     if method == LP:
         ks = br.targets_of(i)
         for k in sorted(ks, key=lambda k: br.lower[i, k]):
@@ -537,8 +600,9 @@ def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP
 
     Args:
         xs: (n, d) inputs; labels: (n,) true classes (or one int); eps: a radius or one per input.
-        method: ``"mip"`` (exact: every query verified or falsified unless a limit is hit) or ``"lp"``
-            (stages 0-3 only; what they leave is *unknown (relaxation inconclusive)*).
+        method: ``"mip"`` (exact: every query verified or falsified unless a limit is hit), ``"lp"``
+            (stages 0-3 only; what they leave is *unknown (relaxation inconclusive)*) or ``"klp"`` (stages 0-3
+            and the k-neuron LP of stage 3b: the k-LP lower bounds of the margins; also incomplete).
         settings: :class:`CascadeSettings` (thresholds, limits, and ``answer``: verdict or bounds).
         norm, domain: the input sets, as in :class:`formulations.input_sets.InputSet`.
         on_decided: called once, after the attack stage, with the indices and certificates of the inputs
@@ -548,7 +612,7 @@ def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP
 
     Returns:
         One robustness :class:`Certificate` per input, in order; ``stage`` is the stage that decided it
-        (``center``, ``symbolic``, ``attack``, ``lp``, ``mip``; for unknown ones the last stage tried);
+        (``center``, ``symbolic``, ``attack``, ``lp``, ``klp``, ``mip``; for unknown ones the last stage tried);
         ``tight`` the constraints tight at the reported optimum (bounds answers).
 
     Raises:
@@ -568,12 +632,12 @@ def _target_verdict(lower: float, upper: float, termination, method: str) -> tup
         return Verdict.VERIFIED, None
     if upper <= 0:
         return Verdict.FALSIFIED, None
-    return Verdict.UNKNOWN, reason_for(termination, relaxation=method == LP)
+    return Verdict.UNKNOWN, reason_for(termination, relaxation=method in (LP, KLP))
 
 
 def _certificate(network: Network, br: Brackets, i: int, center: Array, eps: float, norm: str, dlo: Array,
                  dhi: Array, method: str, times: dict, total: float, n: int, tight: tuple[ConstraintTag, ...],
-                 settings: CascadeSettings) -> Certificate:
+                 settings: CascadeSettings, relaxation: dict | None = None) -> Certificate:
     label = int(br.labels[i])
     ks = [int(k) for k in br.targets_of(i)]
     target_bounds = []
@@ -608,6 +672,8 @@ def _certificate(network: Network, br: Brackets, i: int, center: Array, eps: flo
     misclassified = bool(margins(network, center[None, :], br.labels[i:i + 1])[0][ks].min() <= 0.0)
     extra = {"binding_target": int(binding), "worst_target": int(worst), "cascade": True, "answer": settings.answer,
              "misclassified": misclassified}
+    if relaxation is not None:  # the k-neuron LP ran on this query: what it held
+        extra["relaxation"] = {"kind": "k-neuron", **relaxation}
     if settings.bounds and method == MIP:
         extra["exact"] = bool(upper - lower <= settings.mip_tolerance * (1.0 + 1e-9))
     return Certificate(

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from .backends.base import SolveParameters, SolveResult
 from .backends.highs_persistent import PersistentLP
 from .bounds import LayerBounds
-from .encoding import LP, encode_affine, encode_envelope, encode_input_set, encode_relu
+from .encoding import KLP, LP, encode_affine, encode_envelope, encode_input_set, encode_relu
 from .errors import InvalidInputError, UnsoundAnswerError
 from .input_sets import InputSet
 from .model import INF, ConstraintTag, Model, Sense
@@ -38,7 +38,6 @@ from .network import Network
 from .refinement import sound_lower
 
 Array = np.ndarray
-KLP = "klp"
 WIDTH_EPS = 1e-9  # a smooth neuron narrower than this is affine enough: no LP, no group
 
 
@@ -147,7 +146,7 @@ def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBound
         raise InvalidInputError(f"{len(bounds)} layer bounds for {len(network.layers)} layers")
     model = Model(f"klp[{network.name}]")
     x = encode_input_set(model, input_set)
-    rel = KRelaxation(network, model, None, x, [], [LayerBounds(b.lower.copy(), b.upper.copy()) for b in bounds],
+    rel = KRelaxation(network, model, None, x, [], list(bounds),
                       settings)
     a = x
     last = len(network.layers) - 1
@@ -163,15 +162,17 @@ def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBound
         bounder = None
         if settings.tighten and i >= 1 and not expired():
             bounder = _Bounder(model, z, settings.lp_time_limit)
-            for j in _nonlinear(act.name, b.lower, b.upper):
+            lower, upper = b.lower.copy(), b.upper.copy()
+            for j in _nonlinear(act.name, lower, upper):
                 if expired():
                     break
                 coef = np.zeros(z.size)
                 coef[j] = 1.0
                 lo_j, hi_j = bounder.range(coef)
-                b.lower[j], b.upper[j] = max(b.lower[j], lo_j), min(b.upper[j], hi_j)
-            if (b.lower > b.upper).any():
+                lower[j], upper[j] = max(lower[j], lo_j), min(upper[j], hi_j)
+            if (lower > upper).any():
                 raise UnsoundAnswerError(f"k-LP tightening emptied layer {i}'s bounds; answer rejected")
+            b = rel.bounds[i] = LayerBounds(lower, upper)
             model.set_bounds(z, b.lower, b.upper)
         groups = choose_groups(relaxation_area(act, b.lower, b.upper), settings.k,
                                cluster=settings.cluster, max_groups=settings.max_groups)
