@@ -134,9 +134,11 @@ class CascadeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise InvalidInputError(f"CascadeSettings.{name} must be an integer >= 0, got {value!r}")
-        self.klp_settings()  # k in (2, 3), cluster >= k, max_groups >= 1
         if self.lp_lines < 1:
             raise InvalidInputError(f"CascadeSettings.lp_lines must be >= 1, got {self.lp_lines}")
+        if self.klp_k not in (2, 3) or self.klp_cluster < self.klp_k or self.klp_max_groups < 1:
+            raise InvalidInputError(f"CascadeSettings.klp_k must be 2 or 3, klp_cluster >= klp_k and klp_max_groups "
+                                    f">= 1; got {self.klp_k}, {self.klp_cluster}, {self.klp_max_groups}")
         for name in ("lp_time_limit", "mip_time_limit", "query_time_limit"):
             value = getattr(self, name)
             if value is not None and not (np.isfinite(value) and value > 0):

@@ -84,6 +84,7 @@ class KRelaxation:
     pre: list[Array]
     bounds: list[LayerBounds]
     settings: KLPSettings
+    post: list[Array | None] = field(default_factory=list)  # per layer (None: no activation)
     groups: list[list[tuple[int, ...]]] = field(default_factory=list)  # per hidden layer
     facets: list[int] = field(default_factory=list)  # per hidden layer
     solves: int = 0
@@ -156,6 +157,7 @@ def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBound
         rel.pre.append(z)
         if i == last or layer.activation.name == "identity":
             a = z
+            rel.post.append(None)
             continue
         act = layer.activation
         expired = lambda: deadline is not None and time.monotonic() >= deadline
@@ -212,6 +214,7 @@ def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBound
                 continue
             _add_facets(model, z[list(g)], a[list(g)], fac, layer=i, first=count)
             count += fac.count
+        rel.post.append(a)
         rel.groups.append([g for g, _, _ in polys])
         rel.facets.append(count)
     rel.lp = PersistentLP(model)
