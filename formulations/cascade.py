@@ -95,6 +95,9 @@ class CascadeSettings:
         klp: run stage 3b, the k-neuron LP (:mod:`formulations.klp`), for what the LP left open before the
             MIP (method ``"mip"``; method ``"klp"`` always runs it). ``klp_k``: neurons per group (2 or 3);
             ``klp_cluster``: kPoly's set size n_s; ``klp_max_groups``: groups per layer at most.
+        input_bab_nodes: after the k-neuron LP, branch and bound over the input box (L-inf balls only) with
+            k-LP nodes for each target still open, up to this many nodes per target
+            (:func:`formulations.input_bab.minimize_input_bab`; 0: off). Complete on low-dimensional inputs.
         branching: decide stage 4 first by branch and bound over segments with LP nodes;
             ``branch_node_limit`` LPs per target before the MIP solver takes over.
         mip_solver: the MIP back-end (None: :func:`formulations.backends.default_mip_solver`).
@@ -117,6 +120,7 @@ class CascadeSettings:
     klp_k: int = 2
     klp_cluster: int = 4
     klp_max_groups: int = 30
+    input_bab_nodes: int = 0
     branching: bool = True
     branch_node_limit: int = 400
     mip_solver: str | None = None
@@ -130,7 +134,7 @@ class CascadeSettings:
         if self.answer not in ANSWERS:
             raise InvalidInputError(f"CascadeSettings.answer must be one of {ANSWERS}, got {self.answer!r}")
         for name in ("attack_steps", "attack_restarts", "strong_attack_steps", "strong_attack_restarts",
-                     "lp_lines", "branch_node_limit", "mip_max_rounds", "klp_k", "klp_cluster", "klp_max_groups"):
+                     "lp_lines", "branch_node_limit", "mip_max_rounds", "klp_k", "klp_cluster", "klp_max_groups", "input_bab_nodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise InvalidInputError(f"CascadeSettings.{name} must be an integer >= 0, got {value!r}")
@@ -350,7 +354,36 @@ def _klp_stage(run: _Run) -> None:
             if res.primal is not None:
                 run.offer(i, r, res.primal[rel.inputs], "klp")
         run.klp_info[i] = rel.summary()
+        if settings.input_bab_nodes and run.sets[r].norm == "linf":
+            run.klp_info[i]["input_bab"] = _input_bab(run, r, ks)
         run.clock.charge(r, started)
+
+
+def _input_bab(run: _Run, r: int, ks: KLPSettings) -> dict:
+    """Input partitioning with k-LP nodes for the targets the k-LP left open (module docstring, stage 3b);
+    returns the tree sizes (nodes, deepest split) for the certificate."""
+    from .input_bab import minimize_input_bab
+
+    i, br, settings = int(run.rows[r]), run.br, run.settings
+    nodes, depth = 0, 0
+    for k in run.lp_targets(i):
+        k = int(k)
+        if not settings.bounds and (br.upper[i].min() <= 0.0 or br.lower[i, k] > 0.0):
+            continue
+        c = np.zeros(run.network.output_size)
+        c[br.labels[i]], c[k] = 1.0, -1.0
+        # the logits' c-combination, as a one-output network would give it: minimise c . f over the box
+        close = _close_at(run, i)()
+        out = minimize_input_bab(run.network, run.lo[r], run.hi[r], c, settings=ks, close_at=close,
+                                 stop_at=0.0 if not settings.bounds else -np.inf,
+                                 tolerance=settings.mip_tolerance, node_limit=settings.input_bab_nodes,
+                                 deadline=run.clock.deadline(r))
+        nodes, depth = nodes + out.nodes, max(depth, out.depth)
+        br.termination[(i, k)], br.solver[(i, k)] = out.termination, "input-bab/klp"
+        br.raise_lower(i, k, out.lower, "klp")
+        if out.point is not None:
+            run.offer(i, r, out.point, "klp")
+    return {"nodes": nodes, "depth": depth}
 
 
 # -- stage 4: exact ---------------------------------------------------------------------------------------

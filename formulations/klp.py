@@ -50,6 +50,8 @@ class KLPSettings:
         cluster: the kPoly set size n_s: groups are the k-subsets of consecutive sets of this many neurons
             ranked by relaxation area.
         max_groups: groups per layer at most.
+        max_facets: certified facets per group at most for smooth activations (the deepest cuts,
+            :func:`formulations.multi_neuron.group_facets`); ReLU groups keep their whole hull.
         n_lines: certified envelope lines per side of the single-neuron part (smooth activations).
         tighten: re-tighten each layer's bounds by LP over the k-neuron model below it (kPoly).
         lp_time_limit: seconds per LP (None: none).
@@ -58,6 +60,8 @@ class KLPSettings:
     k: int = 2
     cluster: int = 4
     max_groups: int = 30
+    max_facets: int = 40
+    pieces: int | None = None
     n_lines: int = 3
     tighten: bool = True
     lp_time_limit: float | None = 10.0
@@ -65,7 +69,7 @@ class KLPSettings:
     def __post_init__(self) -> None:
         if self.k not in (2, 3):
             raise InvalidInputError(f"KLPSettings.k must be 2 or 3, got {self.k!r}")
-        for name in ("cluster", "max_groups", "n_lines"):
+        for name in ("cluster", "max_groups", "max_facets", "n_lines") + (("pieces",) if self.pieces is not None else ()):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise InvalidInputError(f"KLPSettings.{name} must be an integer >= 1, got {v!r}")
@@ -209,7 +213,9 @@ def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBound
         count = 0
         for g, lo_d, hi_d in polys:
             nb = np.column_stack([b.lower[list(g)], b.upper[list(g)]])
-            fac = group_facets(act, g, nb, lo_d, hi_d)
+            fac = group_facets(act, g, nb, lo_d, hi_d,
+                               max_facets=None if act.name == "relu" else settings.max_facets,
+                               pieces=settings.pieces or (4 if settings.k == 2 else 2))
             if fac.count == 0:
                 continue
             _add_facets(model, z[list(g)], a[list(g)], fac, layer=i, first=count)

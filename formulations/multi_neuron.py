@@ -8,7 +8,7 @@ Singh, Ganvir, Püschel & Vechev, "Beyond the Single Neuron Convex Barrier for N
    relaxation of the layers below (the caller solves those LPs; here ``P`` is the given numbers);
 2. the activation's graph over ``P`` is split into **branches** — for ReLU the 2^k orthants (``y_u = x_u`` or
    ``y_u = 0``), for a smooth activation the products of each neuron's segments (PRIMA-style, Müller et al.,
-   POPL 2022), each segment carrying one certified lower and one upper line;
+   POPL 2022), each segment carrying a line (its secant) whose residual is bounded exactly in step 4;
 3. the joint hull of the branches is computed from their vertices (every vertex of ``P ∩ branch box`` with
    ``y`` on the branch's lines), its facets by Qhull (:class:`scipy.spatial.ConvexHull`);
 4. **every facet is certified before use** (:func:`certify_facets`): a facet ``alpha . x + beta . y <= rhs`` is
@@ -73,11 +73,11 @@ class Piece:
     up_icpt: float
 
 
-def neuron_pieces(act: Activation | str, l: float, u: float) -> tuple[Piece, ...]:
-    """A neuron's branches on [l, u]: ReLU's two phases (exact lines); a smooth activation's two segments
-    split at 0 (or the midpoint when 0 is not inside), each with the certified lines of
-    :func:`formulations.envelopes.linear_bounds`. The lines need not be tight or even valid for soundness:
-    :func:`certify_facets` re-derives the residual's exact extremes."""
+def neuron_pieces(act: Activation | str, l: float, u: float, pieces: int = 4) -> tuple[Piece, ...]:
+    """A neuron's branches on [l, u]: ReLU's two phases (exact lines); a smooth activation's ``pieces``
+    equal segments, each with its secant as both lines. The lines need not be valid for soundness:
+    :func:`certify_facets` re-derives the residual's exact extremes on each segment, and a narrower segment
+    makes that residual (the linearisation error, ~ width^2 |f''| / 8) smaller."""
     act = get_activation(act)
     l, u = float(l), float(u)
     if act.name == "relu":
@@ -88,11 +88,15 @@ def neuron_pieces(act: Activation | str, l: float, u: float) -> tuple[Piece, ...
         return Piece(l, 0.0, 0.0, 0.0, 0.0, 0.0), Piece(0.0, u, 1.0, 0.0, 1.0, 0.0)
     if u - l <= 0.0:
         return (Piece(l, u, *_point_lines(act, l)),)
-    cut = 0.0 if l < 0.0 < u else 0.5 * (l + u)
-    lows, ups = np.array([l, cut]), np.array([cut, u])
-    a_lo, b_lo, a_up, b_up = linear_bounds(act, lows, ups)
-    return tuple(Piece(float(lows[p]), float(ups[p]), float(a_lo[p]), float(b_lo[p]), float(a_up[p]), float(b_up[p]))
-                 for p in range(2))
+    cuts = np.linspace(l, u, pieces + 1)
+    cuts[0], cuts[-1] = l, u
+    f = act.value(cuts)
+    out = []
+    for a, b, fa, fb in zip(cuts[:-1], cuts[1:], f[:-1], f[1:]):
+        s = (fb - fa) / (b - a)
+        c = fa - s * a
+        out.append(Piece(float(a), float(b), float(s), float(c), float(s), float(c)))
+    return tuple(out)
 
 
 def _point_lines(act: Activation, x: float) -> tuple[float, float, float, float]:
@@ -135,11 +139,12 @@ def _branch_rows(dirs: Array, lower: Array, upper: Array, pieces: tuple[Piece, .
     return A, b
 
 
-def branches(act: Activation | str, dirs: Array, lower: Array, upper: Array, neuron_bounds: Array):
+def branches(act: Activation | str, dirs: Array, lower: Array, upper: Array, neuron_bounds: Array,
+             pieces: int = 4):
     """Per branch (a choice of one piece per neuron): its pieces and the vertices (in x) of its polytope.
 
     ``neuron_bounds``: (k, 2) the neurons' [l, u]; ``lower``/``upper``: the bounds of ``dirs . x`` (P)."""
-    per_neuron = [neuron_pieces(act, l, u) for l, u in neuron_bounds]
+    per_neuron = [neuron_pieces(act, l, u, pieces) for l, u in neuron_bounds]
     out = []
     for combo in itertools.product(*per_neuron):
         A, b = _branch_rows(dirs, lower, upper, combo)
@@ -233,19 +238,30 @@ class GroupFacets:
 
 
 def group_facets(act: Activation | str, neurons: tuple[int, ...], neuron_bounds: Array, lower: Array,
-                 upper: Array, *, dirs: Array | None = None) -> GroupFacets:
+                 upper: Array, *, dirs: Array | None = None, max_facets: int | None = None,
+                 pieces: int = 4) -> GroupFacets:
     """The certified joint-hull facets of one group (module docstring, steps 2-4).
+
+    The candidate directions are the facets of the hull of the graph's points ``(v, f(v))`` at the branch
+    polytopes' vertices ``v`` — for ReLU exactly the hull of the branches (its lines are the graph); for a
+    smooth activation the hull of the graph sampled where it matters, whose facets :func:`certify_facets`
+    then moves outward until they hold on the whole graph over P. With ``max_facets``, the facets that cut
+    deepest into the separable (single-neuron, box) relaxation are kept: their certified right-hand side
+    over P is the furthest below the same facet's over the box, :func:`separable_gain`.
 
     Args:
         neuron_bounds: (k, 2) each neuron's [l, u]; lower, upper: bounds of ``dirs . x`` (the polyhedron P).
     """
+    act = get_activation(act)
     k = len(neurons)
     dirs = octagon_directions(k) if dirs is None else dirs
-    branch_list = branches(act, dirs, np.asarray(lower, float), np.asarray(upper, float), np.asarray(neuron_bounds, float))
+    nb = np.asarray(neuron_bounds, float)
+    branch_list = branches(act, dirs, np.asarray(lower, float), np.asarray(upper, float), nb, pieces)
     empty = GroupFacets(tuple(neurons), np.zeros((0, k)), np.zeros((0, k)), np.zeros(0))
     if not branch_list:
         return empty
-    points = np.unique(np.vstack([_branch_points(c, v) for c, v in branch_list]), axis=0)
+    verts = np.unique(np.vstack([v for _, v in branch_list]), axis=0)
+    points = np.hstack([verts, act.value(verts)])
     normals = hull_directions(points)
     # facets on one neuron alone are the single-neuron relaxation's business; keep the joint ones
     joint = ((np.abs(normals[:, :k]) > 1e-12) | (np.abs(normals[:, k:]) > 1e-12)).sum(axis=1) >= 2
@@ -255,7 +271,22 @@ def group_facets(act: Activation | str, neurons: tuple[int, ...], neuron_bounds:
     alpha, beta = normals[:, :k].copy(), normals[:, k:].copy()
     rhs = certify_facets(act, alpha, beta, branch_list)
     ok = np.isfinite(rhs)
-    return GroupFacets(tuple(neurons), alpha[ok], beta[ok], rhs[ok])
+    alpha, beta, rhs = alpha[ok], beta[ok], rhs[ok]
+    if max_facets is not None and rhs.shape[0] > max_facets:
+        gain = separable_gain(act, alpha, beta, rhs, nb, pieces)
+        keep = np.argsort(-gain, kind="stable")[:max_facets]
+        keep = keep[gain[keep] > 0]
+        alpha, beta, rhs = alpha[keep], beta[keep], rhs[keep]
+    return GroupFacets(tuple(neurons), alpha, beta, rhs)
+
+
+def separable_gain(act: Activation, alpha: Array, beta: Array, rhs: Array, neuron_bounds: Array,
+                   pieces: int = 4) -> Array:
+    """How far each facet's right-hand side lies below its certified maximum over the box (no P, no joint
+    coupling): what it cuts off that the neurons' separate relaxations (roughly) do not."""
+    k = alpha.shape[1]
+    box = branches(act, np.eye(k), neuron_bounds[:, 0], neuron_bounds[:, 1], neuron_bounds, pieces)
+    return certify_facets(act, alpha, beta, box) - rhs
 
 
 def relaxation_area(act: Activation | str, l: Array, u: Array) -> Array:
