@@ -60,7 +60,7 @@ class KLPSettings:
     k: int = 2
     cluster: int = 4
     max_groups: int = 30
-    max_facets: int = 40
+    max_facets: int = 80
     pieces: int | None = None
     n_lines: int = 3
     tighten: bool = True
@@ -215,7 +215,7 @@ def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBound
             nb = np.column_stack([b.lower[list(g)], b.upper[list(g)]])
             fac = group_facets(act, g, nb, lo_d, hi_d,
                                max_facets=None if act.name == "relu" else settings.max_facets,
-                               pieces=settings.pieces or (4 if settings.k == 2 else 2))
+                               pieces=settings.pieces or (6 if settings.k == 2 else 2))
             if fac.count == 0:
                 continue
             _add_facets(model, z[list(g)], a[list(g)], fac, layer=i, first=count)

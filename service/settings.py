@@ -50,7 +50,7 @@ class CascadeOptions(BaseModel):
     lp_lines: int = Field(3, ge=1)
     lp_tighten: bool = True
     lp_time_limit: float | None = Field(10.0, gt=0)
-    klp: bool = True
+    klp: bool = False
     klp_k: int = Field(2, ge=2, le=3)
     klp_cluster: int = Field(4, ge=2)
     klp_max_groups: int = Field(30, ge=1)
