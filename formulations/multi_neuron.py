@@ -33,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 
 from .activations import Activation, get_activation
-from .envelopes import linear_bounds
+from .envelopes import LINE_MARGIN, linear_bounds
 
 Array = np.ndarray
 #: Feasibility tolerance (relative to the row's scale) of a candidate vertex: a looser test only adds points
@@ -269,7 +269,9 @@ def group_facets(act: Activation | str, neurons: tuple[int, ...], neuron_bounds:
     if normals.shape[0] == 0:
         return empty
     alpha, beta = normals[:, :k].copy(), normals[:, k:].copy()
-    rhs = certify_facets(act, alpha, beta, branch_list)
+    # certified on the graph; then the envelopes' own outward margin (it exceeds the solvers' feasibility
+    # tolerances, design.md), so a point a solver accepts is inside the relaxation of the true graph too
+    rhs = certify_facets(act, alpha, beta, branch_list) + LINE_MARGIN
     ok = np.isfinite(rhs)
     alpha, beta, rhs = alpha[ok], beta[ok], rhs[ok]
     if max_facets is not None and rhs.shape[0] > max_facets:

@@ -79,8 +79,9 @@ def test_figure_1_constraint_2y1_2y2_minus_x1_minus_x2_le_2_is_implied_by_the_hu
     from polycert.formulations.backends import solve
 
     res = solve(m, "highs")
-    assert res.dual_bound <= 2.0 + 1e-6
-    assert res.dual_bound == pytest.approx(2.0, abs=1e-6)  # and it is a facet: attained
+    # implied up to the facets' outward margin (LINE_MARGIN on a unit normal, x sqrt(10) here), and attained
+    assert res.dual_bound <= 2.0 + 1e-5
+    assert res.dual_bound == pytest.approx(2.0, abs=1e-5)
 
 
 def test_octagon_has_3_to_the_k_minus_1_over_2_directions_unit_first():
