@@ -201,6 +201,22 @@ def certify_facets(act: Activation | str, alpha: Array, beta: Array, branch_list
     F = alpha.shape[0]
     rhs = np.full(F, -np.inf)
     scale = np.abs(alpha).sum(axis=1) + np.abs(beta).sum(axis=1)
+    # the exact extremes of every piece's residual f - (s x + c), all pieces in one vectorised call
+    pieces = list(dict.fromkeys(p for combo, _ in branch_list for p in combo))
+    s_all = np.array([p.up_slope for p in pieces] + [p.lo_slope for p in pieces])
+    c_all = np.array([p.up_icpt for p in pieces] + [p.lo_icpt for p in pieces])
+    l_all = np.array([p.lower for p in pieces] * 2)
+    u_all = np.array([p.upper for p in pieces] * 2)
+    r_min, r_max = act.residual_extremes(s_all, c_all, l_all, u_all)
+    n = len(pieces)
+    up_r = np.where(np.isfinite(r_max[:n]), r_max[:n], np.inf)   # upper line: max of the residual
+    lo_r = np.where(np.isfinite(r_min[n:]), r_min[n:], -np.inf)  # lower line: min of the residual
+    residuals = {(p, True): float(up_r[q]) for q, p in enumerate(pieces)}
+    residuals.update({(p, False): float(lo_r[q]) for q, p in enumerate(pieces)})
+
+    def residual(p: Piece, up: bool) -> float:
+        return residuals[(p, up)]
+
     for combo, verts in branch_list:
         k = len(combo)
         slope = np.empty((F, k)); const = np.empty((F, k))
@@ -208,11 +224,10 @@ def certify_facets(act: Activation | str, alpha: Array, beta: Array, branch_list
             up = beta[:, u] >= 0.0
             s = np.where(up, p.up_slope, p.lo_slope)
             c = np.where(up, p.up_icpt, p.lo_icpt)
-            r_min, r_max = act.residual_extremes(s, c, np.full(F, p.lower), np.full(F, p.upper))
-            r = np.where(up, r_max, r_min)
-            r = np.where(np.isfinite(r), r, np.inf * np.sign(np.where(beta[:, u] == 0, 1.0, beta[:, u])))
+            r = np.where(up, residual(p, True), residual(p, False))
             slope[:, u] = alpha[:, u] + beta[:, u] * s
-            const[:, u] = np.where(beta[:, u] == 0.0, 0.0, beta[:, u] * (c + r))
+            with np.errstate(invalid="ignore"):
+                const[:, u] = np.where(beta[:, u] == 0.0, 0.0, beta[:, u] * (c + r))
         value = (verts @ slope.T).max(axis=0) + const.sum(axis=1)  # (F,)
         size = 1.0 + np.abs(verts).max()
         rhs = np.maximum(rhs, value + VERTEX_MARGIN * scale * size + ABS_MARGIN)
