@@ -343,7 +343,13 @@ def _klp_stage(run: _Run) -> None:
                 br.termination[(i, int(k))] = Termination.TIME_LIMIT
             continue
         started = time.monotonic()
-        rel = build_klp(run.network, run.sets[r], run.rel.bounds_of(r), ks, deadline=run.clock.deadline(r))
+        directions = []
+        for k in targets:
+            c = np.zeros(run.network.output_size)
+            c[br.labels[i]], c[k] = 1.0, -1.0
+            directions.append(c)
+        rel = build_klp(run.network, run.sets[r], run.rel.bounds_of(r), ks, deadline=run.clock.deadline(r),
+                        output_directions=directions)
         for k in targets:
             if not settings.bounds and br.upper[i].min() <= 0.0:
                 break

@@ -80,7 +80,8 @@ def _bound(network: Network, lo: Array, hi: Array, c: Array, settings: KLPSettin
            deadline: float | None) -> tuple[float, Array | None]:
     """A node's sound lower bound and its LP optimum's input (None if the LP gave none)."""
     box = InputSet(0.5 * (lo + hi), float(np.max(hi - lo)) / 2.0, norm="linf", domain=(lo, hi))
-    rel = build_klp(network, box, symbolic_bounds(network, lo, hi), settings, deadline=deadline)
+    rel = build_klp(network, box, symbolic_bounds(network, lo, hi), settings, deadline=deadline,
+                    output_directions=[c])
     res = rel.minimize_outputs(c)
     bound = sound_lower(res.dual_bound) if res.dual_bound is not None and np.isfinite(res.dual_bound) else -np.inf
     point = None if res.primal is None else np.clip(res.primal[rel.inputs], lo, hi)

@@ -62,6 +62,7 @@ class KLPSettings:
     max_groups: int = 30
     max_facets: int = 80
     pieces: int | None = None
+    objective_pieces: int = 6
     n_lines: int = 3
     tighten: bool = True
     lp_time_limit: float | None = 10.0
@@ -69,7 +70,7 @@ class KLPSettings:
     def __post_init__(self) -> None:
         if self.k not in (2, 3):
             raise InvalidInputError(f"KLPSettings.k must be 2 or 3, got {self.k!r}")
-        for name in ("cluster", "max_groups", "max_facets", "n_lines") + (("pieces",) if self.pieces is not None else ()):
+        for name in ("cluster", "max_groups", "max_facets", "n_lines", "objective_pieces") + (("pieces",) if self.pieces is not None else ()):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise InvalidInputError(f"KLPSettings.{name} must be an integer >= 1, got {v!r}")
@@ -135,11 +136,14 @@ class _Bounder:
 
 
 def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBounds],
-              settings: KLPSettings | None = None, *, deadline: float | None = None) -> KRelaxation:
+              settings: KLPSettings | None = None, *, deadline: float | None = None,
+              output_directions: Sequence[Array] | None = None) -> KRelaxation:
     """The k-neuron LP of ``network`` over ``input_set`` (module docstring).
 
     Args:
         bounds: sound pre-activation bounds per layer; the relaxation's own are never looser.
+        output_directions: linear functions ``c`` of the logits the caller will minimise: when the last hidden
+            layer has 2-3 nonlinear neurons, each ``-(W^T c)`` becomes a certified cut of their joint graph.
         deadline: ``time.monotonic()`` after which no more bounding LPs are solved (the model stays sound:
             what is not tightened keeps the bounds given; groups not yet bounded are left out).
 
@@ -188,22 +192,24 @@ def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBound
                 bounder = _Bounder(model, z, settings.lp_time_limit)
             else:
                 bounder.lp.set_variable_bounds(z, b.lower, b.upper)
-            dirs = octagon_directions(settings.k)
             for g in groups:
                 if expired():
                     break
-                lo_d = np.empty(dirs.shape[0]); hi_d = np.empty(dirs.shape[0])
-                for q, d in enumerate(dirs):
-                    box_lo = float(np.sum(np.where(d > 0, d * b.lower[list(g)], d * b.upper[list(g)])))
-                    box_hi = float(np.sum(np.where(d > 0, d * b.upper[list(g)], d * b.lower[list(g)])))
-                    if np.count_nonzero(d) == 1:
-                        lo_d[q], hi_d[q] = box_lo, box_hi
-                        continue
-                    coef = np.zeros(z.size)
-                    coef[list(g)] = d
-                    lo_q, hi_q = bounder.range(coef)
-                    lo_d[q], hi_d[q] = max(box_lo, lo_q), min(box_hi, hi_q)
-                polys.append((g, lo_d, hi_d))
+                polys.append((g, *_polyhedron(bounder, b, g)))
+        objective_group = None
+        if output_directions is not None and i == last - 1 and not expired():
+            # the logits are linear in this layer's outputs: with all its nonlinear neurons in one group of
+            # at most 3, the objective's own direction is a certified cut of that group's joint graph
+            nonlinear = tuple(int(j) for j in _nonlinear(act.name, b.lower, b.upper))
+            known = {g: (lo_d, hi_d) for g, lo_d, hi_d in polys}
+            if nonlinear in known:  # P of the same group is already bounded
+                objective_group = (nonlinear, *known[nonlinear])
+            elif 2 <= len(nonlinear) <= 3:
+                if bounder is None:
+                    bounder = _Bounder(model, z, settings.lp_time_limit)
+                else:
+                    bounder.lp.set_variable_bounds(z, b.lower, b.upper)
+                objective_group = (nonlinear, *_polyhedron(bounder, b, nonlinear))
         if bounder is not None:
             rel.solves += bounder.solves
         if act.name == "relu":
@@ -220,11 +226,60 @@ def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBound
                 continue
             _add_facets(model, z[list(g)], a[list(g)], fac, layer=i, first=count)
             count += fac.count
+        if objective_group is not None:
+            count += _objective_cuts(model, act, z, a, network.layers[last].weight, output_directions,
+                                     objective_group, b, layer=i, first=count, pieces=settings.objective_pieces)
         rel.post.append(a)
         rel.groups.append([g for g, _, _ in polys])
         rel.facets.append(count)
     rel.lp = PersistentLP(model)
     return rel
+
+
+def _polyhedron(bounder: "_Bounder", b: LayerBounds, g: tuple[int, ...]) -> tuple[Array, Array]:
+    """The input polyhedron P of group g: each octagonal direction's [min, max] (unit ones: the neurons' own
+    bounds; the others by LP over the model so far, never looser than the box's)."""
+    dirs = octagon_directions(len(g))
+    cols = list(g)
+    lo_d, hi_d = np.empty(dirs.shape[0]), np.empty(dirs.shape[0])
+    for q, d in enumerate(dirs):
+        box_lo = float(np.sum(np.where(d > 0, d * b.lower[cols], d * b.upper[cols])))
+        box_hi = float(np.sum(np.where(d > 0, d * b.upper[cols], d * b.lower[cols])))
+        if np.count_nonzero(d) == 1:
+            lo_d[q], hi_d[q] = box_lo, box_hi
+            continue
+        coef = np.zeros(bounder.z.size)
+        coef[cols] = d
+        lo_q, hi_q = bounder.range(coef)
+        lo_d[q], hi_d[q] = max(box_lo, lo_q), min(box_hi, hi_q)
+    return lo_d, hi_d
+
+
+def _objective_cuts(model: Model, act, z: Array, a: Array, weight: Array, directions: Sequence[Array],
+                    group, b: LayerBounds, *, layer: int, first: int, pieces: int) -> int:
+    """Rows ``beta . a_G <= rhs`` with ``beta = -(W^T c)_G`` for each output direction c (the objective
+    ``min c . (W a + bias)`` pushes exactly against them), certified over the group's graph on P by
+    :func:`formulations.multi_neuron.certify_facets` like every facet. Returns the number of rows."""
+    from .envelopes import LINE_MARGIN
+    from .multi_neuron import branches, certify_facets
+
+    g, lo_d, hi_d = group
+    cols = list(g)
+    beta = -np.array([(weight.T @ np.asarray(c, dtype=np.float64))[cols] for c in directions])
+    alpha = np.zeros_like(beta)
+    nb = np.column_stack([b.lower[cols], b.upper[cols]])
+    branch_list = branches(act, octagon_directions(len(g)), lo_d, hi_d, nb, pieces)
+    if not branch_list:
+        return 0
+    rhs = certify_facets(act, alpha, beta, branch_list) + LINE_MARGIN
+    ok = np.isfinite(rhs) & (np.abs(beta).sum(axis=1) > 0)
+    if not ok.any():
+        return 0
+    from .multi_neuron import GroupFacets
+
+    fac = GroupFacets(tuple(g), alpha[ok], beta[ok], rhs[ok])
+    _add_facets(model, z[cols], a[cols], fac, layer=layer, first=first)
+    return fac.count
 
 
 def _add_facets(model: Model, zg: Array, ag: Array, fac, *, layer: int, first: int) -> None:
@@ -239,7 +294,12 @@ def klp_margin_bounds(network: Network, input_set: InputSet, bounds: Sequence[La
                       targets: Sequence[int], settings: KLPSettings | None = None,
                       deadline: float | None = None) -> tuple[dict[int, float], KRelaxation]:
     """Sound lower bounds of ``logit[label] - logit[k]`` over the k-neuron LP, for each target k."""
-    rel = build_klp(network, input_set, bounds, settings, deadline=deadline)
+    directions = []
+    for k in targets:
+        c = np.zeros(network.output_size)
+        c[int(label)], c[int(k)] = 1.0, -1.0
+        directions.append(c)
+    rel = build_klp(network, input_set, bounds, settings, deadline=deadline, output_directions=directions)
     out = {}
     for k in targets:
         c = np.zeros(network.output_size)

@@ -62,7 +62,8 @@ def test_section_2_property_x7_at_most_4_fails_with_lp_and_holds_with_klp():
     klp = certify_batch(net, np.zeros((1, 2)), [0], 1.0, method="klp", domain=(-1.0, 1.0), settings=quiet)[0]
     assert lp.verdict == Verdict.UNKNOWN and lp.lower == pytest.approx(-0.999, abs=1e-3)
     assert klp.verdict == Verdict.VERIFIED and klp.stage == "klp"
-    assert klp.extra["relaxation"] == {"kind": "k-neuron", "k": 2, "groups": [1], "facets": [1], "lp_solves": 4}
+    # one hull facet (2 y5 + 2 y6 - x3 - x4 <= 2 up to scale) and one cut in the objective's direction
+    assert klp.extra["relaxation"] == {"kind": "k-neuron", "k": 2, "groups": [1], "facets": [2], "lp_solves": 4}
 
 
 def test_figure_1_constraint_2y1_2y2_minus_x1_minus_x2_le_2_is_implied_by_the_hull():
@@ -156,7 +157,7 @@ def test_input_bab_reports_the_node_limit_when_it_cannot_decide():
 ACTIVATIONS = ["relu", "gelu", "sigmoid", "tanh", "silu"]
 
 
-def _random_net(seed: int, act: str, d: int = 3, width: int = 4) -> Network:
+def _random_net(seed: int, act: str, d: int = 3, width: int = 3) -> Network:
     rng = np.random.default_rng(seed)
     return Network((Layer(rng.normal(size=(width, d)), rng.normal(size=width) * 0.3, act),
                     Layer(rng.normal(size=(width, width)) / 1.5, rng.normal(size=width) * 0.3, act),
@@ -185,7 +186,8 @@ def test_every_real_point_of_the_network_satisfies_every_k_neuron_facet(seed, ac
     center = rng.uniform(-0.5, 0.5, size=3)
     s = InputSet(center, eps, norm="linf", domain=(-2.0, 2.0))
     lo, hi = s.box()
-    rel = build_klp(net, s, symbolic_bounds(net, lo, hi), KLPSettings(k=k, cluster=4))
+    directions = [rng.normal(size=3) for _ in range(2)]  # objective-direction cuts are certified rows too
+    rel = build_klp(net, s, symbolic_bounds(net, lo, hi), KLPSettings(k=k, cluster=4), output_directions=directions)
     rows = np.array([r for r, t in enumerate(rel.model.constraint_tags) if t is not None and t.kind == "k_neuron"])
     matrix, upper = rel.model.matrix(), rel.model.row_upper
     xs = np.vstack([rng.uniform(lo, hi, size=(300, 3)), lo, hi, np.clip(center, lo, hi)])
