@@ -62,7 +62,7 @@ class KLPSettings:
     max_groups: int = 30
     max_facets: int = 80
     pieces: int | None = None
-    objective_pieces: int = 6
+    objective_pieces: int = 0
     n_lines: int = 3
     tighten: bool = True
     lp_time_limit: float | None = 10.0
@@ -70,10 +70,13 @@ class KLPSettings:
     def __post_init__(self) -> None:
         if self.k not in (2, 3):
             raise InvalidInputError(f"KLPSettings.k must be 2 or 3, got {self.k!r}")
-        for name in ("cluster", "max_groups", "max_facets", "n_lines", "objective_pieces") + (("pieces",) if self.pieces is not None else ()):
+        for name in ("cluster", "max_groups", "max_facets", "n_lines") + (("pieces",) if self.pieces is not None else ()):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise InvalidInputError(f"KLPSettings.{name} must be an integer >= 1, got {v!r}")
+        if isinstance(self.objective_pieces, bool) or not isinstance(self.objective_pieces, (int, np.integer)) \
+                or self.objective_pieces < 0:
+            raise InvalidInputError(f"KLPSettings.objective_pieces must be an integer >= 0, got {self.objective_pieces!r}")
         if self.cluster < self.k:
             raise InvalidInputError(f"KLPSettings.cluster ({self.cluster}) must be >= k ({self.k})")
 
@@ -197,7 +200,7 @@ def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBound
                     break
                 polys.append((g, *_polyhedron(bounder, b, g)))
         objective_group = None
-        if output_directions is not None and i == last - 1 and not expired():
+        if output_directions is not None and settings.objective_pieces > 0 and i == last - 1 and not expired():
             # the logits are linear in this layer's outputs: with all its nonlinear neurons in one group of
             # at most 3, the objective's own direction is a certified cut of that group's joint graph
             nonlinear = tuple(int(j) for j in _nonlinear(act.name, b.lower, b.upper))

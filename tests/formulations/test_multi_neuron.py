@@ -62,8 +62,8 @@ def test_section_2_property_x7_at_most_4_fails_with_lp_and_holds_with_klp():
     klp = certify_batch(net, np.zeros((1, 2)), [0], 1.0, method="klp", domain=(-1.0, 1.0), settings=quiet)[0]
     assert lp.verdict == Verdict.UNKNOWN and lp.lower == pytest.approx(-0.999, abs=1e-3)
     assert klp.verdict == Verdict.VERIFIED and klp.stage == "klp"
-    # one hull facet (2 y5 + 2 y6 - x3 - x4 <= 2 up to scale) and one cut in the objective's direction
-    assert klp.extra["relaxation"] == {"kind": "k-neuron", "k": 2, "groups": [1], "facets": [2], "lp_solves": 4}
+    # one hull facet: 2 y5 + 2 y6 - x3 - x4 <= 2, up to scale
+    assert klp.extra["relaxation"] == {"kind": "k-neuron", "k": 2, "groups": [1], "facets": [1], "lp_solves": 4}
 
 
 def test_figure_1_constraint_2y1_2y2_minus_x1_minus_x2_le_2_is_implied_by_the_hull():
@@ -105,6 +105,15 @@ def test_groups_overlap_within_clusters_of_the_largest_area_and_respect_the_cap(
     assert groups[:3] == [(1, 4), (1, 3), (3, 4)]  # the three largest, all pairs
     assert all(0 not in g for g in groups)  # a stable neuron is in no group
     assert len(choose_groups(area, 2, cluster=3, max_groups=2)) == 2
+
+
+def test_objective_direction_cuts_keep_the_2_relu_bound_x7_le_4():
+    # the cut -(W^T c) . y <= rhs for c = -1 (maximise x7) is 'y5 + 2 y6 <= 4' itself, certified over P
+    net, s = _section2(), _square()
+    lo, hi = s.box()
+    rel = build_klp(net, s, symbolic_bounds(net, lo, hi), KLPSettings(k=2, objective_pieces=1),
+                    output_directions=[np.array([-1.0])])
+    assert -rel.minimize_outputs(np.array([-1.0])).dual_bound == pytest.approx(4.0, abs=1e-4)
 
 
 def test_klp_settings_reject_k_outside_2_3():
@@ -187,7 +196,8 @@ def test_every_real_point_of_the_network_satisfies_every_k_neuron_facet(seed, ac
     s = InputSet(center, eps, norm="linf", domain=(-2.0, 2.0))
     lo, hi = s.box()
     directions = [rng.normal(size=3) for _ in range(2)]  # objective-direction cuts are certified rows too
-    rel = build_klp(net, s, symbolic_bounds(net, lo, hi), KLPSettings(k=k, cluster=4), output_directions=directions)
+    rel = build_klp(net, s, symbolic_bounds(net, lo, hi), KLPSettings(k=k, cluster=4, objective_pieces=3),
+                    output_directions=directions)
     rows = np.array([r for r, t in enumerate(rel.model.constraint_tags) if t is not None and t.kind == "k_neuron"])
     matrix, upper = rel.model.matrix(), rel.model.row_upper
     xs = np.vstack([rng.uniform(lo, hi, size=(300, 3)), lo, hi, np.clip(center, lo, hi)])
