@@ -6,12 +6,14 @@ Prints a table; asserts nothing.
                                                [--images 600] [--eps 0.01 0.02] [--methods ...]
                                                [--mnist-images 100] [--mnist-eps 0.02] [--bab-nodes 30]
 
-Each method runs the engine's one path (``certify_batch``) on the first ``--images`` test images in
-verdict mode, except IBP and symbolic, which are the bounds alone (``interval_bounds_batch`` /
-``margin_bounds_batch``) with no attack. ``mnist-net_256x2`` is the VNN-COMP 2022 mnist_fc network (first
-``--mnist-images`` test images of its instances' ``.vnnlib`` centres are not used: MNIST test images from
-``polycert.datasets``), with methods whose time per image would exceed ``--mnist-budget`` seconds skipped with
-a message. "% of MIP" is verified / verified by the exact MIP.
+Each method runs the engine's one path (``certify_batch``, verdict mode, chunks of 150, ``--time-limit``
+seconds per query): ``lp`` = method "lp"; ``klp2``/``klp3`` = method "klp" with ``klp_k`` 2/3; ``input-bab`` =
+method "klp" (k = 2) with ``input_bab_nodes = --bab-nodes``; ``mip`` = method "mip" (no klp stage). IBP and
+symbolic are the bounds alone (``interval_bounds_batch`` / ``margin_bounds_batch``), with no attack, so their
+counts are proofs only. ``mnist-net_256x2`` is the VNN-COMP 2022 mnist_fc ONNX network on the first
+``--mnist-images`` MNIST test images (``polycert.datasets.load_mnist28_test``); a method whose time per image
+on a probe of 3 images exceeds ``--mnist-budget`` seconds is skipped with a message. "% of MIP" is verified /
+verified by the exact MIP; "x LP time" the time per image over the single-neuron LP's.
 """
 
 from __future__ import annotations
