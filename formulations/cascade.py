@@ -18,6 +18,10 @@ carries a bracket ``lower <= m_ik <= upper`` (:class:`formulations.brackets.Brac
 3. **lp** — the envelope LP relaxation (design.md §3) in *one* persistent model per call, re-targeted per
    input (:class:`formulations.envelope_lp.EnvelopeLP`); the bound used is the safe bound from the LP's duals.
    Optionally the hidden layers' bounds are first tightened by LP (min/max of each neuron).
+3b. **klp** — the k-neuron LP (:mod:`formulations.klp`; Singh et al., "Beyond the Single Neuron Convex
+   Barrier", NeurIPS 2019): octagonal input polyhedra over groups of k neurons, the certified facets of their
+   joint hull (:mod:`formulations.multi_neuron`), each layer re-tightened over the k-neuron rows below it.
+   Method ``klp`` ends here; method ``mip`` runs it (``CascadeSettings.klp``) on what the LP left open.
 4. **mip** — exact: branch and bound over the smooth neurons' segments with LP nodes
    (:func:`formulations.segment_bab.minimize_bab`), then the piecewise MIP with refinement
    (:func:`formulations.refinement.minimize_with_refinement`, design.md §4) for what it leaves open.
@@ -57,10 +61,11 @@ from .backends.base import Termination
 from .bounds import LayerBounds, check_labels, margin_bounds_batch, symbolic_bounds_batch
 from .brackets import Brackets, margins
 from .certificate import Certificate, TargetBound, UnknownReason, Verdict, reason_for
-from .encoding import LP, MIP, margin_objective
+from .encoding import KLP, LP, MIP, ROBUSTNESS_METHODS, margin_objective
 from .envelope_lp import EnvelopeLP, Relaxations, point_tags
 from .errors import InvalidInputError, UnsoundAnswerError
 from .input_sets import InputSet, ball_boxes, contains_points, validate_balls
+from .klp import KLPSettings, build_klp
 from .model import ConstraintTag
 from .network import Network
 from .refinement import minimize_with_refinement, sound_lower
@@ -70,15 +75,15 @@ from .smooth_bab import optimised_bounds as smooth_optimised_bounds
 from .smooth_bab import supports as smooth_bab_supports
 
 Array = np.ndarray
-STAGES = ("center", "symbolic", "attack", "bab", "lp", "mip")
+STAGES = ("center", "symbolic", "attack", "bab", "lp", "klp", "mip")
 #: ``method="both"``: the LP answer and the exact answer of each input from one run, the LP's read off the
 #: brackets after stage 3 (one symbolic pass, one attack, one LP stage instead of two of each).
 BOTH = "both"
-METHODS = (LP, MIP, BOTH)
+METHODS = (*ROBUSTNESS_METHODS, BOTH)
 ANSWERS = ("verdict", "bounds")
 JOB_FIELDS = ("answer", "query_time_limit")  # set per job by the service; the other fields are its settings
-_LOWER_STAGES = ("symbolic", "bab", "lp", "mip")  # stages that prove lower bounds, in cascade order
-_OWN_STAGES = ("bab", "lp", "mip")  # stages that work query by query: each certificate carries its own seconds
+_LOWER_STAGES = ("symbolic", "bab", "lp", "klp", "mip")  # stages that prove lower bounds, in cascade order
+_OWN_STAGES = ("bab", "lp", "klp", "mip")  # stages that work query by query: each certificate carries its own seconds
 # the attacks' share of a query's time limit (the LP and exact stages have what is left): an attack gives
 # upper bounds only, and on a large network its 250 strong trajectories per target can take seconds
 ATTACK_SHARE = 0.25
@@ -106,6 +111,14 @@ class CascadeSettings:
         smooth_bab: run stage ``bab`` (smooth networks, L-inf balls, ``answer="verdict"``): the smooth branch and
             bound (:mod:`formulations.smooth_bab`) over the open targets, at most ``smooth_bab_time_limit`` seconds
             per query (and ``BAB_SHARE`` of its time limit); what it leaves open goes on to the LP and stage 4.
+        klp: run stage 3b, the k-neuron LP (:mod:`formulations.klp`), for what the LP left open before the
+            MIP (method ``"mip"``; method ``"klp"`` always runs it). Off by default: on the 49-3-3-10 GELU
+            networks the exact stage closes an open query in ~0.2 s and the k-LP takes ~1 s
+            (bench/relaxations.py), so it removes MIP work only where the MIP is the expensive part. ``klp_k``: neurons per group (2 or 3);
+            ``klp_cluster``: kPoly's set size n_s; ``klp_max_groups``: groups per layer at most.
+        input_bab_nodes: after the k-neuron LP, branch and bound over the input box (L-inf balls only) with
+            k-LP nodes for each target still open, up to this many nodes per target
+            (:func:`formulations.input_bab.minimize_input_bab`; 0: off). Complete on low-dimensional inputs.
         branching: decide stage 4 first by branch and bound over segments with LP nodes;
             ``branch_node_limit`` LPs per target before the MIP solver takes over.
         mip_solver: the MIP back-end (None: :func:`formulations.backends.default_mip_solver`).
@@ -126,6 +139,11 @@ class CascadeSettings:
     lp_time_limit: float | None = 10.0
     smooth_bab: bool = True
     smooth_bab_time_limit: float | None = 30.0
+    klp: bool = False
+    klp_k: int = 2
+    klp_cluster: int = 4
+    klp_max_groups: int = 30
+    input_bab_nodes: int = 0
     branching: bool = True
     branch_node_limit: int = 400
     mip_solver: str | None = None
@@ -139,12 +157,15 @@ class CascadeSettings:
         if self.answer not in ANSWERS:
             raise InvalidInputError(f"CascadeSettings.answer must be one of {ANSWERS}, got {self.answer!r}")
         for name in ("attack_steps", "attack_restarts", "strong_attack_steps", "strong_attack_restarts",
-                     "lp_lines", "branch_node_limit", "mip_max_rounds"):
+                     "lp_lines", "branch_node_limit", "mip_max_rounds", "klp_k", "klp_cluster", "klp_max_groups", "input_bab_nodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise InvalidInputError(f"CascadeSettings.{name} must be an integer >= 0, got {value!r}")
         if self.lp_lines < 1:
             raise InvalidInputError(f"CascadeSettings.lp_lines must be >= 1, got {self.lp_lines}")
+        if self.klp_k not in (2, 3) or self.klp_cluster < self.klp_k or self.klp_max_groups < 1:
+            raise InvalidInputError(f"CascadeSettings.klp_k must be 2 or 3, klp_cluster >= klp_k and klp_max_groups "
+                                    f">= 1; got {self.klp_k}, {self.klp_cluster}, {self.klp_max_groups}")
         for name in ("lp_time_limit", "mip_time_limit", "query_time_limit", "smooth_bab_time_limit"):
             value = getattr(self, name)
             if value is not None and not (np.isfinite(value) and value > 0):
@@ -155,6 +176,11 @@ class CascadeSettings:
     @property
     def bounds(self) -> bool:
         return self.answer == "bounds"
+
+    def klp_settings(self) -> KLPSettings:
+        """The k-neuron LP's settings (:class:`formulations.klp.KLPSettings`) derived from these."""
+        return KLPSettings(k=self.klp_k, cluster=self.klp_cluster, max_groups=self.klp_max_groups,
+                           n_lines=self.lp_lines, lp_time_limit=self.lp_time_limit)
 
 
 OnDecided = Callable[[list[int], list[Certificate]], None]  # (indices, their certificates)
@@ -185,7 +211,7 @@ def _validate(network: Network, xs, labels, eps, method: str, norm: str, domain)
     if xs.ndim != 2:
         raise InvalidInputError(f"certify_batch takes inputs of shape (n, {network.input_size}), got {xs.shape}")
     if method not in METHODS:
-        raise InvalidInputError(f"method must be 'lp', 'mip' or 'both', got {method!r}")
+        raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     centers, eps, norm, dlo, dhi = validate_balls(xs, eps, norm, domain)
     labels = check_labels(labels, centers.shape[0], network.output_size)
     return centers, labels, eps, norm, dlo, dhi
@@ -281,6 +307,7 @@ class _Run:
     settings: CascadeSettings
     clock: _Clock
     lp_tags: dict  # (i, k) -> tight constraints at the LP optimum of target k of input i
+    klp_info: dict = None  # i -> the k-neuron relaxation's summary (k, groups, facets per layer)
 
     def offer(self, i: int, r: int, x: Array, stage: str) -> None:
         """A solver's input: projected into the set and evaluated on the real network (upper bounds)."""
@@ -372,6 +399,77 @@ def _lp_stage(run: _Run) -> None:
         run.rel.recompute(layer, still)
     for r in still:
         _margin_lps(run, int(r), stop_at_failure=False)
+
+
+# -- stage 3b: the k-neuron LP ---------------------------------------------------------------------------
+
+
+def _klp_stage(run: _Run) -> None:
+    """Stage 3b: the k-neuron LP (:func:`formulations.klp.build_klp`, kPoly) for the inputs still open (every
+    input for bounds), built on the LP stage's bounds and re-tightened layer by layer with the k-neuron rows;
+    the margins of the targets stage 3 would solve. Its bound is the safe dual bound less the slack."""
+    settings, br = run.settings, run.br
+    ks = settings.klp_settings()
+    run.klp_info = {} if run.klp_info is None else run.klp_info
+    for r, i in enumerate(run.rows):
+        i = int(i)
+        targets = run.lp_targets(i)
+        if targets.size == 0 or (not settings.bounds and br.upper[i].min() <= 0.0):
+            continue
+        if run.clock.expired(r):
+            for k in targets:
+                br.termination[(i, int(k))] = Termination.TIME_LIMIT
+            continue
+        started = time.monotonic()
+        directions = []
+        for k in targets:
+            c = np.zeros(run.network.output_size)
+            c[br.labels[i]], c[k] = 1.0, -1.0
+            directions.append(c)
+        rel = build_klp(run.network, run.sets[r], run.rel.bounds_of(r), ks, deadline=run.clock.deadline(r),
+                        output_directions=directions)
+        for k in targets:
+            if not settings.bounds and br.upper[i].min() <= 0.0:
+                break
+            c = np.zeros(run.network.output_size)
+            c[br.labels[i]], c[k] = 1.0, -1.0
+            res = rel.minimize_outputs(c)
+            br.termination[(i, int(k))], br.solver[(i, int(k))] = res.termination, "klp/" + res.solver
+            if res.dual_bound is not None and np.isfinite(res.dual_bound):
+                br.raise_lower(i, int(k), sound_lower(res.dual_bound), "klp")
+            if res.primal is not None:
+                run.offer(i, r, res.primal[rel.inputs], "klp")
+        run.klp_info[i] = rel.summary()
+        if settings.input_bab_nodes and run.sets[r].norm == "linf":
+            run.klp_info[i]["input_bab"] = _input_bab(run, r, ks)
+        run.clock.charge(r, started, "klp")
+
+
+def _input_bab(run: _Run, r: int, ks: KLPSettings) -> dict:
+    """Input partitioning with k-LP nodes for the targets the k-LP left open (module docstring, stage 3b);
+    returns the tree sizes (nodes, deepest split) for the certificate."""
+    from .input_bab import minimize_input_bab
+
+    i, br, settings = int(run.rows[r]), run.br, run.settings
+    nodes, depth = 0, 0
+    for k in run.lp_targets(i):
+        k = int(k)
+        if not settings.bounds and (br.upper[i].min() <= 0.0 or br.lower[i, k] > 0.0):
+            continue
+        c = np.zeros(run.network.output_size)
+        c[br.labels[i]], c[k] = 1.0, -1.0
+        # the logits' c-combination, as a one-output network would give it: minimise c . f over the box
+        close = _close_at(run, i)()
+        out = minimize_input_bab(run.network, run.lo[r], run.hi[r], c, settings=ks, close_at=close,
+                                 stop_at=0.0 if not settings.bounds else -np.inf,
+                                 tolerance=settings.mip_tolerance, node_limit=settings.input_bab_nodes,
+                                 deadline=run.clock.deadline(r))
+        nodes, depth = nodes + out.nodes, max(depth, out.depth)
+        br.termination[(i, k)], br.solver[(i, k)] = out.termination, "input-bab/klp"
+        br.raise_lower(i, k, out.lower, "klp")
+        if out.point is not None:
+            run.offer(i, r, out.point, "klp")
+    return {"nodes": nodes, "depth": depth}
 
 
 # -- stage 4: exact ---------------------------------------------------------------------------------------
@@ -546,7 +644,7 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
     rows = np.arange(n) if settings.bounds else np.flatnonzero(br.undecided)
     t0 = time.monotonic()
     run = None
-    if rows.size and (settings.lp or method == MIP):
+    if rows.size and (settings.lp or method in (KLP, MIP)):
         ball_r = None if ball is None else (centers[rows], eps[rows], norm)
         bounds = symbolic_bounds_batch(network, lo[rows], hi[rows], ball=ball_r)
         env = EnvelopeLP(network, settings.lp_lines, settings.lp_time_limit)  # one LP model for the chunk
@@ -572,6 +670,11 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
         times["bab"] += time.monotonic() - t0
 
     t0 = time.monotonic()
+    if run is not None and (method == KLP or (method == MIP and settings.klp)):
+        _klp_stage(run)
+    times["klp"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
     if method == MIP and run is not None:
         _mip_stage(run)
     times["mip"] = time.monotonic() - t0
@@ -588,8 +691,9 @@ def run_cascade(network: Network, xs: Array, labels, eps, *, method: str = MIP,
             r = position.get(i)
             tags = () if run is None or r is None else _tight(run, brackets, i, r, answer_method, float(eps[i]))
             own = None if run is None or r is None else {f"{s}_own": float(run.clock.own[s][r]) for s in _OWN_STAGES}
+            relaxation = None if run is None or not run.klp_info or answer_method == LP else run.klp_info.get(i)
             out.append(_certificate(network, brackets, i, centers[i], float(eps[i]), norm, dlo, dhi, answer_method,
-                                    stage_times, total, n, tags, settings, own))
+                                    stage_times, total, n, tags, settings, own, relaxation))
         return out
 
     lp_certificates = answers(lp_br, LP, lp_times, early_lp) if both else None
@@ -620,6 +724,8 @@ def _tight(run: _Run, br: Brackets, i: int, r: int, method: str, eps: float) -> 
     """The constraints tight at the optimum the certificate reports (``br``: the brackets it reports): for
     LP, the LP optimum of the target with the lowest bound; for MIP, the input attaining the smallest margin,
     read off the real network."""
+    if method == KLP:
+        return ()  # the k-neuron LP's rows are not tagged per envelope line: no signature (yet)
     if method == LP:
         ks = br.targets_of(i)
         for k in sorted(ks, key=lambda k: br.lower[i, k]):
@@ -643,8 +749,10 @@ def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP
     Args:
         xs: (n, d) inputs; labels: (n,) true classes (or one int); eps: a radius or one per input.
         method: ``"mip"`` (exact: every query verified or falsified unless a limit is hit), ``"lp"``
-            (stages 0-3 only; what they leave is *unknown (relaxation inconclusive)*), or ``"both"``: the two
-            answers of each input from one run (the LP's as the brackets stood after stage 3).
+            (stages 0-3 only; what they leave is *unknown (relaxation inconclusive)*), ``"klp"`` (stages 0-3
+            and the k-neuron LP of stage 3b: the k-LP lower bounds of the margins; also incomplete), or
+            ``"both"``: the LP and MIP answers of each input from one run (the LP's as the brackets stood after
+            stage 3).
         settings: :class:`CascadeSettings` (thresholds, limits, and ``answer``: verdict or bounds).
         norm, domain: the input sets, as in :class:`formulations.input_sets.InputSet`.
         on_decided: called once, after the attack stage, with the indices and certificates of the inputs
@@ -654,8 +762,9 @@ def certify_batch(network: Network, xs: Array, labels, eps, *, method: str = MIP
         targets: the classes to compare against (a list for every input, or an (n, n_out) mask; default all).
 
     Returns:
-        One robustness :class:`Certificate` per input, in order (``"both"``: one (LP, MIP) pair per input); ``stage`` is the stage that decided it
-        (``center``, ``symbolic``, ``attack``, ``lp``, ``mip``; for unknown ones the last stage tried);
+        One robustness :class:`Certificate` per input, in order (``"both"``: one (LP, MIP) pair per input);
+        ``stage`` is the stage that decided it (``center``, ``symbolic``, ``attack``, ``bab``, ``lp``, ``klp``,
+        ``mip``; for unknown ones the last stage tried);
         ``tight`` the constraints tight at the reported optimum (bounds answers).
 
     Raises:
@@ -678,14 +787,15 @@ def _target_verdict(lower: float, upper: float, termination, method: str) -> tup
         return Verdict.VERIFIED, None
     if upper <= 0:
         return Verdict.FALSIFIED, None
-    return Verdict.UNKNOWN, reason_for(termination, relaxation=method == LP)
+    return Verdict.UNKNOWN, reason_for(termination, relaxation=method in (LP, KLP))
 
 
 def _certificate(network: Network, br: Brackets, i: int, center: Array, eps: float, norm: str, dlo: Array,
                  dhi: Array, method: str, times: dict, total: float, n: int, tight: tuple[ConstraintTag, ...],
-                 settings: CascadeSettings, own: dict | None = None) -> Certificate:
+                 settings: CascadeSettings, own: dict | None = None, relaxation: dict | None = None) -> Certificate:
     """Input i's certificate. ``times``: the batch's stage times (each query carries its share) and, in ``own``, the
-    query's own seconds in the stages that work query by query (``bab_own``, ``lp_own``, ``mip_own``)."""
+    query's own seconds in the stages that work query by query (``bab_own``, ``lp_own``, ``klp_own``, ``mip_own``);
+    ``relaxation``: what the k-neuron LP held, when it ran on this query."""
     label = int(br.labels[i])
     ks = [int(k) for k in br.targets_of(i)]
     target_bounds = []
@@ -720,6 +830,8 @@ def _certificate(network: Network, br: Brackets, i: int, center: Array, eps: flo
     misclassified = bool(margins(network, center[None, :], br.labels[i:i + 1])[0][ks].min() <= 0.0)
     extra = {"binding_target": int(binding), "worst_target": int(worst), "cascade": True, "answer": settings.answer,
              "misclassified": misclassified}
+    if relaxation is not None:  # the k-neuron LP ran on this query: what it held
+        extra["relaxation"] = {"kind": "k-neuron", **relaxation}
     if settings.bounds and method == MIP:
         extra["exact"] = bool(upper - lower <= settings.mip_tolerance * (1.0 + 1e-9))
     return Certificate(

@@ -39,6 +39,10 @@ from .piecewise import Segment
 Array = np.ndarray
 
 LP, MIP = "lp", "mip"
+#: the k-neuron LP (:mod:`formulations.klp`): a robustness method, not an encoding mode
+KLP = "klp"
+#: the robustness methods of :func:`formulations.cascade.certify_batch`, cheapest first
+ROBUSTNESS_METHODS = (LP, KLP, MIP)
 
 
 @dataclass

@@ -24,14 +24,14 @@ from .backends import default_mip_solver
 from .backends.registry import require
 from .bounds import symbolic_bounds
 from .certificate import Certificate
-from .encoding import LP, MIP, margin_objective
+from .encoding import LP, MIP, ROBUSTNESS_METHODS, margin_objective
 from .errors import InvalidInputError
 from .input_sets import InputSet
 from .network import Network
 from .refinement import minimize_with_refinement
 
 Array = np.ndarray
-METHODS = (LP, MIP)
+METHODS = ROBUSTNESS_METHODS
 
 
 def margins(network: Network, x: Array, label: int) -> Array:
@@ -86,8 +86,9 @@ def certify(
     alone and the same query inside a job get the same certificate.
 
     Args:
-        method: ``"lp"`` (the envelope LP's bound on every target, sound and incomplete) or ``"mip"`` (the
-            exact minimum margin, bracketed to ``tolerance``).
+        method: ``"lp"`` (the envelope LP's bound on every target, sound and incomplete), ``"klp"`` (the
+            k-neuron LP's bound, :mod:`formulations.klp`; sound, incomplete, tighter) or ``"mip"`` (the exact
+            minimum margin, bracketed to ``tolerance``).
         solver: the MIP back-end (default SCIP). ``lp_solver``: the envelope LP runs on HiGHS, held across
             targets, with its bound recomputed from the duals (Neumaier & Shcherbina 2004); only ``"highs"``
             is accepted here.

@@ -52,6 +52,11 @@ class CascadeOptions(BaseModel):
     lp_time_limit: float | None = Field(10.0, gt=0)
     smooth_bab: bool = True
     smooth_bab_time_limit: float | None = Field(30.0, gt=0)
+    klp: bool = False
+    klp_k: int = Field(2, ge=2, le=3)
+    klp_cluster: int = Field(4, ge=2)
+    klp_max_groups: int = Field(30, ge=1)
+    input_bab_nodes: int = Field(0, ge=0)
     branching: bool = True
     branch_node_limit: int = Field(400, ge=0)
     mip_solver: str | None = None
