@@ -119,7 +119,8 @@ def part_b(args) -> None:
     for network_name in args.networks:
         network, _, x, y = test_images(network_name)
         xs, ys = per_digit_images(x, y, args.per_digit)
-        db_name, url = q.fresh_database()
+        database = q.postgres_database(q.PG_ADMIN, prefix="polycert_analysis")  # dropped when the run ends
+        url = database.__enter__()
         queue = f"bench-{uuid.uuid4().hex[:6]}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("POLYCERT_")}
         env.update(POLYCERT_DATABASE_URL=url, POLYCERT_BROKER_URL=q.REDIS, POLYCERT_QUEUE_NAME=queue,
@@ -183,7 +184,7 @@ def part_b(args) -> None:
                 p.wait(timeout=60)
             reset_dispatchers()
             get_engine.cache_clear()
-            q.drop_database(db_name)
+            database.__exit__(None, None, None)
 
 
 def main() -> None:
