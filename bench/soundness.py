@@ -535,22 +535,28 @@ class Campaign:
                 self.seconds[method] += time.perf_counter() - t
 
         quick = dict(mip_time_limit=3.0, query_time_limit=4.0, lp_time_limit=2.0)
-        plan = [("lp", "lp", "verdict", slice(0, n)), ("lp-bounds", "lp", "bounds", slice(0, 12)),
-                ("mip", "mip", "verdict", slice(12, 44)), ("mip-bounds", "mip", "bounds", slice(44, 50))]
-        for name, method, answer, rows in plan:
+        # (name, method, answer, rows, extra settings): the cascade's stages and methods, the k-neuron LP (issue 20)
+        # alone and as a stage with input branch and bound over it, and "both" (its LP and MIP answers of one run)
+        plan = [("lp", "lp", "verdict", slice(0, n), {}), ("lp-bounds", "lp", "bounds", slice(0, 12), {}),
+                ("mip", "mip", "verdict", slice(12, 44), {}), ("mip-bounds", "mip", "bounds", slice(44, 50), {}),
+                ("klp", "klp", "verdict", slice(60, 84), {}), ("klp-bounds", "klp", "bounds", slice(84, 90), {}),
+                ("mip+klp", "mip", "verdict", slice(90, 100), dict(klp=True, input_bab_nodes=8)),
+                ("both", "both", "bounds", slice(100, 106), {})]
+        for name, method, answer, rows, extra in plan:
             if time.monotonic() > deadline:
                 return
-            settings = CascadeSettings(answer=answer, seed=int(rng.integers(1 << 30)), **quick)
+            settings = CascadeSettings(answer=answer, seed=int(rng.integers(1 << 30)), **quick, **extra)
             certs = engine(name, lambda: certify_batch(engine_net, xs[rows], labels[rows], eps[rows], method=method,
                                                        settings=settings, norm=norm))
             if certs is None:
                 continue
             for j, cert in zip(range(rows.start, rows.stop), certs):
                 exact = None
-                if name in ("mip-bounds", "lp-bounds") or (name == "mip" and j < 16):
+                if name in ("mip-bounds", "lp-bounds", "klp-bounds", "both") or (name in ("mip", "klp") and j < rows.start + 4):
                     exact = self.exact_for(net, xs[j], labels[j], eps[j], norm)
-                self.check_certificate(net, engine_net, name, norm, xs[j], int(labels[j]), float(eps[j]), cert,
-                                       omin[j], opts[j], exact, stated=1e-4 if method == "mip" else 0.0)
+                for label_name, one in ((("both:lp", cert[0]), ("both:mip", cert[1])) if method == "both" else ((name, cert),)):
+                    self.check_certificate(net, engine_net, label_name, norm, xs[j], int(labels[j]), float(eps[j]), one,
+                                           omin[j], opts[j], exact, stated=1e-4 if one.method == "mip" else 0.0)
         # one query alone, through robustness.certify
         j = 50
         cert = engine("certify", lambda: certify(engine_net, xs[j], int(labels[j]), float(eps[j]), method="mip",
