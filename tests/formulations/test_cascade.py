@@ -17,9 +17,10 @@ pytestmark = pytest.mark.skipif(not available_solvers().get("scip"), reason="the
 # configurations that switch stages off, so each stage has to decide on its own
 SYMBOLIC_ONLY = CascadeSettings(attack_steps=0, strong_attack_steps=0, lp=False)
 ATTACK_ONLY = CascadeSettings(symbolic=False, lp=False)
-LP_ONLY = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp_tighten=False)
-BRANCHING = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp=False)
-MIP_SOLVER_ONLY = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp=False, branching=False)
+LP_ONLY = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp_tighten=False, smooth_bab=False)
+BRANCHING = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp=False, smooth_bab=False)
+MIP_SOLVER_ONLY = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp=False, branching=False,
+                                  smooth_bab=False)
 
 
 def random_network(rng: np.random.Generator, sizes: tuple[int, ...], activation: str) -> Network:

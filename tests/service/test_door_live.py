@@ -16,7 +16,7 @@ import pytest
 from tests.live import ROOT, live_server
 
 CASCADE_MIP_ONLY = json.dumps({"symbolic": False, "attack_steps": 0, "strong_attack_steps": 0, "lp": False,
-                               "branching": False})
+                               "branching": False, "smooth_bab": False})
 
 
 @pytest.fixture(scope="module")

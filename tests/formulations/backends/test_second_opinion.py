@@ -65,7 +65,7 @@ def _mip_only_certificate(seed: int):
 
     def run(solver: str):
         settings = CascadeSettings(symbolic=False, attack_steps=0, strong_attack_steps=0, lp=False, branching=False,
-                                   mip_solver=solver)
+                                   smooth_bab=False, mip_solver=solver)
         return certify_batch(net, x[None], np.array([label]), np.array([0.2]), method="mip", settings=settings)[0]
 
     return run
