@@ -67,6 +67,9 @@ class EnvelopeLP:
         self.row_tags = list(model.constraint_tags)
         self._box: tuple[Array, Array] = (np.zeros(d), np.ones(d))
         self._images: dict[int, tuple[Array, Array]] = {}  # per hidden layer, the image bounds loaded
+        # per layer, the (lower, upper, lines) arrays of the branch-and-bound node last loaded into it by
+        # segment_bab.load_node (None: something else wrote the layer since); the arrays are held, not their ids
+        self.loaded: list[tuple | None] = [None] * len(self.pre)
 
     @staticmethod
     def _envelope_rows(model: Model, first: int, layer: int, m: int) -> tuple[Array, Array]:
@@ -100,6 +103,7 @@ class EnvelopeLP:
 
     def set_layer(self, i: int, l: Array, u: Array, lines: Lines | None = None) -> None:
         """Bounds [l, u] on layer i's pre-activations; the image bounds and envelope rows to match."""
+        self.loaded[i] = None  # whatever node the layer held, it holds these bounds now
         lp = self.lp
         lp.set_variable_bounds(self.pre[i], l, u)
         if self.rows[i] is None:

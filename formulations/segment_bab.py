@@ -48,17 +48,18 @@ def root_node(rel: Relaxations, r: int) -> Node:
 
 def load_node(env: EnvelopeLP, node: Node, lo: Array, hi: Array) -> None:
     """Put a node into the LP. A child shares its parent's arrays for the layers it did not split, so only the
-    layers whose arrays differ from what the LP holds are written again."""
+    layers whose arrays differ from what the LP holds are written again.
+
+    What the LP holds is remembered by the arrays themselves (:attr:`EnvelopeLP.loaded`, kept alive there), never
+    by ``id()``: a freed node's ids are reused by new arrays, and a layer taken for loaded when it was not left
+    another region's bounds in the LP (an unsound node bound). Any other write of a layer clears its entry."""
     env.set_box(lo, hi)
-    loaded = getattr(env, "_loaded_layers", None)
-    if loaded is None or len(loaded) != len(node.lower):
-        loaded = [None] * len(node.lower)
     for i in range(len(node.lower)):
-        key = (id(node.lower[i]), id(node.upper[i]), id(node.lines[i]))
-        if loaded[i] != key:
+        held = env.loaded[i]
+        arrays = (node.lower[i], node.upper[i], node.lines[i])
+        if held is None or any(a is not b for a, b in zip(held, arrays)):
             env.set_layer(i, node.lower[i], node.upper[i], node.lines[i])
-            loaded[i] = key
-    env._loaded_layers = loaded
+            env.loaded[i] = arrays
 
 
 def branch_neuron(env: EnvelopeLP, node: Node, primal: Array) -> tuple[int, int, float] | None:
