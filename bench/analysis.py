@@ -20,6 +20,7 @@ Prints tables; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import os
@@ -119,8 +120,8 @@ def part_b(args) -> None:
     for network_name in args.networks:
         network, _, x, y = test_images(network_name)
         xs, ys = per_digit_images(x, y, args.per_digit)
-        database = q.postgres_database(q.PG_ADMIN, prefix="polycert_analysis")  # dropped when the run ends
-        url = database.__enter__()
+        cleanup = contextlib.ExitStack()  # the fresh database, dropped when this network's run ends
+        url = cleanup.enter_context(q.postgres_database(q.PG_ADMIN, prefix="polycert_analysis"))
         queue = f"bench-{uuid.uuid4().hex[:6]}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("POLYCERT_")}
         env.update(POLYCERT_DATABASE_URL=url, POLYCERT_BROKER_URL=q.REDIS, POLYCERT_QUEUE_NAME=queue,
@@ -184,7 +185,7 @@ def part_b(args) -> None:
                 p.wait(timeout=60)
             reset_dispatchers()
             get_engine.cache_clear()
-            database.__exit__(None, None, None)
+            cleanup.close()
 
 
 def main() -> None:

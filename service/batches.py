@@ -745,6 +745,13 @@ def _insert_groups(sizes: Sequence[int], rows: int | None = None) -> list[slice]
     return groups
 
 
+def chunk_time_limits(settings: Settings, job: JobRow, timeouts: Sequence[float | None]) -> tuple[float, float]:
+    """A chunk task's (soft, hard) seconds from its queries' own timeouts (None: the job's ``time_limit``, else
+    the service's per-query limit): what submission and a requeue give it alike."""
+    default_limit = (job.parameters or {}).get("time_limit") or settings.query_time_limit
+    return settings.chunk_time_limits(sum(float(t or default_limit) for t in timeouts))
+
+
 def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_by: str,
                  chunk_size: int | Sequence[int] | None = None, settings: Settings | None = None) -> JobRow:
     """Create the job, commit it, then enqueue its chunks (so a worker never sees an uncommitted chunk).
@@ -765,9 +772,8 @@ def submit_batch(session: Session, dispatcher: Dispatcher, request, *, created_b
     job, chunks, planned = plan_batch(session, request, created_by=created_by,
                                       chunk_size=chunk_size if chunk_size is not None else settings.chunk_size,
                                       chunk_seconds=settings.chunk_seconds, store_queries=False)
-    default_limit = (job.parameters or {}).get("time_limit") or settings.query_time_limit
-    limits = [settings.chunk_time_limits(sum(float((q.get("parameters") or {}).get("timeout") or default_limit)
-                                             for q in queries)) for queries in planned]
+    limits = [chunk_time_limits(settings, job, [(q.get("parameters") or {}).get("timeout") for q in queries])
+              for queries in planned]
     job_id = job.id
     for first, part in ((True, slice(0, 1)), *((False, p) for p in _insert_groups([len(q) for q in planned]))):
         try:
@@ -799,11 +805,10 @@ def requeue(session: Session, dispatcher: Dispatcher, job_id: int, settings: Set
     job = get_job_or_raise(session, job_id)
     if job.status not in ("queued", "running"):
         raise ConflictError(f"job {job_id} is {job.status}; only a queued or running job's chunks can be requeued")
-    default_limit = (job.parameters or {}).get("time_limit") or settings.query_time_limit
     now = dt.datetime.now(dt.timezone.utc)
     chosen, limits = [], []
     for chunk_id, state, started, timeouts in repo.unfinished_chunks(session, job_id):
-        soft, hard = settings.chunk_time_limits(sum(float(t or default_limit) for t in timeouts))
+        soft, hard = chunk_time_limits(settings, job, timeouts)
         if state == "running" and started is not None:
             started = started if started.tzinfo else started.replace(tzinfo=dt.timezone.utc)
             if (now - started).total_seconds() <= hard:

@@ -74,6 +74,15 @@ def service_env(database_url: str, broker_url: str | None, **extra: str) -> dict
     return env
 
 
+def use_service_env(monkeypatch, env: dict[str, str]) -> None:
+    """Make ``env``'s POLYCERT_* settings this process's (and only those: any other POLYCERT_* is removed)."""
+    for key in [k for k in os.environ if k.startswith("POLYCERT_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("POLYCERT_"):
+            monkeypatch.setenv(key, value)
+
+
 @pytest.fixture
 def workers(tmp_path):
     pool = None

@@ -4,7 +4,6 @@ The fault tests (a worker SIGKILLed mid-batch, and the others) are in test_fault
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -27,7 +26,7 @@ DATASET = {"name": "mnist7-bilinear", "start": 0, "stop": 4}
 @pytest.fixture(params=["postgres-celery", "sqlite-embedded"])
 def stack(request, tmp_path, monkeypatch, workers):
     """(client, database url, worker pool or None) for one backend, configured through POLYCERT_* env."""
-    from tests.integration.conftest import service_env
+    from tests.integration.conftest import service_env, use_service_env
 
     if request.param == "postgres-celery":
         env = service_env(request.getfixturevalue("postgres_url"), request.getfixturevalue("redis_url"))
@@ -37,11 +36,7 @@ def stack(request, tmp_path, monkeypatch, workers):
         url = f"sqlite:///{tmp_path / 'polycert.db'}"
         upgrade(url)
         env = service_env(url, None)
-    for key in [k for k in os.environ if k.startswith("POLYCERT_")]:
-        monkeypatch.delenv(key)
-    for key, value in env.items():
-        if key.startswith("POLYCERT_"):
-            monkeypatch.setenv(key, value)
+    use_service_env(monkeypatch, env)
     get_settings.cache_clear()
     settings = get_settings()
     pool = None

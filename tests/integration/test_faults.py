@@ -33,7 +33,7 @@ from polycert.api.app import create_app
 from polycert.dispatch import reset_dispatchers
 from polycert.settings import Settings, get_settings
 from tests.integration.conftest import (PostgresCluster, RedisServer, Workers, free_port, service_env,
-                                        wait_until)
+                                        use_service_env, wait_until)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,11 +63,7 @@ def running_stack(monkeypatch, workers, database_url: str, broker_url: str, *, c
                   **extra: str) -> Iterator[Stack]:
     """The API in process (TestClient), a Celery worker process, both configured through POLYCERT_* env."""
     env = service_env(database_url, broker_url, **extra)
-    for key in [k for k in os.environ if k.startswith("POLYCERT_")]:
-        monkeypatch.delenv(key)
-    for key, value in env.items():
-        if key.startswith("POLYCERT_"):
-            monkeypatch.setenv(key, value)
+    use_service_env(monkeypatch, env)
     get_settings.cache_clear()
     settings = get_settings()
     pool = workers(env)
