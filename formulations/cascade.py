@@ -69,7 +69,7 @@ from .klp import KLPSettings, build_klp
 from .model import ConstraintTag
 from .network import Network
 from .refinement import minimize_with_refinement, sound_lower
-from .segment_bab import minimize_bab, root_node
+from .segment_bab import BRANCH_LINES, branch_lines, minimize_bab, root_node
 from .smooth_bab import SmoothBabSearch
 from .smooth_bab import optimised_bounds as smooth_optimised_bounds
 from .smooth_bab import supports as smooth_bab_supports
@@ -120,7 +120,9 @@ class CascadeSettings:
             k-LP nodes for each target still open, up to this many nodes per target
             (:func:`formulations.input_bab.minimize_input_bab`; 0: off). Complete on low-dimensional inputs.
         branching: decide stage 4 first by branch and bound over segments with LP nodes;
-            ``branch_node_limit`` LPs per target before the MIP solver takes over.
+            ``branch_node_limit`` LPs per target before the MIP solver takes over; ``branch_lines`` lines per
+            side and smooth neuron in those LPs (:data:`formulations.segment_bab.BRANCH_LINES`; the LP stage's
+            answer keeps its ``lp_lines``).
         mip_solver: the MIP back-end (None: :func:`formulations.backends.default_mip_solver`).
         mip_tolerance, mip_max_rounds, mip_time_limit: refinement tolerance, rounds and seconds per target.
         query_time_limit: seconds of LP and MIP work per query, all targets together (None: no deadline).
@@ -146,6 +148,7 @@ class CascadeSettings:
     input_bab_nodes: int = 0
     branching: bool = True
     branch_node_limit: int = 400
+    branch_lines: int = BRANCH_LINES
     mip_solver: str | None = None
     mip_tolerance: float = 1e-4
     mip_max_rounds: int = 30
@@ -157,12 +160,13 @@ class CascadeSettings:
         if self.answer not in ANSWERS:
             raise InvalidInputError(f"CascadeSettings.answer must be one of {ANSWERS}, got {self.answer!r}")
         for name in ("attack_steps", "attack_restarts", "strong_attack_steps", "strong_attack_restarts",
-                     "lp_lines", "branch_node_limit", "mip_max_rounds", "klp_k", "klp_cluster", "klp_max_groups", "input_bab_nodes"):
+                     "lp_lines", "branch_node_limit", "branch_lines", "mip_max_rounds", "klp_k", "klp_cluster", "klp_max_groups", "input_bab_nodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise InvalidInputError(f"CascadeSettings.{name} must be an integer >= 0, got {value!r}")
-        if self.lp_lines < 1:
-            raise InvalidInputError(f"CascadeSettings.lp_lines must be >= 1, got {self.lp_lines}")
+        if self.lp_lines < 1 or self.branch_lines < 1:
+            raise InvalidInputError(f"CascadeSettings.lp_lines and branch_lines must be >= 1, got {self.lp_lines} "
+                                    f"and {self.branch_lines}")
         if self.klp_k not in (2, 3) or self.klp_cluster < self.klp_k or self.klp_max_groups < 1:
             raise InvalidInputError(f"CascadeSettings.klp_k must be 2 or 3, klp_cluster >= klp_k and klp_max_groups "
                                     f">= 1; got {self.klp_k}, {self.klp_cluster}, {self.klp_max_groups}")
@@ -308,6 +312,18 @@ class _Run:
     clock: _Clock
     lp_tags: dict  # (i, k) -> tight constraints at the LP optimum of target k of input i
     klp_info: dict = None  # i -> the k-neuron relaxation's summary (k, groups, facets per layer)
+    branch: tuple | None = None  # the segment search's own (EnvelopeLP, Relaxations), when its lines differ
+
+    def branch_relaxation(self) -> tuple[EnvelopeLP, Relaxations]:
+        """The LP the segment branch and bound searches with: ``branch_lines`` lines per side on the bounds the
+        earlier stages tightened, built when the first search starts (the LP stage's own model otherwise)."""
+        lines = branch_lines(self.network, self.settings.lp_lines, self.settings.branch_lines)
+        if lines == self.env.n_lines:
+            return self.env, self.rel
+        if self.branch is None:
+            env = EnvelopeLP(self.network, lines, self.settings.lp_time_limit)
+            self.branch = (env, Relaxations(env, self.rel.bounds()))
+        return self.branch
 
     def offer(self, i: int, r: int, x: Array, stage: str) -> None:
         """A solver's input: projected into the set and evaluated on the real network (upper bounds)."""
@@ -505,13 +521,14 @@ def _branch_and_bound(run: _Run, r: int, k: int) -> bool:
     c = np.zeros(run.network.output_size)
     c[br.labels[i]], c[k] = 1.0, -1.0
     started = time.monotonic()
+    env, rel = run.branch_relaxation()
     outcome = minimize_bab(
-        run.env, root_node(run.rel, r), run.lo[r], run.hi[r], c,
+        env, root_node(rel, r), run.lo[r], run.hi[r], c,
         offer=lambda x: run.offer(i, r, x, "mip"), close_at=_close_at(run, i),
         stop=(lambda: False) if run.settings.bounds else (lambda: br.upper[i].min() <= 0.0),
         node_limit=run.settings.branch_node_limit, deadline=run.clock.deadline(r))
     run.clock.charge(r, started, "mip")
-    br.solver[(i, k)] = "branch-and-bound/" + run.env.lp_name
+    br.solver[(i, k)] = "branch-and-bound/" + env.lp_name
     br.termination[(i, k)] = outcome.termination
     br.raise_lower(i, k, outcome.lower, "mip")
     return outcome.termination == Termination.OPTIMAL

@@ -104,17 +104,32 @@ class EnvelopeLP:
     def set_layer(self, i: int, l: Array, u: Array, lines: Lines | None = None) -> None:
         """Bounds [l, u] on layer i's pre-activations; the image bounds and envelope rows to match."""
         self.loaded[i] = None  # whatever node the layer held, it holds these bounds now
+        if self.rows[i] is not None and lines is None:
+            lines = self.lines(self.network.layers[i].activation, l, u)
+        self._write(i, None, l, u, lines)
+
+    def set_neurons(self, i: int, idx: Array, l: Array, u: Array, lines: Lines | None) -> None:
+        """:meth:`set_layer` for neurons ``idx`` of layer i alone (``l``, ``u``, ``lines`` are theirs); the
+        layer's other neurons keep what the LP holds. The branch and bound's children differ from the node
+        loaded before them in one neuron, and writing a whole layer per node was most of a node's cost."""
+        self._write(i, np.asarray(idx, dtype=np.int64), l, u, lines)
+
+    def _write(self, i: int, idx: Array | None, l: Array, u: Array, lines: Lines | None) -> None:
         lp = self.lp
-        lp.set_variable_bounds(self.pre[i], l, u)
+        pre = self.pre[i] if idx is None else self.pre[i][idx]
+        lp.set_variable_bounds(pre, l, u)
         if self.rows[i] is None:
             return
         act = self.network.layers[i].activation
         f_min, f_max = act.image(l, u)
-        lp.set_variable_bounds(self.post[i], f_min, f_max)
-        self._images[i] = (f_min, f_max)
-        lo_s, lo_c, up_s, up_c = lines if lines is not None else self.lines(act, l, u)
-        lower_rows, upper_rows = self.rows[i]
-        z_cols = np.broadcast_to(self.pre[i][:, None], lower_rows.shape)
+        lp.set_variable_bounds(self.post[i] if idx is None else self.post[i][idx], f_min, f_max)
+        if idx is None:
+            self._images[i] = (np.array(f_min, dtype=np.float64), np.array(f_max, dtype=np.float64))
+        else:
+            self._images[i][0][idx], self._images[i][1][idx] = f_min, f_max
+        lo_s, lo_c, up_s, up_c = lines
+        lower_rows, upper_rows = self.rows[i] if idx is None else (self.rows[i][0][idx], self.rows[i][1][idx])
+        z_cols = np.broadcast_to(pre[:, None], lower_rows.shape)
         lp.set_coefficients(np.concatenate([lower_rows.ravel(), upper_rows.ravel()]),
                             np.concatenate([z_cols.ravel(), z_cols.ravel()]),
                             -np.concatenate([lo_s.ravel(), up_s.ravel()]))
@@ -122,7 +137,10 @@ class EnvelopeLP:
         lp.set_row_bounds(upper_rows.ravel(), -np.inf, up_c.ravel())
 
     def set_box(self, lo: Array, hi: Array) -> None:
-        self._box = (np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64))
+        lo, hi = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)  # copies: compared next time
+        if np.array_equal(lo, self._box[0]) and np.array_equal(hi, self._box[1]):
+            return  # the branch and bound loads every node of one input's search in the same box
+        self._box = (lo, hi)
         self.lp.set_variable_bounds(self.inputs, lo, hi)
 
     def minimize(self, variables: Array, coefficients: Array) -> SolveResult:

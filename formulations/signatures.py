@@ -38,7 +38,7 @@ from .input_sets import InputSet, ball_boxes, validate_balls
 from .model import ConstraintTag, Model, Sense
 from .network import Network
 from .refinement import minimize_with_refinement, sound_lower
-from .segment_bab import minimize_bab, root_node
+from .segment_bab import branch_lines, minimize_bab, root_node
 
 Array = np.ndarray
 
@@ -427,7 +427,8 @@ def _batched_signatures(network: Network, xs: Array, classes: Array, eps: Array,
     the best logit attained, and the refined MIP (:func:`maximize_logit`) for a row it leaves open."""
     centers, eps, _, dlo, dhi = validate_balls(xs, eps, "linf", domain)
     lo, hi = ball_boxes(centers, eps, "linf", dlo, dhi)
-    env = EnvelopeLP(network, n_lines, time_limit)
+    # the LP signature is the envelope relaxation's own optimum (n_lines); the MIP's search takes more lines
+    env = EnvelopeLP(network, n_lines if method == LP else branch_lines(network, n_lines), time_limit)
     rel = Relaxations(env, symbolic_bounds_batch(network, lo, hi))
     out = []
     for r, (cls, e) in enumerate(zip(classes, eps)):

@@ -59,6 +59,7 @@ class CascadeOptions(BaseModel):
     input_bab_nodes: int = Field(0, ge=0)
     branching: bool = True
     branch_node_limit: int = Field(400, ge=0)
+    branch_lines: int = Field(12, ge=1)
     mip_solver: str | None = None
     mip_tolerance: float = Field(1e-4, gt=0)
     mip_max_rounds: int = Field(30, ge=0)
