@@ -256,3 +256,20 @@ def test_klp_bound_lies_between_the_lp_bound_and_the_exact_minimum(seed, act):
             assert t_klp.lower <= t_mip.upper + 1e-6  # never above a margin the real network attains
         assert klp.lower <= mip.upper + 1e-6
 
+
+def test_a_klp_certificate_states_its_tight_set_pixels_lines_facets_and_regions():
+    # polycert-tiny's test image 43 at eps 0.01: the single-neuron LP leaves it open, the k-LP proves it
+    from polycert.datasets import load_preprocessed
+    from polycert.zoo import load_builtin
+
+    net = load_builtin("polycert-tiny")
+    xs, ys = load_preprocessed(net.metadata["preprocessing"], "test")
+    cert, = certify_batch(net, xs[43:44], ys[43:44], 0.01, method="klp", settings=CascadeSettings(answer="verdict"))
+    assert cert.stage == "klp" and cert.verdict == Verdict.VERIFIED
+    kinds = {t.kind for t in cert.tight}
+    assert kinds & {"input_lower", "input_upper"} and "k_neuron" in kinds
+    assert kinds & {"envelope_lower", "envelope_upper"}
+    regions = [(t.layer, t.neuron) for t in cert.tight if t.kind == "region"]
+    assert sorted(regions) == [(i, j) for i in range(2) for j in range(3)]  # every hidden neuron's region
+    lp, = certify_batch(net, xs[43:44], ys[43:44], 0.01, method="lp", settings=CascadeSettings(answer="verdict"))
+    assert lp.tight and not {t.kind for t in lp.tight} & {"k_neuron"}
