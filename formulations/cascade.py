@@ -50,7 +50,7 @@ Each certificate's ``stage`` names the stage that decided it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import numpy as np
@@ -312,6 +312,7 @@ class _Run:
     clock: _Clock
     lp_tags: dict  # (i, k) -> tight constraints at the LP optimum of target k of input i
     klp_info: dict = None  # i -> the k-neuron relaxation's summary (k, groups, facets per layer)
+    klp_tags: dict = field(default_factory=dict)  # (i, k) -> tight constraints at the k-LP optimum of target k of input i
     branch: tuple | None = None  # the segment search's own (EnvelopeLP, Relaxations), when its lines differ
 
     def branch_relaxation(self) -> tuple[EnvelopeLP, Relaxations]:
@@ -453,6 +454,7 @@ def _klp_stage(run: _Run) -> None:
             br.termination[(i, int(k))], br.solver[(i, int(k))] = res.termination, "klp/" + res.solver
             if res.dual_bound is not None and np.isfinite(res.dual_bound):
                 br.raise_lower(i, int(k), sound_lower(res.dual_bound), "klp")
+                run.klp_tags[(i, int(k))] = rel.tight_tags(res)
             if res.primal is not None:
                 run.offer(i, r, res.primal[rel.inputs], "klp")
         run.klp_info[i] = rel.summary()
@@ -739,13 +741,14 @@ def _target_mask(targets, n: int, n_out: int, labels: Array) -> Array | None:
 
 def _tight(run: _Run, br: Brackets, i: int, r: int, method: str, eps: float) -> tuple[ConstraintTag, ...]:
     """The constraints tight at the optimum the certificate reports (``br``: the brackets it reports): for
-    LP, the LP optimum of the target with the lowest bound; for MIP, the input attaining the smallest margin,
-    read off the real network."""
-    if method == KLP:
-        return ()  # the k-neuron LP's rows are not tagged per envelope line: no signature (yet)
-    if method == LP:
+    LP, the LP optimum of the target with the lowest bound; for the k-LP, the k-LP optimum of that target
+    (the LP's where the k-LP did not solve it: it was closed before); for MIP, the input attaining the
+    smallest margin, read off the real network."""
+    if method in (LP, KLP):
         ks = br.targets_of(i)
         for k in sorted(ks, key=lambda k: br.lower[i, k]):
+            if method == KLP and (i, int(k)) in run.klp_tags:
+                return run.klp_tags[(i, int(k))]
             if (i, int(k)) in run.lp_tags:
                 return run.lp_tags[(i, int(k))]
         return ()

@@ -30,6 +30,7 @@ from .backends.base import SolveParameters, SolveResult
 from .backends.highs_persistent import PersistentLP
 from .bounds import LayerBounds
 from .encoding import KLP, LP, encode_affine, encode_envelope, encode_input_set, encode_relu
+from .envelope_lp import image_tags, pixel_tags, region_tags
 from .errors import InvalidInputError, UnsoundAnswerError
 from .input_sets import InputSet
 from .model import INF, ConstraintTag, Model, Sense
@@ -38,6 +39,8 @@ from .network import Network
 from .refinement import sound_lower
 
 Array = np.ndarray
+#: Row kinds a k-LP signature reports when tight: the single-neuron lines and the k-neuron facets.
+TIGHT_KINDS = ("envelope_lower", "envelope_upper", "relu_lower", "relu_upper", "k_neuron")
 WIDTH_EPS = 1e-9  # a smooth neuron narrower than this is affine enough: no LP, no group
 
 
@@ -51,8 +54,14 @@ class KLPSettings:
             ranked by relaxation area.
         max_groups: groups per layer at most.
         max_facets: certified facets per group at most for smooth activations (the deepest cuts,
-            :func:`formulations.multi_neuron.group_facets`); ReLU groups keep their whole hull.
+            :func:`formulations.multi_neuron.group_facets`); None (the default): every certified facet, as
+            ReLU groups keep their whole hull. (A cap of 80 cost both bound and time on the tiny GELU nets: the
+            ranking solves a second certification per group, and the facets it dropped were the binding ones.)
         n_lines: certified envelope lines per side of the single-neuron part (smooth activations).
+        pieces: secant pieces per smooth neuron in a group's branches (None: 8 for k = 2, 2 for k = 3, whose
+            groups have pieces^3 branches); more pieces, smaller certified residuals, tighter facets.
+        objective_pieces: with > 0, cuts in the objective's own directions over the last hidden layer
+            (:func:`_objective_cuts`), on this many pieces per neuron; 0 (the default): none.
         tighten: re-tighten each layer's bounds by LP over the k-neuron model below it (kPoly).
         lp_time_limit: seconds per LP (None: none).
     """
@@ -60,7 +69,7 @@ class KLPSettings:
     k: int = 2
     cluster: int = 4
     max_groups: int = 30
-    max_facets: int = 80
+    max_facets: int | None = None
     pieces: int | None = None
     objective_pieces: int = 0
     n_lines: int = 3
@@ -70,7 +79,8 @@ class KLPSettings:
     def __post_init__(self) -> None:
         if self.k not in (2, 3):
             raise InvalidInputError(f"KLPSettings.k must be 2 or 3, got {self.k!r}")
-        for name in ("cluster", "max_groups", "max_facets", "n_lines") + (("pieces",) if self.pieces is not None else ()):
+        optional = tuple(n for n in ("pieces", "max_facets") if getattr(self, n) is not None)
+        for name in ("cluster", "max_groups", "n_lines") + optional:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise InvalidInputError(f"KLPSettings.{name} must be an integer >= 1, got {v!r}")
@@ -103,6 +113,27 @@ class KRelaxation:
         obj[self.pre[-1]] = np.asarray(c, dtype=np.float64)
         self.lp.set_objective(obj, sense=Sense.MINIMIZE)
         return self.lp.solve(SolveParameters(time_limit=self.settings.lp_time_limit))
+
+    def tight_tags(self, result: SolveResult) -> tuple[ConstraintTag, ...]:
+        """The signature of a k-LP optimum, as :meth:`formulations.envelope_lp.EnvelopeLP.tight_tags` gives the
+        LP's: pixels at a bound of the box, the tight rows among the envelope lines (ReLU: its triangle's rows)
+        and the k-neuron facets (``k_neuron``, layer, the group's first neuron, the facet's number in the
+        layer), each hidden neuron's post-activation at an image bound, and each one's region."""
+        if result.primal is None:
+            return ()
+        primal, model = result.primal, self.model
+        tags = pixel_tags(primal[self.inputs], model.lb[self.inputs], model.ub[self.inputs])
+        for row in result.tight_rows:
+            tag = model.constraint_tags[int(row)]
+            if tag is not None and tag.kind in TIGHT_KINDS:
+                tags.append(tag)
+        for i, post in enumerate(self.post):
+            if post is None:
+                continue
+            act = self.network.layers[i].activation
+            tags.extend(image_tags(i, primal[post], *act.image(self.bounds[i].lower, self.bounds[i].upper)))
+            tags.extend(region_tags(act, i, primal[self.pre[i]]))
+        return tuple(dict.fromkeys(tags))
 
     def summary(self) -> dict:
         """What a certificate records of the relaxation: k, groups and certified facets per layer."""
@@ -220,11 +251,12 @@ def build_klp(network: Network, input_set: InputSet, bounds: Sequence[LayerBound
         else:
             a = encode_envelope(model, act, z, b, layer=i, n_lines=settings.n_lines)
         count = 0
+        residuals: dict = {}  # the pieces' residual extremes, shared by the groups of this layer
         for g, lo_d, hi_d in polys:
             nb = np.column_stack([b.lower[list(g)], b.upper[list(g)]])
             fac = group_facets(act, g, nb, lo_d, hi_d,
                                max_facets=None if act.name == "relu" else settings.max_facets,
-                               pieces=settings.pieces or (6 if settings.k == 2 else 2))
+                               pieces=settings.pieces or (8 if settings.k == 2 else 2), residuals=residuals)
             if fac.count == 0:
                 continue
             _add_facets(model, z[list(g)], a[list(g)], fac, layer=i, first=count)

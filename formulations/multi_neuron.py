@@ -109,22 +109,39 @@ def polytope_vertices(A: Array, b: Array) -> Array:
     k-subsets of rows (every vertex of a pointed polyhedron has k linearly independent active rows).
 
     Returns (n, k), possibly with near-duplicates; empty (0, k) when the polytope is empty."""
-    m, k = A.shape
-    subsets = np.array(list(itertools.combinations(range(m), k)), dtype=np.int64)
-    if subsets.size == 0:
-        return np.zeros((0, k))
-    mats, rhs = A[subsets], b[subsets]
-    det = np.linalg.det(mats)
-    ok = np.abs(det) > 1e-12
-    if not ok.any():
-        return np.zeros((0, k))
-    pts = np.linalg.solve(mats[ok], rhs[ok][..., None])[..., 0]
-    scale = 1.0 + np.abs(b)[None, :] + np.abs(A).sum(axis=1)[None, :] * np.abs(pts).max(axis=1, keepdims=True)
-    feasible = np.all(pts @ A.T - b[None, :] <= FEASIBILITY * scale, axis=1)
-    pts = pts[feasible]
-    if pts.shape[0] == 0:
-        return pts
+    pts = polytope_vertices_many(A, np.asarray(b, dtype=np.float64)[None, :])[0]
     return np.unique(np.round(pts, 12), axis=0) if pts.shape[0] > 1 else pts
+
+
+def polytope_vertices_many(A: Array, bs: Array) -> list[Array]:
+    """:func:`polytope_vertices` of ``{x : A x <= b}`` for every row ``b`` of ``bs`` (B, m): one rows matrix
+    (the branches of a group share it, only their segment bounds differ), so the k x k systems of its
+    k-subsets of rows are inverted once and every branch's candidate vertices are one batched product.
+
+    Returns B arrays (n_b, k), possibly with duplicates."""
+    m, k = A.shape
+    B = bs.shape[0]
+    subsets = _row_subsets(m, k)
+    if subsets.size == 0:
+        return [np.zeros((0, k)) for _ in range(B)]
+    mats = A[subsets]
+    ok = np.abs(np.linalg.det(mats)) > 1e-12
+    if not ok.any():
+        return [np.zeros((0, k)) for _ in range(B)]
+    subsets, inv = subsets[ok], np.linalg.inv(mats[ok])      # (S, k), (S, k, k)
+    pts = np.einsum("sij,bsj->bsi", inv, bs[:, subsets])       # (B, S, k)
+    row_norm = np.abs(A).sum(axis=1)                            # (m,)
+    act = np.einsum("bsi,mi->bsm", pts, A)                      # (B, S, m)
+    scale = 1.0 + np.abs(bs)[:, None, :] + row_norm[None, None, :] * np.abs(pts).max(axis=2, keepdims=True)
+    feasible = np.all(act - bs[:, None, :] <= FEASIBILITY * scale, axis=2)  # (B, S)
+    return [pts[q][feasible[q]] for q in range(B)]
+
+
+@lru_cache(maxsize=None)
+def _row_subsets(m: int, k: int) -> Array:
+    out = np.array(list(itertools.combinations(range(m), k)), dtype=np.int64).reshape(-1, k)
+    out.setflags(write=False)
+    return out
 
 
 def _branch_rows(dirs: Array, lower: Array, upper: Array, pieces: tuple[Piece, ...]) -> tuple[Array, Array]:
@@ -145,13 +162,13 @@ def branches(act: Activation | str, dirs: Array, lower: Array, upper: Array, neu
 
     ``neuron_bounds``: (k, 2) the neurons' [l, u]; ``lower``/``upper``: the bounds of ``dirs . x`` (P)."""
     per_neuron = [neuron_pieces(act, l, u, pieces) for l, u in neuron_bounds]
-    out = []
-    for combo in itertools.product(*per_neuron):
-        A, b = _branch_rows(dirs, lower, upper, combo)
-        verts = polytope_vertices(A, b)
-        if verts.shape[0]:
-            out.append((combo, verts))
-    return out
+    combos = list(itertools.product(*per_neuron))
+    if not combos:
+        return []
+    rows = [_branch_rows(dirs, lower, upper, combo) for combo in combos]
+    A = rows[0][0]  # the same for every branch: P's finite rows and the k segment boxes
+    verts = polytope_vertices_many(A, np.array([b for _, b in rows]))
+    return [(combo, v) for combo, v in zip(combos, verts) if v.shape[0]]
 
 
 def _branch_points(combo: tuple[Piece, ...], verts: Array) -> Array:
@@ -186,7 +203,8 @@ def hull_directions(points: Array) -> Array:
     return np.unique(np.round(normals, NORMAL_DIGITS), axis=0)
 
 
-def certify_facets(act: Activation | str, alpha: Array, beta: Array, branch_list) -> Array:
+def certify_facets(act: Activation | str, alpha: Array, beta: Array, branch_list,
+                   residuals: dict | None = None) -> Array:
     """Sound right-hand sides of the rows ``alpha . x + beta . y <= rhs`` over the graph ``y = f(x)``, x in P.
 
     For every branch (pieces and vertices of ``P ∩ segments``) and neuron u, the term ``beta_u f(x_u) +
@@ -195,24 +213,28 @@ def certify_facets(act: Activation | str, alpha: Array, beta: Array, branch_list
     piece) else its lower line (``r`` = exact min). The sum is linear, so its maximum over the branch
     polytope is at a vertex. The result is the maximum over branches and vertices plus :data:`VERTEX_MARGIN`.
 
-    Args: alpha, beta: (F, k). Returns (F,) right-hand sides (-inf if no branch is feasible).
+    Args: alpha, beta: (F, k). residuals: a cache ``{(piece, upper line?): r}`` of the exact residual
+        extremes, shared by calls on the same pieces (a neuron's pieces in several groups); filled here.
+    Returns (F,) right-hand sides (-inf if no branch is feasible).
     """
     act = get_activation(act)
     F = alpha.shape[0]
     rhs = np.full(F, -np.inf)
     scale = np.abs(alpha).sum(axis=1) + np.abs(beta).sum(axis=1)
-    # the exact extremes of every piece's residual f - (s x + c), all pieces in one vectorised call
-    pieces = list(dict.fromkeys(p for combo, _ in branch_list for p in combo))
-    s_all = np.array([p.up_slope for p in pieces] + [p.lo_slope for p in pieces])
-    c_all = np.array([p.up_icpt for p in pieces] + [p.lo_icpt for p in pieces])
-    l_all = np.array([p.lower for p in pieces] * 2)
-    u_all = np.array([p.upper for p in pieces] * 2)
-    r_min, r_max = act.residual_extremes(s_all, c_all, l_all, u_all)
-    n = len(pieces)
-    up_r = np.where(np.isfinite(r_max[:n]), r_max[:n], np.inf)   # upper line: max of the residual
-    lo_r = np.where(np.isfinite(r_min[n:]), r_min[n:], -np.inf)  # lower line: min of the residual
-    residuals = {(p, True): float(up_r[q]) for q, p in enumerate(pieces)}
-    residuals.update({(p, False): float(lo_r[q]) for q, p in enumerate(pieces)})
+    residuals = {} if residuals is None else residuals
+    # the exact extremes of every piece's residual f - (s x + c), the pieces not yet known in one vectorised call
+    pieces = [p for p in dict.fromkeys(p for combo, _ in branch_list for p in combo) if (p, True) not in residuals]
+    if pieces:
+        s_all = np.array([p.up_slope for p in pieces] + [p.lo_slope for p in pieces])
+        c_all = np.array([p.up_icpt for p in pieces] + [p.lo_icpt for p in pieces])
+        l_all = np.array([p.lower for p in pieces] * 2)
+        u_all = np.array([p.upper for p in pieces] * 2)
+        r_min, r_max = act.residual_extremes(s_all, c_all, l_all, u_all)
+        n = len(pieces)
+        up_r = np.where(np.isfinite(r_max[:n]), r_max[:n], np.inf)   # upper line: max of the residual
+        lo_r = np.where(np.isfinite(r_min[n:]), r_min[n:], -np.inf)  # lower line: min of the residual
+        residuals.update({(p, True): float(up_r[q]) for q, p in enumerate(pieces)})
+        residuals.update({(p, False): float(lo_r[q]) for q, p in enumerate(pieces)})
 
     def residual(p: Piece, up: bool) -> float:
         return residuals[(p, up)]
@@ -254,7 +276,7 @@ class GroupFacets:
 
 def group_facets(act: Activation | str, neurons: tuple[int, ...], neuron_bounds: Array, lower: Array,
                  upper: Array, *, dirs: Array | None = None, max_facets: int | None = None,
-                 pieces: int = 4) -> GroupFacets:
+                 pieces: int = 4, residuals: dict | None = None) -> GroupFacets:
     """The certified joint-hull facets of one group (module docstring, steps 2-4).
 
     The candidate directions are the facets of the hull of the graph's points ``(v, f(v))`` at the branch
@@ -266,9 +288,12 @@ def group_facets(act: Activation | str, neurons: tuple[int, ...], neuron_bounds:
 
     Args:
         neuron_bounds: (k, 2) each neuron's [l, u]; lower, upper: bounds of ``dirs . x`` (the polyhedron P).
+        residuals: :func:`certify_facets`' cache of the pieces' residual extremes (one per layer: a neuron's
+            pieces are the same in every group it is in).
     """
     act = get_activation(act)
     k = len(neurons)
+    residuals = {} if residuals is None else residuals
     dirs = octagon_directions(k) if dirs is None else dirs
     nb = np.asarray(neuron_bounds, float)
     branch_list = branches(act, dirs, np.asarray(lower, float), np.asarray(upper, float), nb, pieces)
@@ -286,11 +311,11 @@ def group_facets(act: Activation | str, neurons: tuple[int, ...], neuron_bounds:
     alpha, beta = normals[:, :k].copy(), normals[:, k:].copy()
     # certified on the graph; then the envelopes' own outward margin (it exceeds the solvers' feasibility
     # tolerances, design.md), so a point a solver accepts is inside the relaxation of the true graph too
-    rhs = certify_facets(act, alpha, beta, branch_list) + LINE_MARGIN
+    rhs = certify_facets(act, alpha, beta, branch_list, residuals) + LINE_MARGIN
     ok = np.isfinite(rhs)
     alpha, beta, rhs = alpha[ok], beta[ok], rhs[ok]
     if max_facets is not None and rhs.shape[0] > max_facets:
-        gain = separable_gain(act, alpha, beta, rhs, nb, pieces)
+        gain = separable_gain(act, alpha, beta, rhs, nb, pieces, residuals)
         keep = np.argsort(-gain, kind="stable")[:max_facets]
         keep = keep[gain[keep] > 0]
         alpha, beta, rhs = alpha[keep], beta[keep], rhs[keep]
@@ -298,12 +323,12 @@ def group_facets(act: Activation | str, neurons: tuple[int, ...], neuron_bounds:
 
 
 def separable_gain(act: Activation, alpha: Array, beta: Array, rhs: Array, neuron_bounds: Array,
-                   pieces: int = 4) -> Array:
+                   pieces: int = 4, residuals: dict | None = None) -> Array:
     """How far each facet's right-hand side lies below its certified maximum over the box (no P, no joint
     coupling): what it cuts off that the neurons' separate relaxations (roughly) do not."""
     k = alpha.shape[1]
     box = branches(act, np.eye(k), neuron_bounds[:, 0], neuron_bounds[:, 1], neuron_bounds, pieces)
-    return certify_facets(act, alpha, beta, box) - rhs
+    return certify_facets(act, alpha, beta, box, residuals) - rhs
 
 
 def relaxation_area(act: Activation | str, l: Array, u: Array) -> Array:

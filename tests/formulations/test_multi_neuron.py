@@ -13,8 +13,8 @@ from polycert.formulations.input_bab import minimize_input_bab
 from polycert.formulations.input_sets import InputSet
 from polycert.formulations.klp import KLPSettings, build_klp
 from polycert.formulations.model import Model, Sense
-from polycert.formulations.multi_neuron import (choose_groups, group_facets, octagon_directions,
-                                                polytope_vertices)
+from polycert.formulations.multi_neuron import (branches, certify_facets, choose_groups, group_facets,
+                                                octagon_directions, polytope_vertices, polytope_vertices_many)
 from polycert.formulations.network import Layer, Network
 
 
@@ -99,6 +99,34 @@ def test_vertices_of_the_unit_square_are_its_four_corners():
     assert polytope_vertices(A, np.array([1.0, 1.0, -2.0, 1.0])).shape[0] == 0  # x >= 2 and x <= 1: empty
 
 
+def test_batched_vertices_are_each_polytopes_own():
+    # one rows matrix, many right-hand sides (a group's branches): the same vertices as one polytope at a time
+    rng = np.random.default_rng(3)
+    for k in (2, 3):
+        dirs = octagon_directions(k)
+        A = np.vstack([dirs, -dirs, np.eye(k), -np.eye(k)])
+        bs = np.column_stack([rng.uniform(0.5, 2.0, size=(6, 2 * dirs.shape[0])), rng.uniform(0.1, 1.0, size=(6, 2 * k))])
+        bs[0, -2 * k:] = [-5.0] * k + [-5.0] * k  # an empty one: x_u <= -5 and x_u >= 5
+        for b, many in zip(bs, polytope_vertices_many(A, bs)):
+            one = polytope_vertices(A, b)
+            assert sorted(map(tuple, one)) == sorted(map(tuple, np.unique(np.round(many, 12), axis=0)))
+        assert polytope_vertices_many(A, bs)[0].shape == (0, k)
+
+
+def test_a_shared_residual_cache_certifies_the_same_right_hand_sides():
+    nb = np.array([[-1.5, 0.8], [-0.4, 2.0]])
+    dirs = octagon_directions(2)
+    lo = np.array([np.sum(np.where(d > 0, d * nb[:, 0], d * nb[:, 1])) for d in dirs]) + 0.05
+    hi = np.array([np.sum(np.where(d > 0, d * nb[:, 1], d * nb[:, 0])) for d in dirs]) - 0.05
+    bl = branches("gelu", dirs, lo, hi, nb, 5)
+    rng = np.random.default_rng(0)
+    alpha, beta = rng.normal(size=(20, 2)), rng.normal(size=(20, 2))
+    cache: dict = {}
+    first = certify_facets("gelu", alpha, beta, bl, cache)
+    assert cache and np.array_equal(first, certify_facets("gelu", alpha, beta, bl))
+    assert np.array_equal(first, certify_facets("gelu", alpha, beta, bl, cache))  # read from the cache
+
+
 def test_groups_overlap_within_clusters_of_the_largest_area_and_respect_the_cap():
     area = np.array([0.0, 5.0, 1.0, 3.0, 4.0, 2.0])
     groups = choose_groups(area, 2, cluster=3, max_groups=100)
@@ -119,6 +147,9 @@ def test_objective_direction_cuts_keep_the_2_relu_bound_x7_le_4():
 def test_klp_settings_reject_k_outside_2_3():
     with pytest.raises(InvalidInputError):
         KLPSettings(k=4)
+    assert KLPSettings().max_facets is None  # every certified facet unless capped
+    with pytest.raises(InvalidInputError, match="max_facets"):
+        KLPSettings(max_facets=0)
     with pytest.raises(InvalidInputError, match="klp_k"):
         CascadeSettings(klp_k=1)
     assert "klp" in STAGES and STAGES.index("lp") < STAGES.index("klp") < STAGES.index("mip")
@@ -224,3 +255,21 @@ def test_klp_bound_lies_between_the_lp_bound_and_the_exact_minimum(seed, act):
             assert t_lp.lower <= t_klp.lower + 1e-9
             assert t_klp.lower <= t_mip.upper + 1e-6  # never above a margin the real network attains
         assert klp.lower <= mip.upper + 1e-6
+
+
+def test_a_klp_certificate_states_its_tight_set_pixels_lines_facets_and_regions():
+    # polycert-tiny's test image 43 at eps 0.01: the single-neuron LP leaves it open, the k-LP proves it
+    from polycert.datasets import load_preprocessed
+    from polycert.zoo import load_builtin
+
+    net = load_builtin("polycert-tiny")
+    xs, ys = load_preprocessed(net.metadata["preprocessing"], "test")
+    cert, = certify_batch(net, xs[43:44], ys[43:44], 0.01, method="klp", settings=CascadeSettings(answer="verdict"))
+    assert cert.stage == "klp" and cert.verdict == Verdict.VERIFIED
+    kinds = {t.kind for t in cert.tight}
+    assert kinds & {"input_lower", "input_upper"} and "k_neuron" in kinds
+    assert kinds & {"envelope_lower", "envelope_upper"}
+    regions = [(t.layer, t.neuron) for t in cert.tight if t.kind == "region"]
+    assert sorted(regions) == [(i, j) for i in range(2) for j in range(3)]  # every hidden neuron's region
+    lp, = certify_batch(net, xs[43:44], ys[43:44], 0.01, method="lp", settings=CascadeSettings(answer="verdict"))
+    assert lp.tight and not {t.kind for t in lp.tight} & {"k_neuron"}
