@@ -26,7 +26,7 @@ def job(tmp_path_factory):
             assert submitted.json()["parameters"]["methods"] == "all"
             done = server.wait_job(submitted.json()["id"], timeout=600)
             assert done["status"] == "done" and done["progress"]["errors"] == 0, server.tail()
-            results = client.get(f"/jobs/{done['id']}/results", params={"limit": 1000}).json()["data"]
+            results = client.get(f"/jobs/{done['id']}/results", params={"limit": 1000, "signatures": True}).json()["data"]
             comparison = client.get(f"/jobs/{done['id']}/comparison", params={"limit": 1000}).json()
         yield server, done, results, comparison
 
@@ -41,6 +41,8 @@ def test_every_query_has_an_lp_a_klp_and_a_mip_certificate_and_the_klp_ones_stat
     for r in ran:
         relaxation = r["extra"]["relaxation"]
         assert relaxation["kind"] == "k-neuron" and relaxation["k"] in (2, 3) and relaxation["groups"]
+        assert r["tight"], f"k-LP certificate of query {r['query_id']} has no tight set"
+    assert any("k_neuron" in str(r["tight"]) for r in ran), "no k-LP optimum rests on a k-neuron facet"
 
 
 def test_the_klp_bound_lies_between_the_lp_bound_and_the_exact_one_and_the_summary_counts_it(job):
